@@ -1,0 +1,189 @@
+"""Syslog framing: split a log line into time, host, program and message.
+
+Understood: RFC 3164 (`Nov 21 19:43:39 host prog[pid]: msg`, also with fractional seconds as
+Postfix's postlogd writes them), RFC 5424, rsyslog's ISO 8601 timestamps, daemontools TAI64N
+(`@4000... prog: msg`) and Dovecot's own log files (no host, a level after the tag).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+# The timestamp at the start of a line, with an optional <PRI> and RFC 5424's version "1".
+_STAMP = re.compile(
+    r"(?:<\d{1,3}>)?(?:"
+    r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>\d{1,2}) "
+    r"(?:(?P<byear>\d{4}) )?(?P<bhms>\d\d:\d\d:\d\d)(?P<bfrac>\.\d{1,9})?"
+    r"|(?P<v5424>1 )?(?P<ymd>\d{4}-\d\d-\d\d)[T ](?P<ihms>\d\d:\d\d:\d\d)(?P<ifrac>[.,]\d{1,9})?"
+    r"(?P<tz>Z|[+-]\d\d:?\d\d)?"
+    r"|@(?P<tai>[0-9a-f]{24})"
+    r") +"
+)
+# After the stamp: RFC 5424 "HOST APP PROCID MSGID [SD]|- MSG".
+_R5424 = re.compile(
+    r"(?P<host>\S+) (?P<prog>\S+) (?P<pid>\S+) \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$",
+    re.S,
+)
+# Dovecot's own log: "TAG: Level: msg"; the tag may carry "(ids)" and "<session>".
+_DOVECOT_OWN = re.compile(
+    r"(?P<tag>[a-z][a-z0-9-]*(?:\([^)]*\))?(?:<[^>\s]*>)?): "
+    r"(?:Info|Warning|Error|Fatal|Panic|Debug): (?P<msg>.*)$",
+    re.S,
+)
+_TAG = r"(?P<prog>[^\s\[\]:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>.*)$"
+_HOSTLESS = re.compile(_TAG, re.S)
+_HOSTFUL = re.compile(r"(?P<host>[^\s:]+) " + _TAG, re.S)
+
+# The common case in one regex: "Mmm dd hh:mm:ss host prog[pid]: msg" (a host never ends in ':',
+# which keeps Dovecot's own "Mmm dd hh:mm:ss pop3-login: Info: ..." out of this path).
+_FAST = re.compile(
+    r"((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d) "
+    r"(\S*[^\s:]) ([^\s\[\]:]+)(?:\[(\d+)\])?: ?"
+)
+
+# A syslog date with no year is taken as the latest one not ahead of "now" by more than this.
+FUTURE_SLACK = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    time: datetime
+    host: str | None
+    program: str
+    pid: int | None
+    message: str
+
+
+class Framer:
+    """Parses the framing of single lines; the clock (epoch seconds) decides syslog years."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._stamp_cache: dict[str, datetime] = {}
+
+    def frame_fast(self, line: str) -> tuple[datetime, str | None, str, str] | None:
+        """(time, host, program, message) of a line; the common RFC 3164 form without objects."""
+        m = _FAST.match(line)
+        if m is not None:
+            stamp = m.group(1)
+            when = self._stamp_cache.get(stamp)
+            if when is not None:
+                return when, m.group(2), m.group(3), line[m.end():]
+        frame = self.frame(line)
+        if frame is None:
+            return None
+        return frame.time, frame.host, frame.program, frame.message
+
+    def frame(self, line: str) -> Frame | None:
+        """The framing of one line (without its newline), or None if it is not understood."""
+        m = _STAMP.match(line)
+        if m is None:
+            return None
+        stamp = m.group(0).rstrip(" ")
+        when = self._stamp_cache.get(stamp)
+        if when is None:
+            when = self._time(m)
+            if when is None:
+                return None
+            if len(self._stamp_cache) > 4096:
+                self._stamp_cache.clear()
+            self._stamp_cache[stamp] = when
+        rest = line[m.end():]
+        if m.group("v5424"):
+            r = _R5424.match(rest)
+            if r is None:
+                return None
+            host = None if r.group("host") == "-" else r.group("host")
+            pid = r.group("pid")
+            return Frame(when, host, r.group("prog"), int(pid) if pid.isdigit() else None,
+                         _strip_bom(r.group("msg") or ""))
+        d = _DOVECOT_OWN.match(rest)
+        if d is not None:
+            return Frame(when, None, "dovecot", None, f"{d.group('tag')}: {d.group('msg')}")
+        t = _HOSTLESS.match(rest) if m.group("tai") or _first_token_is_tag(rest) else None
+        host = None
+        if t is None:
+            t = _HOSTFUL.match(rest)
+            if t is None:
+                return None
+            host = t.group("host")
+        pid = t.group("pid")
+        return Frame(when, host, t.group("prog"), int(pid) if pid else None, t.group("msg"))
+
+    def _time(self, m: re.Match[str]) -> datetime | None:
+        try:
+            if m.group("mon"):
+                return self._bsd_time(m)
+            if m.group("tai"):
+                label = int(m.group("tai")[:16], 16)
+                nanos = int(m.group("tai")[16:], 16)
+                # TAI64 labels count from 2**62; TAI is 10 s ahead of UTC in daemontools' convention.
+                seconds = label - (1 << 62) - 10
+                return datetime.fromtimestamp(seconds + nanos / 1e9, timezone.utc).astimezone()
+            frac = m.group("ifrac") or ""
+            text = f"{m.group('ymd')}T{m.group('ihms')}{frac.replace(',', '.')[:7]}"
+            when = datetime.fromisoformat(text)
+            tz = m.group("tz")
+            if tz:
+                if tz == "Z":
+                    return when.replace(tzinfo=timezone.utc)
+                sign = 1 if tz[0] == "+" else -1
+                digits = tz[1:].replace(":", "")
+                offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+                return when.replace(tzinfo=timezone(sign * offset))
+            return _local(when)
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    def _bsd_time(self, m: re.Match[str]) -> datetime | None:
+        hh, mm, ss = (int(x) for x in m.group("bhms").split(":"))
+        frac = m.group("bfrac")
+        micro = int((frac[1:] + "000000")[:6]) if frac else 0
+        month, day = MONTHS[m.group("mon")], int(m.group("day"))
+        if m.group("byear"):
+            return _local(datetime(int(m.group("byear")), month, day, hh, mm, ss, micro))
+        now = self.clock()
+        year = datetime.fromtimestamp(now).year
+        for candidate_year in (year, year - 1):
+            try:
+                when = _local(datetime(candidate_year, month, day, hh, mm, ss, micro))
+            except ValueError:    # Feb 29 in a year without one
+                continue
+            if when.timestamp() <= now + FUTURE_SLACK:
+                return when
+        return None
+
+
+_offsets: dict[tuple[int, int, int, int], timezone] = {}
+
+
+def _local(naive: datetime) -> datetime:
+    """A naive local wall-clock time made aware with the system's UTC offset at that moment."""
+    key = (naive.year, naive.month, naive.day, naive.hour)
+    tz = _offsets.get(key)
+    if tz is None:
+        # mktime knows the zone's rules (DST); offsets change at most on the hour.
+        epoch = time.mktime(naive.replace(minute=30, second=0, microsecond=0).timetuple())
+        tz = datetime.fromtimestamp(epoch).astimezone().tzinfo
+        if len(_offsets) > 4096:
+            _offsets.clear()
+        _offsets[key] = tz
+    return naive.replace(tzinfo=tz)
+
+
+def _first_token_is_tag(rest: str) -> bool:
+    """True when the text after the stamp starts with `prog:`/`prog[pid]:` (no host field)."""
+    space = rest.find(" ")
+    token = rest if space < 0 else rest[:space]
+    return token.endswith(":")
+
+
+def _strip_bom(msg: str) -> str:
+    return msg[1:] if msg.startswith("\ufeff") else msg

@@ -1,0 +1,213 @@
+"""Log rules as data: load rules/*.yaml, validate, compile once."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .events import KINDS, STUCK_SESSION
+from .yamlsrc import YamlError, line_of, load_yaml
+
+RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
+SERVICES = ("pop3", "imap", "smtp", "submission", "sieve")
+_RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description"}
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A prefilter must be rarer than this: these words occur on most mail-log lines.
+_TOO_COMMON = {"from", "to", "mail", "smtp", "postfix", "dovecot", "user", "=", ":", " "}
+
+
+class RuleError(Exception):
+    """A broken rule file; the message names file, line, rule id and reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One compiled log pattern."""
+
+    id: str
+    kind: str
+    service: str | None
+    programs: tuple[str, ...]
+    prefilters: tuple[bytes, ...]
+    regex: re.Pattern[str]
+    service_map: dict[str, str] = field(default_factory=dict)
+    source: str = ""              # "file:line", for messages
+
+    def applies_to(self, program: str) -> bool:
+        return any(fnmatch.fnmatchcase(program, glob) for glob in self.programs)
+
+
+class Ruleset:
+    """The compiled rules in match order, plus the per-program index the parser uses."""
+
+    def __init__(self, rules: Sequence[Rule], files: Sequence[Path] = ()) -> None:
+        self.rules = tuple(rules)
+        self.files = tuple(files)
+        self.by_id = {rule.id: rule for rule in self.rules}
+        self.literals = tuple(sorted({lit for rule in self.rules for lit in rule.prefilters}))
+        self._by_program: dict[str, tuple[Rule, ...]] = {}
+
+    def for_program(self, program: str) -> tuple[Rule, ...]:
+        """Rules that apply to a syslog program, in match order (memoised; programs are few)."""
+        rules = self._by_program.get(program)
+        if rules is None:
+            rules = tuple(rule for rule in self.rules if rule.applies_to(program))
+            if len(self._by_program) < 4096:
+                self._by_program[program] = rules
+        return rules
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _fail(path: Path, line: int, rule_id: str | None, reason: str) -> RuleError:
+    who = f" rule {rule_id!r}:" if rule_id else ""
+    return RuleError(f"{path}:{line}:{who} {reason}")
+
+
+def _str_list(value: object) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    return None
+
+
+def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
+    base = ("rules", index)
+    line = line_of(marks, base)
+    if not isinstance(raw, dict):
+        raise _fail(path, line, None, "a rule must be a mapping")
+    rule_id = raw.get("id")
+    if not isinstance(rule_id, str) or not _ID_RE.match(rule_id):
+        raise _fail(path, line_of(marks, base + ("id",)), None,
+                    f"missing or invalid id {rule_id!r} (letters, digits, '_', '.', '-')")
+
+    def where(key: str) -> int:
+        return line_of(marks, base + (key,))
+
+    unknown = sorted(set(raw) - _RULE_KEYS, key=str)
+    if unknown:
+        raise _fail(path, where(str(unknown[0])), rule_id,
+                    f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_RULE_KEYS))})")
+    kind = raw.get("kind")
+    if kind not in RULE_KINDS:
+        raise _fail(path, where("kind"), rule_id,
+                    f"kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
+    service = raw.get("service")
+    if service is not None and service not in SERVICES:
+        raise _fail(path, where("service"), rule_id,
+                    f"service {service!r} is not one of {', '.join(SERVICES)}")
+    programs = _str_list(raw.get("programs"))
+    if programs is None:
+        raise _fail(path, where("programs"), rule_id,
+                    "programs must be a non-empty string or list of strings (syslog tags, globs)")
+    prefilters = _str_list(raw.get("prefilter"))
+    if prefilters is None:
+        raise _fail(path, where("prefilter"), rule_id,
+                    "prefilter must be a non-empty literal string or list of them")
+    for literal in prefilters:
+        if len(literal) < 3 or literal.strip().lower() in _TOO_COMMON:
+            raise _fail(path, where("prefilter"), rule_id,
+                        f"prefilter {literal!r} is too short or too common to filter anything")
+    pattern = raw.get("regex")
+    if not isinstance(pattern, str) or not pattern:
+        raise _fail(path, where("regex"), rule_id, "regex must be a non-empty string")
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise _fail(path, where("regex"), rule_id, f"regex does not compile: {exc}") from exc
+    if "ip" not in regex.groupindex:
+        raise _fail(path, where("regex"), rule_id, "regex has no (?P<ip>...) group")
+    extra = set(regex.groupindex) - {"ip", "user", "service"}
+    if extra:
+        raise _fail(path, where("regex"), rule_id,
+                    f"unknown named group(s) {', '.join(sorted(extra))} (allowed: ip, user, service)")
+    service_map = raw.get("service_map") or {}
+    if not isinstance(service_map, dict) or not all(
+        isinstance(k, str) and v in SERVICES for k, v in service_map.items()
+    ):
+        raise _fail(path, where("service_map"), rule_id,
+                    f"service_map must map strings to one of {', '.join(SERVICES)}")
+    return Rule(
+        id=rule_id,
+        kind=kind,
+        service=service,
+        programs=tuple(programs),
+        prefilters=tuple(p.encode() for p in prefilters),
+        regex=regex,
+        service_map={k.lower(): v for k, v in service_map.items()},
+        source=f"{path}:{line}",
+    )
+
+
+def load_rule_file(path: str | Path) -> list[Rule]:
+    """Load and compile one rules/*.yaml file; RuleError names file, line, rule id and reason."""
+    path = Path(path)
+    try:
+        data, marks = load_yaml(path)
+    except YamlError as exc:
+        raise RuleError(str(exc)) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise _fail(path, 1, None, "a rule file is a mapping with a 'rules:' list")
+    unknown = sorted(set(data) - {"rules", "description"}, key=str)
+    if unknown:
+        raise _fail(path, line_of(marks, (unknown[0],)), None, f"unknown top-level key {unknown[0]!r}")
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(data["rules"]):
+        rule = _compile_rule(path, index, raw, marks)
+        if rule.id in seen:
+            raise _fail(path, line_of(marks, ("rules", index)), rule.id,
+                        f"duplicate id (first at line {seen[rule.id]})")
+        seen[rule.id] = line_of(marks, ("rules", index))
+        rules.append(rule)
+    return rules
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file())
+
+
+def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None) -> Ruleset:
+    """All rules of the given directories in file order; local_dir's rules replace by id or add."""
+    rules: list[Rule] = []
+    files: list[Path] = []
+    origin: dict[str, Path] = {}
+    found_dir = False
+    for directory in map(Path, dirs):
+        if not directory.is_dir():
+            continue
+        found_dir = True
+        for path in _yaml_files(directory):
+            files.append(path)
+            for rule in load_rule_file(path):
+                if rule.id in origin:
+                    raise RuleError(f"{rule.source}: rule {rule.id!r}: id already defined in "
+                                    f"{origin[rule.id]}")
+                origin[rule.id] = path
+                rules.append(rule)
+    if not found_dir:
+        raise RuleError(f"no rules directory found (looked in {', '.join(map(str, dirs))})")
+    if local_dir is not None and Path(local_dir).is_dir():
+        position = {rule.id: i for i, rule in enumerate(rules)}
+        for path in _yaml_files(Path(local_dir)):
+            files.append(path)
+            for rule in load_rule_file(path):
+                if rule.id in position:
+                    rules[position[rule.id]] = rule
+                else:
+                    position[rule.id] = len(rules)
+                    rules.append(rule)
+    return Ruleset(rules, files)
+
+
+def default_rules_dirs() -> list[Path]:
+    """Where the shipped rules live: a source tree's rules/ beside the package, else the share dir."""
+    from .config import DEFAULT_RULES_DIR
+
+    candidates = [Path(__file__).resolve().parent.parent / "rules", Path(DEFAULT_RULES_DIR)]
+    return [p for p in candidates if p.is_dir()][:1] or candidates[:1]

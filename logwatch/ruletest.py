@@ -1,0 +1,189 @@
+"""`logwatchctl parse` and `logwatchctl test-rules`: the daemon's parser run over files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import BinaryIO, TextIO
+
+from .parser import Parser
+from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
+
+CHUNK = 4 << 20
+# Words that suggest a line reports a failure; used only to show admins what the rules miss.
+_FAILURE_WORDS = re.compile(
+    rb"fail|reject|unknown|denied|invalid|refused|mismatch|blocked|bad |too many|not found|illegal",
+    re.IGNORECASE,
+)
+
+
+def add_rules_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", metavar="DIR", action="append",
+                        help="rules directory (repeatable; default: the shipped rules)")
+
+
+def add_parse_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    add_rules_arg(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="log file, or - for stdin")
+
+
+def add_test_rules_args(parser: argparse.ArgumentParser) -> None:
+    add_rules_arg(parser)
+    parser.add_argument("--sample", type=int, default=20, metavar="N",
+                        help="how many unmatched failure-looking lines to show (default 20)")
+    parser.add_argument("file", metavar="FILE", help="log file, or - for stdin")
+
+
+def _ruleset(args: argparse.Namespace) -> Ruleset:
+    return load_ruleset(args.rules or default_rules_dirs())
+
+
+def _open(name: str) -> BinaryIO:
+    return sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+
+
+def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    """Chunks of whole lines (the last one may lack its newline)."""
+    rest = b""
+    while True:
+        block = stream.read(size)
+        if not block:
+            break
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        if cut:
+            yield block[:cut]
+    if rest:
+        yield rest
+
+
+def _format(event, out: TextIO, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps(event.as_json(), ensure_ascii=False) + "\n")
+        return
+    fields = [event.time.isoformat(), event.kind, event.ip]
+    for key in ("user", "service", "program", "rule", "host"):
+        value = getattr(event, key)
+        if value is not None:
+            fields.append(f"{key}={value!r}" if any(c.isspace() for c in value) else f"{key}={value}")
+    fields.append(f"line={event.line}")
+    out.write(" ".join(fields) + "\n")
+
+
+def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Print one event per line of the given files."""
+    try:
+        ruleset = _ruleset(args)
+    except RuleError as exc:
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in args.files:
+        parser = Parser(ruleset)
+        try:
+            with _open(name) as stream:
+                line_no = 1
+                for chunk in read_chunks(stream):
+                    for event in parser.parse(chunk, line_no):
+                        _format(event, out, args.json)
+                    line_no += chunk.count(b"\n")
+        except OSError as exc:
+            print(f"logwatchctl: {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """fail2ban-regex-like report: what the rules find in a file, and what they seem to miss."""
+    try:
+        ruleset = _ruleset(args)
+    except RuleError as exc:
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return 2
+    parser = Parser(ruleset)
+    matched_lines: set[int] = set()
+    suspects: list[tuple[int, bytes]] = []
+    suspect_count = 0
+    unframed: list[tuple[int, bytes]] = []
+    unframed_count = 0
+    parse_seconds = 0.0
+    try:
+        with _open(args.file) as stream:
+            line_no = 1
+            for chunk in read_chunks(stream):
+                started = time.process_time()
+                events = parser.parse(chunk, line_no)
+                parse_seconds += time.process_time() - started
+                matched_lines.update(e.line for e in events)
+                # The report's extras (framing of every line, failure-looking lines) are not on
+                # the daemon's path; they are only for the admin reading this.
+                for offset, raw in enumerate(chunk.splitlines()):
+                    number = line_no + offset
+                    if parser.framer.frame(raw.decode("utf-8", "replace")) is None and raw.strip():
+                        unframed_count += 1
+                        if len(unframed) < args.sample:
+                            unframed.append((number, raw))
+                    elif number not in matched_lines and _FAILURE_WORDS.search(raw):
+                        suspect_count += 1
+                        if len(suspects) < args.sample:
+                            suspects.append((number, raw))
+                line_no += chunk.count(b"\n")
+    except OSError as exc:
+        print(f"logwatchctl: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    stats = parser.stats
+    w = out.write
+    w(f"Rules:        {len(ruleset)} from {len(ruleset.files)} files\n")
+    w(f"Lines read:   {stats.lines}\n")
+    rate = stats.lines / parse_seconds if parse_seconds > 0 else float("inf")
+    w(f"Parse time:   {parse_seconds:.3f} s CPU ({rate:,.0f} lines/s)\n")
+    w(f"Candidates:   {stats.candidates} lines held a rule's literal\n")
+    w(f"Events:       {stats.events}\n")
+    if stats.invalid_ip:
+        w(f"Invalid IPs:  {stats.invalid_ip} matches dropped (no valid client address)\n")
+    w("\nEvents by kind:\n")
+    for kind, count in sorted(stats.by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
+        w(f"  {count:>9}  {kind}\n")
+    w("\nMatches by rule:\n")
+    for rule in ruleset.rules:
+        count = stats.by_rule.get(rule.id, 0)
+        if count:
+            w(f"  {count:>9}  {rule.id}  ({rule.kind})\n")
+    unused = [r.id for r in ruleset.rules if not stats.by_rule.get(r.id)]
+    w(f"  ({len(unused)} rules matched nothing)\n")
+    w(f"\nLines not understood (unknown syslog framing): {unframed_count}\n")
+    for number, raw in unframed:
+        w(f"  {number}: {_show(raw)}\n")
+    w(f"\nUnmatched lines that look like failures: {suspect_count}\n")
+    for number, raw in suspects:
+        w(f"  {number}: {_show(raw)}\n")
+    if suspect_count:
+        w("  (add a rule for a format you want counted: see README, 'Rules')\n")
+    return 0
+
+
+def _show(raw: bytes, limit: int = 300) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry for `python -m logwatch.ruletest parse|test-rules ...`."""
+    top = argparse.ArgumentParser(prog="logwatch-ruletest")
+    sub = top.add_subparsers(dest="command", required=True)
+    add_parse_args(sub.add_parser("parse"))
+    add_test_rules_args(sub.add_parser("test-rules"))
+    args = top.parse_args(argv)
+    return cmd_parse(args) if args.command == "parse" else cmd_test_rules(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,196 @@
+"""SQLite (WAL) store for grants, bans, offender history, tail positions and journal cursors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .model import Ban, Grant, Position
+
+SCHEMA_VERSION = 1
+
+# Each entry migrates the schema from version i to i+1; never edit a shipped entry, append one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE grants (
+        ip TEXT PRIMARY KEY,
+        user TEXT,
+        service TEXT,
+        granted_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX grants_expiry ON grants (expires_at);
+    CREATE TABLE bans (
+        net TEXT PRIMARY KEY,
+        since REAL NOT NULL,
+        expires_at REAL,
+        score REAL NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '{}',
+        offences INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL DEFAULT 'auto'
+    );
+    CREATE TABLE offenders (
+        net TEXT PRIMARY KEY,
+        bans INTEGER NOT NULL,
+        last_ban REAL NOT NULL
+    );
+    CREATE TABLE positions (
+        path TEXT PRIMARY KEY,
+        inode INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL
+    );
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        cursor TEXT NOT NULL
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """The state database cannot be opened or is of an unknown schema."""
+
+
+class Store:
+    """All persistent state of the daemon, in one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions ourselves, so a batch is one commit.
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a process kill (kill -9); only power loss can lose the
+            # last transactions, which reconcile at start repairs from the firewall's own state.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        self._depth = 0
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this logwatchd "
+                f"({SCHEMA_VERSION}); refusing to touch it"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={target}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one commit; nests (only the outermost commits)."""
+        if self._depth == 0:
+            self.db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.db.execute("COMMIT")
+
+    # -- grants --------------------------------------------------------------
+
+    def put_grants(self, grants: Iterable[Grant]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?)",
+                ((g.ip, g.user, g.service, g.granted_at, g.expires_at) for g in grants),
+            )
+
+    def delete_grants(self, ips: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM grants WHERE ip = ?", ((ip,) for ip in ips))
+
+    def load_grants(self) -> list[Grant]:
+        rows = self.db.execute(
+            "SELECT ip, user, service, granted_at, expires_at FROM grants ORDER BY ip"
+        )
+        return [Grant(*row) for row in rows]
+
+    # -- bans ----------------------------------------------------------------
+
+    def put_bans(self, bans: Iterable[Ban]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (b.net, b.since, b.expires_at, b.score, json.dumps(b.reason, sort_keys=True),
+                     b.offences, b.source)
+                    for b in bans
+                ),
+            )
+
+    def delete_bans(self, nets: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM bans WHERE net = ?", ((n,) for n in nets))
+
+    def load_bans(self) -> list[Ban]:
+        rows = self.db.execute(
+            "SELECT net, since, expires_at, score, reason, offences, source FROM bans ORDER BY net"
+        )
+        return [
+            Ban(net=n, since=s, expires_at=e, score=sc, reason=json.loads(r), offences=o, source=src)
+            for n, s, e, sc, r, o, src in rows
+        ]
+
+    # -- offender history (ban counts, for the growth factor and permanent bans) --
+
+    def put_offenders(self, rows: Iterable[tuple[str, int, float]]) -> None:
+        """Rows of (net, number of bans so far, time of the last ban)."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO offenders VALUES (?, ?, ?)", rows)
+
+    def load_offenders(self) -> list[tuple[str, int, float]]:
+        return list(self.db.execute("SELECT net, bans, last_ban FROM offenders"))
+
+    # -- tail positions and journal cursors ----------------------------------
+
+    def save_positions(self, positions: Iterable[Position]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
+                ((p.path, p.inode, p.dev, p.offset, p.fingerprint) for p in positions),
+            )
+
+    def load_positions(self) -> dict[str, Position]:
+        rows = self.db.execute("SELECT path, inode, dev, offset, fingerprint FROM positions")
+        return {row[0]: Position(*row) for row in rows}
+
+    def get_cursor(self, name: str) -> str | None:
+        row = self.db.execute("SELECT cursor FROM cursors WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, name: str, cursor: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, cursor))
