@@ -1,0 +1,99 @@
+"""Syslog framing: every supported format, year inference, unknown lines."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from logwatch.framing import Framer
+
+# 2026-11-21 12:00:00 UTC
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.fixture
+def framer():
+    return Framer(clock=lambda: NOW)
+
+
+def test_rfc3164(framer):
+    f = framer.frame("Nov 21 11:43:39 mx1 postfix/smtpd[1234]: connect from a[192.0.2.1]")
+    assert (f.host, f.program, f.pid, f.message) == ("mx1", "postfix/smtpd", 1234, "connect from a[192.0.2.1]")
+    assert f.time.tzinfo is not None
+    assert (f.time.month, f.time.day, f.time.hour, f.time.minute, f.time.second) == (11, 21, 11, 43, 39)
+    assert f.time.year == 2026
+
+
+def test_single_digit_day_and_no_pid(framer):
+    f = framer.frame("Nov  2 01:02:03 mx1 imapd: LOGIN, user=a, ip=[::ffff:192.0.2.1]")
+    assert (f.program, f.pid, f.time.day) == ("imapd", None, 2)
+
+
+def test_year_inferred_never_in_future(framer):
+    # Dec 24 is after "now" (Nov 21 2026): it must be last year's.
+    assert framer.frame("Dec 24 10:00:00 h p[1]: x").time.year == 2025
+    assert framer.frame("Nov 21 11:59:00 h p[1]: x").time.year == 2026
+    assert framer.frame("Jan  1 00:00:00 h p[1]: x").time.year == 2026
+
+
+def test_feb_29_falls_back_to_a_leap_year():
+    framer = Framer(clock=lambda: datetime(2029, 3, 1, tzinfo=timezone.utc).timestamp())
+    assert framer.frame("Feb 29 10:00:00 h p[1]: x").time.year == 2028
+
+
+def test_postlogd_fractional_seconds(framer):
+    f = framer.frame("Nov 21 11:00:01.123456 mx1 postfix/smtpd[77]: disconnect from x[192.0.2.1]")
+    assert f.time.microsecond == 123456 and f.program == "postfix/smtpd"
+
+
+def test_rsyslog_iso8601(framer):
+    f = framer.frame("2026-11-21T19:43:39.123456+01:00 mx1 dovecot[99]: imap-login: Login: user=<a>")
+    assert f.time.utcoffset().total_seconds() == 3600
+    assert (f.host, f.program, f.pid) == ("mx1", "dovecot", 99)
+    assert f.message == "imap-login: Login: user=<a>"
+
+
+def test_rfc5424(framer):
+    f = framer.frame('<22>1 2026-11-21T10:00:00.5Z mx1 postfix/smtpd 4242 - [meta x="1"] hello world')
+    assert (f.host, f.program, f.pid, f.message) == ("mx1", "postfix/smtpd", 4242, "hello world")
+    assert f.time == datetime(2026, 11, 21, 10, 0, 0, 500000, tzinfo=timezone.utc)
+    g = framer.frame("<22>1 2026-11-21T10:00:00Z mx1 sendmail - - - msg text")
+    assert (g.program, g.pid, g.message) == ("sendmail", None, "msg text")
+
+
+def test_dovecot_own_log_is_normalised(framer):
+    f = framer.frame("Nov 21 11:27:55 auth: Info: passwd-file(alice,192.0.2.13,<sess>): Password mismatch")
+    assert (f.host, f.program) == (None, "dovecot")
+    assert f.message == "auth: passwd-file(alice,192.0.2.13,<sess>): Password mismatch"
+    g = framer.frame("Nov 21 11:27:53 pop3-login: Info: Login: user=<alice>, method=PLAIN, rip=192.0.2.11")
+    assert g.program == "dovecot" and g.message.startswith("pop3-login: Login: user=<alice>")
+    h = framer.frame("2013-08-11 03:56:40 auth-worker(default): Info: pam(u,1.2.3.4): unknown user")
+    assert h.program == "dovecot" and h.message == "auth-worker(default): pam(u,1.2.3.4): unknown user"
+
+
+def test_tai64n(framer):
+    f = framer.frame("@400000004c91b044077a9e94 imap-login: Info: Aborted login (auth failed)")
+    assert f.time.year == 2010
+    assert f.program == "dovecot"
+    g = framer.frame("@400000004c91b044077a9e94 dovecot-auth: pam_unix(dovecot:auth): authentication failure")
+    assert g.program == "dovecot-auth" and g.host is None
+
+
+@pytest.mark.parametrize("line", [
+    "", "garbage", "Foo 21 10:00:00 h p: x", "Nov 21 25:00:00 h p[1]: x", "2026-13-45T00:00:00 h p: x",
+    "Nov 21 10:00:00", "\x00\x00\x00", "Nov 21 10:00:00 host-without-tag",
+])
+def test_unknown_framing_is_none(framer, line):
+    assert framer.frame(line) is None
+
+
+def test_fast_path_equals_general_path(framer):
+    lines = [
+        "Nov 21 11:43:39 mx1 postfix/smtpd[1234]: connect from a[192.0.2.1]",
+        "Nov 21 11:27:53 pop3-login: Info: Login: user=<alice>",
+        "Nov  3 09:00:00 mx1 sm-mta[5]: x",
+        "2026-11-21T19:43:39+01:00 mx1 dovecot[99]: imap-login: y",
+    ]
+    for line in lines:
+        for _ in range(2):      # the second call hits the timestamp cache
+            f = framer.frame(line)
+            assert framer.frame_fast(line) == (f.time, f.host, f.program, f.message)
