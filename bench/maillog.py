@@ -9,14 +9,13 @@ MONTH = "Nov"
 
 def _ip(rng: random.Random, v6_share: float) -> str:
     if rng.random() < v6_share:
-        return "2001:db8:%x:%x::%x" % (rng.randrange(1, 0xFFFF), rng.randrange(0xFFFF),
-                                       rng.randrange(1, 0xFFFF))
+        return f"2001:db8:{rng.randrange(1, 0xFFFF):x}:{rng.randrange(0xFFFF):x}::{rng.randrange(1, 0xFFFF):x}"
     return "%d.%d.%d.%d" % (rng.choice((198, 203, 192, 185, 45, 91)), rng.randrange(256),
                             rng.randrange(256), rng.randrange(1, 255))
 
 
 def _qid(rng: random.Random) -> str:
-    return "%010X" % rng.randrange(16 ** 10)
+    return f"{rng.randrange(16 ** 10):010X}"
 
 
 def _sess(rng: random.Random) -> str:

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -39,12 +39,12 @@ _DOVECOT_OWN = re.compile(
 )
 _TAG = r"(?P<prog>[^\s\[\]:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>.*)$"
 _HOSTLESS = re.compile(_TAG, re.S)
-_HOSTFUL = re.compile(r"(?P<host>[^\s:]+) " + _TAG, re.S)
+_HOSTFUL = re.compile(r"(?P<host>\S*[^\s:]) " + _TAG, re.S)
 
 # The common case in one regex: "Mmm dd hh:mm:ss host prog[pid]: msg" (a host never ends in ':',
 # which keeps Dovecot's own "Mmm dd hh:mm:ss pop3-login: Info: ..." out of this path).
 _FAST = re.compile(
-    r"((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d) "
+    r"((Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) (\d\d):(\d\d):(\d\d)) "
     r"(\S*[^\s:]) ([^\s\[\]:]+)(?:\[(\d+)\])?: ?"
 )
 
@@ -74,8 +74,16 @@ class Framer:
         if m is not None:
             stamp = m.group(1)
             when = self._stamp_cache.get(stamp)
+            if when is None:
+                mon, day, hh, mm, ss = m.group(2, 3, 4, 5, 6)
+                try:
+                    when = self._syslog_time(MONTHS[mon], int(day), int(hh), int(mm), int(ss), 0)
+                except ValueError:
+                    when = None
+                if when is not None:
+                    self._remember(stamp, when)
             if when is not None:
-                return when, m.group(2), m.group(3), line[m.end():]
+                return when, m.group(7), m.group(8), line[m.end():]
         frame = self.frame(line)
         if frame is None:
             return None
@@ -92,9 +100,7 @@ class Framer:
             when = self._time(m)
             if when is None:
                 return None
-            if len(self._stamp_cache) > 4096:
-                self._stamp_cache.clear()
-            self._stamp_cache[stamp] = when
+            self._remember(stamp, when)
         rest = line[m.end():]
         if m.group("v5424"):
             r = _R5424.match(rest)
@@ -117,6 +123,11 @@ class Framer:
         pid = t.group("pid")
         return Frame(when, host, t.group("prog"), int(pid) if pid else None, t.group("msg"))
 
+    def _remember(self, stamp: str, when: datetime) -> None:
+        if len(self._stamp_cache) > 4096:
+            self._stamp_cache.clear()
+        self._stamp_cache[stamp] = when
+
     def _time(self, m: re.Match[str]) -> datetime | None:
         try:
             if m.group("mon"):
@@ -126,14 +137,14 @@ class Framer:
                 nanos = int(m.group("tai")[16:], 16)
                 # TAI64 labels count from 2**62; TAI is 10 s ahead of UTC in daemontools' convention.
                 seconds = label - (1 << 62) - 10
-                return datetime.fromtimestamp(seconds + nanos / 1e9, timezone.utc).astimezone()
+                return datetime.fromtimestamp(seconds + nanos / 1e9, UTC).astimezone()
             frac = m.group("ifrac") or ""
             text = f"{m.group('ymd')}T{m.group('ihms')}{frac.replace(',', '.')[:7]}"
             when = datetime.fromisoformat(text)
             tz = m.group("tz")
             if tz:
                 if tz == "Z":
-                    return when.replace(tzinfo=timezone.utc)
+                    return when.replace(tzinfo=UTC)
                 sign = 1 if tz[0] == "+" else -1
                 digits = tz[1:].replace(":", "")
                 offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
@@ -149,6 +160,11 @@ class Framer:
         month, day = MONTHS[m.group("mon")], int(m.group("day"))
         if m.group("byear"):
             return _local(datetime(int(m.group("byear")), month, day, hh, mm, ss, micro))
+        return self._syslog_time(month, day, hh, mm, ss, micro)
+
+    def _syslog_time(self, month: int, day: int, hh: int, mm: int, ss: int,
+                     micro: int) -> datetime | None:
+        """A year-less syslog time: this year's, unless that lies in the future."""
         now = self.clock()
         year = datetime.fromtimestamp(now).year
         for candidate_year in (year, year - 1):

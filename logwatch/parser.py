@@ -10,6 +10,7 @@ lines cost nothing but the scans. `parse_line` is the slow reference path: every
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,7 +41,8 @@ class Parser:
         self.framer = Framer(clock)
         self.stats = ParserStats()
         self.last_unknown: bytes | None = None
-        self.triggers = plan_triggers(ruleset.literals)
+        self.scans = plan_scans(ruleset.literals)
+        self._planned_on_data = False
 
     def parse(self, chunk: bytes, first_line: int = 1) -> list[Event]:
         """Events of a chunk of whole lines; `first_line` numbers the chunk's first line."""
@@ -48,12 +50,19 @@ class Parser:
         if not chunk:
             return events
         self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        if not self._planned_on_data and len(chunk) >= PLAN_SAMPLE:
+            # Which substrings are rare depends on the site's log: plan once on real data.
+            self.scans = plan_scans(self.ruleset.literals, chunk[:PLAN_SAMPLE])
+            self._planned_on_data = True
         find, rfind, count = chunk.find, chunk.rfind, chunk.count
         size = len(chunk)
         lines: dict[int, int] = {}          # start -> end of each confirmed candidate line
-        for trigger, literals in self.triggers:
-            pos = find(trigger)
-            while pos >= 0:
+        for scan, literals in self.scans:
+            end = -1
+            for hit in scan.finditer(chunk):
+                pos = hit.start()
+                if pos < end:
+                    continue            # the rest of a line already looked at
                 start = rfind(b"\n", 0, pos) + 1
                 end = find(b"\n", pos)
                 if end < 0:
@@ -64,7 +73,6 @@ class Parser:
                         if literal in line:
                             lines[start] = end
                             break
-                pos = find(trigger, end)
         counted_to, line_no = 0, first_line
         line_event = self._line
         for start in sorted(lines):
@@ -90,13 +98,15 @@ class Parser:
             self.last_unknown = raw[:500]
             return None
         when, host, program, message = frame
-        for rule in self.ruleset.for_program(program):
-            if prefiltered:
-                for literal in rule.prefilters:
-                    if literal in raw:
-                        break
-                else:
-                    continue
+        rules = self.ruleset.for_program(program)
+        if prefiltered:
+            # Only rules whose literal is in the line can match it; keep their order.
+            admitted: set[int] = set()
+            for literal, positions in self.ruleset.literal_checks(program):
+                if literal in raw:
+                    admitted |= positions
+            rules = [rules[i] for i in sorted(admitted)]
+        for rule in rules:
             m = rule.regex.search(message)
             if m is None:
                 continue
@@ -116,21 +126,66 @@ class Parser:
                               rule.id, host, line_no)
         return None
 
-def plan_triggers(literals: Iterable[bytes], min_len: int = 4) -> list[tuple[bytes, tuple[bytes, ...]]]:
-    """Few substrings such that every literal contains one: (trigger, literals it stands for).
+# Relative costs per line of log (~130 bytes): one regex pass looking for a single pivot byte
+# (sre's literal-prefix search) versus one occurrence of the pivot (a branch attempt).
+PASS_COST = 0.05
+OCCURRENCE_COST = 0.15
+PLAN_SAMPLE = 1 << 18
+MIN_TAIL = 3
 
-    Greedy set cover: each scan costs a pass over the chunk, so a substring shared by many
-    literals is worth more than a long rare one; among equals the longer (rarer) one wins.
+
+def _static_frequencies() -> list[float]:
+    """Rough byte frequencies of a mail log, used until the log itself has been seen."""
+    freq = [0.002] * 256
+    for ch in b"etaoinsrhldcumfpgwybvkxjqz":
+        freq[ch] = 0.04
+    for ch in b"etaoinsr":
+        freq[ch] = 0.07
+    for ch in b"0123456789":
+        freq[ch] = 0.03
+    for ch in b" .:=<>[],-/()@_":
+        freq[ch] = 0.02
+    freq[ord(" ")] = 0.15
+    return freq
+
+
+def plan_scans(literals: Iterable[bytes], sample: bytes = b"") -> list[tuple[re.Pattern[bytes], tuple[bytes, ...]]]:
+    """Regex passes that together find every literal: [(pattern, literals it stands for)].
+
+    A pass looks for one pivot byte followed by the rest of its literals, `U(?:ser unk|NKNOWN)`:
+    sre scans for a single literal first byte at memory speed and tries the branches only
+    where it occurs, so a rare pivot shared by many literals covers them all in one pass.
+    Weighted greedy set cover over pivot bytes, costed by their frequency in `sample`.
     """
+    if sample:
+        counts = Counter(sample)
+        total = max(1, len(sample))
+        freq = [counts.get(b, 0) / total for b in range(256)]
+    else:
+        freq = _static_frequencies()
     uncovered = set(literals)
-    plan: list[tuple[bytes, tuple[bytes, ...]]] = []
+    plan: list[tuple[re.Pattern[bytes], tuple[bytes, ...]]] = []
     while uncovered:
-        shared: Counter = Counter()
+        holders: dict[int, list[bytes]] = {}
         for lit in uncovered:
-            size = min(min_len, len(lit))
-            shared.update({lit[i:j] for i in range(len(lit)) for j in range(i + size, len(lit) + 1)})
-        best = max(shared, key=lambda sub: (shared[sub], len(sub), sub))
-        covered = tuple(sorted(lit for lit in uncovered if best in lit))
-        plan.append((best, covered))
-        uncovered.difference_update(covered)
+            # A pivot needs a few bytes after it, or every occurrence of the byte is a hit.
+            usable = set(lit[:-MIN_TAIL]) if len(lit) > MIN_TAIL else set(lit[:1])
+            for byte in usable:
+                holders.setdefault(byte, []).append(lit)
+
+        def cost(byte: int) -> tuple:
+            per_line = PASS_COST + OCCURRENCE_COST * freq[byte] * 130
+            return (per_line / len(holders[byte]), byte)
+
+        pivot = min(holders, key=cost)
+        group = tuple(sorted(holders[pivot]))
+        # Each literal contributes what follows its pivot (its longest such tail: fewest false hits).
+        tails = {lit[lit.index(pivot) + 1:] for lit in group}
+        if b"" in tails:
+            pattern = re.escape(bytes([pivot]))
+        else:
+            branches = sorted(tails, key=lambda t: (-len(t), t))
+            pattern = re.escape(bytes([pivot])) + b"(?:" + b"|".join(map(re.escape, branches)) + b")"
+        plan.append((re.compile(pattern), group))
+        uncovered.difference_update(group)
     return plan

@@ -7,7 +7,6 @@ import json
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 

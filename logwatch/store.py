@@ -72,8 +72,14 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+        except BaseException as exc:
+            # Do not leak the connection (and its file descriptors) when the daemon retries.
+            db = getattr(self, "db", None)
+            if db is not None:
+                db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: {exc}") from exc
+            raise
         self._depth = 0
 
     def _migrate(self) -> None:
@@ -117,7 +123,14 @@ class Store:
             raise
         self._depth -= 1
         if self._depth == 0:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) leaves the transaction open; end it so
+                # the next transaction() can BEGIN instead of failing for ever.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     # -- grants --------------------------------------------------------------
 

@@ -1,13 +1,13 @@
 """Syslog framing: every supported format, year inference, unknown lines."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from logwatch.framing import Framer
 
 # 2026-11-21 12:00:00 UTC
-NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_year_inferred_never_in_future(framer):
 
 
 def test_feb_29_falls_back_to_a_leap_year():
-    framer = Framer(clock=lambda: datetime(2029, 3, 1, tzinfo=timezone.utc).timestamp())
+    framer = Framer(clock=lambda: datetime(2029, 3, 1, tzinfo=UTC).timestamp())
     assert framer.frame("Feb 29 10:00:00 h p[1]: x").time.year == 2028
 
 
@@ -55,7 +55,7 @@ def test_rsyslog_iso8601(framer):
 def test_rfc5424(framer):
     f = framer.frame('<22>1 2026-11-21T10:00:00.5Z mx1 postfix/smtpd 4242 - [meta x="1"] hello world')
     assert (f.host, f.program, f.pid, f.message) == ("mx1", "postfix/smtpd", 4242, "hello world")
-    assert f.time == datetime(2026, 11, 21, 10, 0, 0, 500000, tzinfo=timezone.utc)
+    assert f.time == datetime(2026, 11, 21, 10, 0, 0, 500000, tzinfo=UTC)
     g = framer.frame("<22>1 2026-11-21T10:00:00Z mx1 sendmail - - - msg text")
     assert (g.program, g.pid, g.message) == ("sendmail", None, "msg text")
 
@@ -97,3 +97,10 @@ def test_fast_path_equals_general_path(framer):
         for _ in range(2):      # the second call hits the timestamp cache
             f = framer.frame(line)
             assert framer.frame_fast(line) == (f.time, f.host, f.program, f.message)
+
+
+def test_ipv6_literal_as_syslog_host(framer):
+    f = framer.frame("Nov 21 11:00:00 2001:db8::25 postfix/smtpd[9]: connect from x[192.0.2.1]")
+    assert (f.host, f.program, f.pid) == ("2001:db8::25", "postfix/smtpd", 9)
+    assert framer.frame_fast("Nov 21 11:00:00 2001:db8::25 postfix/smtpd[9]: hi")[1:3] == (
+        "2001:db8::25", "postfix/smtpd")

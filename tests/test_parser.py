@@ -2,20 +2,20 @@
 bad input skipped and counted, triggers covering every literal."""
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logwatch.parser import Parser, plan_triggers
+from logwatch.parser import Parser, plan_scans
 from logwatch.rules import default_rules_dirs, load_ruleset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from maillog import generate  # noqa: E402
 
-NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 
 
@@ -107,15 +107,15 @@ def test_ipv4_mapped_and_ipv6_are_normalised(ruleset):
     assert [e.ip for e in parser(ruleset).parse(data)] == ["192.0.2.9", "2001:db8::1"]
 
 
-def test_triggers_cover_every_literal():
-    literals = [b"User unknown", b"unknown user", b"authentication failed", b"auth failed",
-                b"Relay access denied", b"-login: Login: ", b"LOGIN FAILED", b"abc"]
-    plan = plan_triggers(literals)
-    covered = {lit for _, lits in plan for lit in lits}
-    assert covered == set(literals)
-    for trigger, lits in plan:
-        assert all(trigger in lit for lit in lits)
-    assert len(plan) < len(literals)
+@pytest.mark.parametrize("sample", [b"", generate(2000, seed=2)])
+def test_scans_find_every_literal(ruleset, sample):
+    literals = list(ruleset.literals) + [b"abc", b"xy", b"LOGIN FAILED"]
+    plan = plan_scans(literals, sample)
+    assert {lit for _, lits in plan for lit in lits} == set(literals)
+    for scan, lits in plan:
+        for lit in lits:    # each literal, alone in a line, is found by its scan
+            assert scan.search(b"...." + lit + b"...."), (scan.pattern, lit)
+    assert len(plan) < len(literals) / 3
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,0 +1,54 @@
+"""Read Postfix's mynetworks with `postconf -h mynetworks` (argument list, never a shell)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+
+from .whitelist import normalize_net
+
+log = logging.getLogger("logwatchd.postfixconf")
+
+
+def parse_mynetworks(text: str) -> tuple[list[str], list[str]]:
+    """Split a mynetworks value into normalised CIDRs and the entries that were skipped.
+
+    Postfix separates entries by whitespace or commas and writes IPv6 as [2001:db8::]/64;
+    lookup tables (hash:/..., /file/name) cannot be expanded here and are skipped.
+    """
+    cidrs: list[str] = []
+    skipped: list[str] = []
+    for entry in text.replace(",", " ").split():
+        try:
+            cidrs.append(normalize_net(entry))
+        except ValueError:
+            skipped.append(entry)
+    return list(dict.fromkeys(cidrs)), skipped
+
+
+def read_mynetworks(config_dir: str | None = None, postconf: str = "postconf",
+                    timeout: float = 10.0) -> list[str] | None:
+    """mynetworks as a list of CIDRs; None when postconf is absent or fails."""
+    # Daemons and CI may run with a PATH lacking /usr/sbin, where Debian installs postconf.
+    exe = shutil.which(postconf) or shutil.which(postconf, path="/usr/sbin:/usr/local/sbin")
+    if exe is None:
+        log.warning("action=mynetworks status=unavailable postconf=%s", postconf)
+        return None
+    argv = [exe]
+    if config_dir is not None:
+        argv += ["-c", config_dir]
+    argv += ["-h", "mynetworks"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("action=mynetworks status=failed error=%r", str(exc))
+        return None
+    if proc.returncode != 0:
+        log.warning("action=mynetworks status=failed rc=%d stderr=%r", proc.returncode,
+                    proc.stderr.strip()[:500])
+        return None
+    cidrs, skipped = parse_mynetworks(proc.stdout)
+    for entry in skipped:
+        log.warning("action=mynetworks status=skipped entry=%r (not an address or CIDR)", entry)
+    return cidrs
