@@ -10,8 +10,8 @@ MONTH = "Nov"
 def _ip(rng: random.Random, v6_share: float) -> str:
     if rng.random() < v6_share:
         return f"2001:db8:{rng.randrange(1, 0xFFFF):x}:{rng.randrange(0xFFFF):x}::{rng.randrange(1, 0xFFFF):x}"
-    return "%d.%d.%d.%d" % (rng.choice((198, 203, 192, 185, 45, 91)), rng.randrange(256),
-                            rng.randrange(256), rng.randrange(1, 255))
+    return (f"{rng.choice((198, 203, 192, 185, 45, 91))}.{rng.randrange(256)}."
+            f"{rng.randrange(256)}.{rng.randrange(1, 255)}")
 
 
 def _qid(rng: random.Random) -> str:
@@ -32,7 +32,7 @@ def ordinary(rng: random.Random, host: str, ip: str) -> str:
     """A line that must match no rule (connections, deliveries, logouts, cron...)."""
     pid = rng.randrange(1000, 60000)
     qid = _qid(rng)
-    name = "mx%d.example.net" % rng.randrange(100)
+    name = f"mx{rng.randrange(100)}.example.net"
     pick = rng.randrange(14)
     if pick == 0:
         return f"{host} postfix/smtpd[{pid}]: connect from {name}[{ip}]"
@@ -70,7 +70,7 @@ def ordinary(rng: random.Random, host: str, ip: str) -> str:
 def interesting(rng: random.Random, host: str, ip: str) -> str:
     """A login or an attack line, of the kinds the rules catch."""
     pid = rng.randrange(1000, 60000)
-    name = rng.choice(("unknown", "host%d.example.com" % rng.randrange(999)))
+    name = rng.choice(("unknown", f"host{rng.randrange(999)}.example.com"))
     pick = rng.randrange(9)
     if pick == 0:
         return (f"{host} postfix/smtpd[{pid}]: NOQUEUE: reject: RCPT from {name}[{ip}]: 550 5.1.1 "
@@ -109,8 +109,8 @@ def generate(lines: int, seed: int = 1, attack_share: float = 0.10, v6_share: fl
     for _ in range(lines):
         if rng.random() < 0.05:
             second += 1
-        stamp = "%s %2d %02d:%02d:%02d mail" % (MONTH, 1 + (second // 86400) % 28,
-                                               (second // 3600) % 24, (second // 60) % 60, second % 60)
+        stamp = (f"{MONTH} {1 + (second // 86400) % 28:2d} {(second // 3600) % 24:02d}:"
+                 f"{(second // 60) % 60:02d}:{second % 60:02d} mail")
         if rng.random() < attack_share:
             out.append(interesting(rng, stamp, rng.choice(attackers)))
         else:

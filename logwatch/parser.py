@@ -173,7 +173,7 @@ def plan_scans(literals: Iterable[bytes], sample: bytes = b"") -> list[tuple[re.
             for byte in usable:
                 holders.setdefault(byte, []).append(lit)
 
-        def cost(byte: int) -> tuple:
+        def cost(byte: int, holders: dict[int, list[bytes]] = holders) -> tuple:
             per_line = PASS_COST + OCCURRENCE_COST * freq[byte] * 130
             return (per_line / len(holders[byte]), byte)
 

@@ -1,0 +1,605 @@
+"""Follow log files through rotation (rename or copytruncate), deletion and restarts.
+
+inotify (via inotify_simple) only wakes the loop; every ``process()`` re-checks each file with
+fstat/stat, so a lost or coalesced event, or the polling fallback, cannot change what is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import select
+import stat as stat_mod
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..model import Position
+from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+
+LOG = logging.getLogger("logwatchd.sources.tail")
+
+READ_MAX = 4 << 20            # at most this much per read (and per delivered chunk)
+FP_LEN = 1024                 # the fingerprint covers the first line, at most this many bytes
+LINGER = 5.0                  # seconds a rotated file is still watched for late writes
+BUDGET = 32 << 20             # bytes per file per process() call, so timers still run while
+                              # a big backlog (--from-start, long downtime) is read
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z", ".zip")
+
+
+@dataclass
+class FileStats:
+    """Counters of one followed file, over all its rotations."""
+
+    lines: int = 0
+    bytes: int = 0
+    skipped_long: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    late_lines: int = 0       # lines written to a rotated file after we had switched away
+    lost_bytes: int = 0       # bytes known to be unrecoverable (rotated file gone, no copy)
+
+
+class _Reader:
+    """One open file: read position, partial line and fingerprint."""
+
+    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int, max_line: int):
+        self.path = path
+        self.fd = fd
+        self.ino = st.st_ino
+        self.dev = st.st_dev
+        self.read_pos = offset
+        self.lb = LineBuffer(max_line)
+        self.fp: bytes | None = _first_line(fd)
+        self.wd: int | None = None
+
+    @property
+    def line_start(self) -> int:
+        """Offset of the first byte not yet delivered (nor skipped as overlong)."""
+        return self.read_pos - self.lb.held
+
+    def fingerprint(self) -> str:
+        if self.fp is None:
+            self.fp = _first_line(self.fd)
+        return _fp_hex(self.fp)
+
+
+@dataclass
+class _Followed:
+    """State of one configured path."""
+
+    path: str
+    cur: _Reader | None = None
+    cur_is_path: bool = False          # False: cur is a rotated/deleted file being finished
+    queue: list[str] = field(default_factory=list)     # rotated files to read after cur
+    lingering: list[tuple[_Reader, float]] = field(default_factory=list)
+    last_pos: Position | None = None
+    path_wd: tuple[int, int] | None = None     # (inode, wd): watch on a new, still empty file
+    budget: int = 0                            # bytes this process() call may still read
+    stats: FileStats = field(default_factory=FileStats)
+
+
+def _first_line(fd: int) -> bytes | None:
+    try:
+        head = os.pread(fd, FP_LEN, 0)
+    except OSError:
+        return None
+    nl = head.find(b"\n")
+    if nl >= 0:
+        return head[: nl + 1]
+    return head if len(head) == FP_LEN else None
+
+
+def _fp_hex(first: bytes | None) -> str:
+    return hashlib.sha256(first).hexdigest()[:32] if first else ""
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+class FileTailer:
+    """Follows files with inotify (or polling) and delivers chunks of complete lines."""
+
+    name = "files"
+
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        on_chunk: OnChunk,
+        store: Any = None,
+        from_start: bool = False,
+        max_line: int = DEFAULT_MAX_LINE,
+        poll_interval: float = 1.0,
+        force_polling: bool = False,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.on_chunk = on_chunk
+        self.store = store
+        self.from_start = from_start
+        self.max_line = max_line
+        self.poll_interval = poll_interval
+        self.log = log or LOG
+        self.files = [_Followed(path=os.path.abspath(p)) for p in dict.fromkeys(paths)]
+        self._names = {f.path: p for f, p in zip(self.files, dict.fromkeys(paths), strict=True)}
+        self._inotify: Any = None
+        self._flags: Any = None
+        self.polling = True
+        # fileno() is an epoll fd holding the inotify fd and a "kick" pipe: a byte in the pipe
+        # makes the daemon call process() again when work is left (first read after start,
+        # a backlog bigger than one call's budget), which no inotify event would announce.
+        self._epoll: select.epoll | None = None
+        self._kick_r = self._kick_w = -1
+        self._dir_wds: dict[str, int] = {}
+        self._dir_ids: dict[str, tuple[int, int]] = {}
+        self._wd_refs: dict[int, int] = {}
+        if force_polling:
+            self._fall_back("forced by configuration")
+        else:
+            self._setup_inotify()
+        saved = store.load_positions() if store is not None else {}
+        for f in self.files:
+            self._start(f, saved.get(f.path))
+
+    # -- public interface -----------------------------------------------------
+
+    def fileno(self) -> int | None:
+        """The inotify fd to register for reading, or None when process() must be polled
+        (no inotify, or a directory to watch does not exist yet)."""
+        if self._epoll is None or self.polling or self._missing_dirs():
+            return None
+        return self._epoll.fileno()
+
+    def process(self) -> None:
+        """Read what is available from every file (up to a budget) and deliver it."""
+        if self._kick_r >= 0:
+            try:
+                os.read(self._kick_r, 4096)
+            except BlockingIOError:
+                pass
+        if self._inotify is not None:
+            try:
+                # The events only wake us up; each file is re-checked below anyway.
+                events = self._inotify.read(timeout=0)
+            except OSError as exc:
+                self.log.warning("action=inotify-read-error error=%s", exc)
+                events = []
+            gone = {e.wd for e in events if e.mask & self._flags.IGNORED}
+            for d, wd in list(self._dir_wds.items()):
+                # A watched directory removed (perhaps made anew): watch it again once it is
+                # there; meanwhile fileno() is None and the daemon polls us.
+                st = _stat(d)
+                if wd in gone or st is None or (st.st_ino, st.st_dev) != self._dir_ids.get(d):
+                    self._release_dir(d)
+            if self._missing_dirs():
+                self._watch_dirs()
+        now = time.monotonic()
+        more = False
+        for f in self.files:
+            # Polled without inotify: no budget, nothing would call us back before the timer.
+            f.budget = BUDGET if self.fileno() is not None else 1 << 62
+            self._step(f, now)
+            more = more or f.budget <= 0
+        if more:
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._kick_w >= 0:
+            try:
+                os.write(self._kick_w, b"k")
+            except BlockingIOError:
+                pass              # already kicked
+
+    def positions(self) -> list[Position]:
+        """Where each file stands now: exactly the data delivered so far."""
+        out = []
+        for f in self.files:
+            r = f.cur
+            if r is not None:
+                f.last_pos = Position(f.path, r.ino, r.dev, r.line_start, r.fingerprint())
+            if f.last_pos is not None:
+                out.append(f.last_pos)
+        return out
+
+    def save_positions(self) -> None:
+        """Persist positions in the store (the daemon calls this every second and at stop)."""
+        if self.store is not None:
+            self.store.save_positions(self.positions())
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {self._names[f.path]: asdict(f.stats) for f in self.files}
+
+    def close(self) -> None:
+        """Save positions and release every fd."""
+        self.save_positions()
+        for f in self.files:
+            for r, _ in f.lingering:
+                self._close(r)
+            f.lingering.clear()
+            if f.cur is not None:
+                self._close(f.cur)
+                f.cur = None
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+            os.close(self._kick_r)
+            os.close(self._kick_w)
+            self._kick_r = self._kick_w = -1
+
+    # -- inotify / polling ----------------------------------------------------
+
+    def _setup_inotify(self) -> None:
+        try:
+            from inotify_simple import INotify, flags
+        except ImportError as exc:
+            self._fall_back(f"inotify_simple not importable ({exc})")
+            return
+        try:
+            self._inotify = INotify(nonblocking=True)
+        except OSError as exc:
+            self._fall_back(f"inotify_init failed ({exc})")
+            return
+        self._flags = flags
+        self.polling = False
+        self._epoll = select.epoll()
+        self._kick_r, self._kick_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._inotify.fileno(), select.EPOLLIN)
+        self._epoll.register(self._kick_r, select.EPOLLIN)
+        self._kick()              # read what is already there as soon as the loop runs
+        self._watch_dirs()
+
+    def _fall_back(self, why: str) -> None:
+        if not self.polling or self._inotify is None:
+            self.log.warning(
+                "action=polling reason=%r interval=%.1fs files=%s",
+                why, self.poll_interval, ",".join(f.path for f in self.files),
+            )
+        self.polling = True
+
+    def _missing_dirs(self) -> list[str]:
+        dirs = dict.fromkeys(os.path.dirname(f.path) for f in self.files)
+        return [d for d in dirs if d not in self._dir_wds]
+
+    def _watch_dirs(self) -> None:
+        fl = self._flags
+        mask = (fl.CREATE | fl.MOVED_TO | fl.MOVED_FROM | fl.DELETE | fl.ATTRIB
+                | fl.DELETE_SELF | fl.MOVE_SELF)
+        for d in self._missing_dirs():
+            try:
+                self._dir_wds[d] = self._inotify.add_watch(d, mask)
+                st = os.stat(d)
+                self._dir_ids[d] = (st.st_ino, st.st_dev)
+            except OSError as exc:
+                self._release_dir(d)
+                if exc.errno == errno.ENOENT:
+                    continue          # retried from process(); the file is polled until then
+                self._fall_back(f"cannot watch {d} ({exc})")
+                return
+
+    def _release_dir(self, d: str) -> None:
+        wd = self._dir_wds.pop(d, None)
+        self._dir_ids.pop(d, None)
+        if wd is not None:
+            try:
+                self._inotify.rm_watch(wd)
+            except OSError:
+                pass              # the kernel dropped it already
+
+    def _add_wd(self, path: str, what: str) -> int | None:
+        """A MODIFY watch on path's inode; watches are per inode, so they are counted."""
+        if self._inotify is None or self.polling:
+            return None
+        try:
+            wd = self._inotify.add_watch(path, self._flags.MODIFY)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                self._fall_back(f"cannot watch {what} ({exc})")
+            return None
+        self._wd_refs[wd] = self._wd_refs.get(wd, 0) + 1
+        return wd
+
+    def _release_wd(self, wd: int | None) -> None:
+        if wd is None or self._inotify is None or wd not in self._wd_refs:
+            return
+        self._wd_refs[wd] -= 1
+        if self._wd_refs[wd] <= 0:
+            del self._wd_refs[wd]
+            try:
+                self._inotify.rm_watch(wd)
+            except OSError:
+                pass              # already gone with its deleted inode
+
+    def _watch_file(self, r: _Reader) -> None:
+        # Through /proc the watch is on the inode we opened, even if renamed meanwhile.
+        r.wd = self._add_wd(f"/proc/self/fd/{r.fd}", r.path)
+
+    def _watch_new_path(self, f: _Followed, st: os.stat_result) -> None:
+        """Be woken by the first write to a new, still empty file we do not read yet."""
+        if f.path_wd is not None and f.path_wd[0] == st.st_ino:
+            return
+        self._unwatch_new_path(f)
+        wd = self._add_wd(f.path, f.path)
+        if wd is not None:
+            f.path_wd = (st.st_ino, wd)
+
+    def _unwatch_new_path(self, f: _Followed) -> None:
+        if f.path_wd is not None:
+            self._release_wd(f.path_wd[1])
+            f.path_wd = None
+
+    def _close(self, r: _Reader) -> None:
+        self._release_wd(r.wd)
+        r.wd = None
+        os.close(r.fd)
+
+    # -- opening and start-up -------------------------------------------------
+
+    def _open(self, path: str, offset: int | None) -> _Reader | None:
+        """Open a regular file at offset (None: after its last complete line)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                self.log.warning("action=open-failed path=%s error=%s", path, exc)
+            return None
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            self.log.warning("action=skip path=%s reason=not-a-regular-file", path)
+            return None
+        if offset is None:
+            offset = _end_of_last_line(fd, st.st_size, self.max_line)
+        r = _Reader(path, fd, st, offset, self.max_line)
+        self._watch_file(r)
+        return r
+
+    def _start(self, f: _Followed, pos: Position | None) -> None:
+        """Choose where to begin: saved position, rotated predecessor, end or beginning."""
+        st = _stat(f.path)
+        if pos is None:
+            if st is not None:
+                f.cur = self._open(f.path, 0 if self.from_start else None)
+                f.cur_is_path = f.cur is not None
+            return
+        f.last_pos = pos
+        if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):
+            r = self._open(f.path, pos.offset)
+            if r is None:
+                return
+            if (r.ino, r.dev) == (pos.inode, pos.dev) and os.fstat(r.fd).st_size >= pos.offset \
+                    and (not pos.fingerprint or r.fingerprint() == pos.fingerprint):
+                f.cur, f.cur_is_path = r, True
+                self.log.info("action=resume path=%s inode=%d offset=%d",
+                              f.path, pos.inode, pos.offset)
+                return
+            # Same inode but shorter or another first line: truncated (copytruncate) while
+            # we were down; the rest of what we had not read is in the copy, if it is found.
+            self._close(r)
+            f.stats.truncations += 1
+            found = self._find_previous(f.path, pos, st, by_inode=False)
+        else:
+            found = self._find_previous(f.path, pos, st, by_inode=True)
+            if found is not None:
+                f.stats.rotations += 1
+        if found is None:
+            self.log.warning(
+                "action=resume-lost path=%s inode=%d offset=%d reason=previous-file-not-found",
+                f.path, pos.inode, pos.offset)
+            return                    # cur None: the current file is read from 0 by _step
+        old_path, chain = found
+        r = self._open(old_path, pos.offset)
+        if r is None:
+            return
+        f.cur, f.cur_is_path, f.queue = r, False, chain
+        self.log.info("action=resume-rotated path=%s from=%s offset=%d then=%s",
+                      f.path, old_path, pos.offset, ",".join([*chain, f.path]))
+
+    def _find_previous(self, path: str, pos: Position, cur: os.stat_result | None,
+                       by_inode: bool) -> tuple[str, list[str]] | None:
+        """Find the file we were reading among path's rotated siblings: by inode (rename
+        rotation), else by first line (a copytruncate copy); also the files rotated after it."""
+        d, base = os.path.split(path)
+        sibs: list[tuple[str, os.stat_result]] = []
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return None
+        for e in entries:
+            if e.name == base or not e.name.startswith(base) or e.name.endswith(COMPRESSED):
+                continue
+            try:
+                st = e.stat()
+            except OSError:
+                continue
+            if stat_mod.S_ISREG(st.st_mode) and not (
+                    cur is not None and (st.st_ino, st.st_dev) == (cur.st_ino, cur.st_dev)):
+                sibs.append((e.path, st))
+        match: tuple[str, os.stat_result] | None = None
+        if by_inode:
+            for p, st in sibs:
+                if (st.st_ino, st.st_dev) == (pos.inode, pos.dev) and \
+                        (not pos.fingerprint or _file_fp(p) == pos.fingerprint):
+                    match = (p, st)
+        if match is None and pos.fingerprint:
+            cands = [(p, st) for p, st in sibs
+                     if st.st_size >= pos.offset and _file_fp(p) == pos.fingerprint]
+            if cands:
+                match = max(cands, key=lambda c: c[1].st_mtime_ns)
+        if match is None:
+            return None
+        mp, mst = match
+        later = sorted((st.st_mtime_ns, p) for p, st in sibs
+                       if p != mp and st.st_mtime_ns > mst.st_mtime_ns)
+        return mp, [p for _, p in later]
+
+    # -- the work -------------------------------------------------------------
+
+    def _step(self, f: _Followed, now: float) -> None:
+        if f.lingering:
+            self._linger(f, now)
+        for _ in range(16):           # a few transitions per call at most
+            r = f.cur
+            if r is None:
+                if f.queue:
+                    f.cur, f.cur_is_path = self._open(f.queue.pop(0), 0), False
+                    continue
+                r = self._open(f.path, 0)
+                if r is None:
+                    return
+                self._unwatch_new_path(f)
+                self.log.info("action=open path=%s inode=%d", f.path, r.ino)
+                f.cur, f.cur_is_path = r, True
+                continue
+            if f.cur_is_path:
+                if self._truncated(r):
+                    self._on_truncate(f, r)
+                    continue
+                if not self._read(f, r):
+                    return
+                st = _stat(f.path)
+                if st is not None and (st.st_ino, st.st_dev) == (r.ino, r.dev):
+                    return
+                f.cur_is_path = False
+                self.log.info("action=rotated path=%s old_inode=%d offset=%d",
+                              f.path, r.ino, r.read_pos)
+            if not self._read(f, r):
+                return
+            if f.queue:
+                self._retire(f, now)
+                continue
+            st = _stat(f.path)
+            if st is not None and (st.st_ino, st.st_dev) == (r.ino, r.dev):
+                f.cur_is_path = True      # moved back (or the rename was undone)
+                return
+            # Switch only once the new file has data: a single writer (syslog) has then moved
+            # to it, so everything it wrote to the old one is there to be read first.
+            if st is None or st.st_size == 0:
+                if st is not None:
+                    self._watch_new_path(f, st)
+                return
+            if not self._read(f, r):
+                return
+            self._retire(f, now)
+            f.stats.rotations += 1
+
+    def _truncated(self, r: _Reader) -> bool:
+        try:
+            size = os.fstat(r.fd).st_size
+        except OSError:
+            return False
+        if size < r.read_pos:
+            return True
+        # Truncated and rewritten past our offset before we looked: the first line changed.
+        if r.fp is not None and r.read_pos >= len(r.fp):
+            return os.pread(r.fd, len(r.fp), 0) != r.fp
+        return False
+
+    def _on_truncate(self, f: _Followed, r: _Reader) -> None:
+        f.stats.truncations += 1
+        pos = Position(f.path, r.ino, r.dev, r.line_start, _fp_hex(r.fp))
+        found = self._find_previous(f.path, pos, os.fstat(r.fd), by_inode=False) \
+            if r.fp else None
+        if found is not None:
+            copy = self._open(found[0], r.line_start)
+            if copy is not None:
+                # Finish the copy logrotate made, then come back to the file from 0.
+                self.log.info("action=truncated path=%s offset=%d rest-from=%s",
+                              f.path, r.line_start, found[0])
+                self._close(r)
+                f.cur, f.cur_is_path = copy, False
+                return
+        self.log.info("action=truncated path=%s offset=%d copy=not-found",
+                      f.path, r.line_start)
+        r.read_pos = 0
+        r.lb.reset()
+        r.fp = None
+
+    def _retire(self, f: _Followed, now: float) -> None:
+        """cur is finished: keep it a while for late writes, then let the next file come."""
+        r = f.cur
+        assert r is not None
+        f.last_pos = Position(f.path, r.ino, r.dev, r.line_start, r.fingerprint())
+        f.lingering.append((r, now + LINGER))
+        f.cur = None
+
+    def _linger(self, f: _Followed, now: float) -> None:
+        keep = []
+        for r, deadline in f.lingering:
+            before = f.stats.lines
+            done = self._read(f, r)
+            if f.stats.lines != before:
+                f.stats.late_lines += f.stats.lines - before
+                self.log.warning("action=late-write path=%s inode=%d lines=%d",
+                                 f.path, r.ino, f.stats.lines - before)
+            if now < deadline or not done:
+                keep.append((r, deadline))
+                continue
+            tail = r.lb.flush()
+            if tail:
+                f.stats.lines += 1
+                self.on_chunk(self._names[f.path], tail)
+            self._close(r)
+        f.lingering = keep
+
+    def _read(self, f: _Followed, r: _Reader) -> bool:
+        """Read r to its end, delivering complete lines as they come; False when this call's
+        budget ran out first."""
+        name = self._names[f.path]
+        st = f.stats
+        while True:
+            if f.budget <= 0:
+                return False
+            try:
+                size = os.fstat(r.fd).st_size
+                if size <= r.read_pos:
+                    return True
+                data = os.pread(r.fd, min(size - r.read_pos, READ_MAX, f.budget), r.read_pos)
+            except OSError as exc:
+                self.log.warning("action=read-error path=%s error=%s", f.path, exc)
+                return True
+            if not data:
+                return True
+            f.budget -= len(data)
+            r.read_pos += len(data)
+            lines, skipped = r.lb.lines, r.lb.skipped_long
+            out = r.lb.feed(data)
+            st.lines += r.lb.lines - lines
+            st.skipped_long += r.lb.skipped_long - skipped
+            if r.fp is None:
+                r.fp = _first_line(r.fd)
+            if out:
+                st.bytes += len(out)
+                # Positions already include this chunk, so a consumer may commit them with it.
+                self.on_chunk(name, out)
+
+
+def _file_fp(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        return _fp_hex(_first_line(fd))
+    finally:
+        os.close(fd)
+
+
+def _end_of_last_line(fd: int, size: int, max_line: int) -> int:
+    """Offset just after the last newline, so a line being written is not cut in two."""
+    if size == 0:
+        return 0
+    start = max(0, size - max_line - 1)
+    tail = os.pread(fd, size - start, start)
+    nl = tail.rfind(b"\n")
+    if nl >= 0:
+        return start + nl + 1
+    return 0 if start == 0 else size
