@@ -96,8 +96,9 @@ def interesting(rng: random.Random, host: str, ip: str) -> str:
         return (f"{host} postfix/smtpd[{pid}]: NOQUEUE: reject: RCPT from {name}[{ip}]: 554 5.7.1 "
                 f"Service unavailable; Client host [{ip}] blocked using zen.spamhaus.org; from=<a@b.example> "
                 f"to=<{rng.choice(USERS)}@example.org> proto=ESMTP helo=<{name}>")
-    return (f"{host} sm-mta[{pid}]: {_qid(rng)[:8]}: ruleset=check_rcpt, arg1=<{rng.choice(GUESSES)}@example.org>, "
-            f"relay={name} [{ip}], reject=550 5.1.1 <{rng.choice(GUESSES)}@example.org>... User unknown")
+    rcpt = f"{rng.choice(GUESSES)}@example.org"
+    return (f"{host} sm-mta[{pid}]: {_qid(rng)[:8]}: ruleset=check_rcpt, arg1=<{rcpt}>, "
+            f"relay={name} [{ip}], reject=550 5.1.1 <{rcpt}>... User unknown")
 
 
 def generate(lines: int, seed: int = 1, attack_share: float = 0.10, v6_share: float = 0.04) -> bytes:

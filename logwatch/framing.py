@@ -1,8 +1,10 @@
 """Syslog framing: split a log line into time, host, program and message.
 
 Understood: RFC 3164 (`Nov 21 19:43:39 host prog[pid]: msg`, also with fractional seconds as
-Postfix's postlogd writes them), RFC 5424, rsyslog's ISO 8601 timestamps, daemontools TAI64N
-(`@4000... prog: msg`) and Dovecot's own log files (no host, a level after the tag).
+Postfix's postlogd writes them, and FreeBSD's `syslogd -v` `<mail.notice>` before the host),
+RFC 5424, rsyslog's ISO 8601 timestamps, daemontools TAI64N (`@4000... prog: msg`), Dovecot's
+own log files (no host, a level after the tag) and Exim's own mainlog (`2026-11-21 10:00:00
+[pid] msg`: no host, no tag).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ _STAMP = re.compile(
     r"(?:<\d{1,3}>)?(?:"
     r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>\d{1,2}) "
     r"(?:(?P<byear>\d{4}) )?(?P<bhms>\d\d:\d\d:\d\d)(?P<bfrac>\.\d{1,9})?"
-    r"|(?P<v5424>1 )?(?P<ymd>\d{4}-\d\d-\d\d)[T ](?P<ihms>\d\d:\d\d:\d\d)(?P<ifrac>[.,]\d{1,9})?"
-    r"(?P<tz>Z|[+-]\d\d:?\d\d)?"
+    r"|(?P<v5424>1 )?(?P<ymd>\d{4}-\d\d-\d\d)(?P<sep>[T ])(?P<ihms>\d\d:\d\d:\d\d)"
+    r"(?P<ifrac>[.,]\d{1,9})?(?: ?(?P<tz>Z|[+-]\d\d:?\d\d))?"
     r"|@(?P<tai>[0-9a-f]{24})"
-    r") +"
+    r") +(?:<[a-z0-9]+\.[a-z]+> )?"
 )
+# Exim's mainlog after its "YYYY-MM-DD hh:mm:ss" stamp: an optional "[pid] ", then the message,
+# which often starts with a message id (1VxPit-000MMd-U4) that must not be taken for a host.
+_EXIM_OWN = re.compile(r"(?:\[(?P<pid>\d+)\] )?(?P<msg>(?P<msgid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-"
+                       r"[0-9A-Za-z]{2,4} )?.*)$", re.S)
 # After the stamp: RFC 5424 "HOST APP PROCID MSGID [SD]|- MSG".
 _R5424 = re.compile(
     r"(?P<host>\S+) (?P<prog>\S+) (?P<pid>\S+) \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$",
@@ -113,12 +119,16 @@ class Framer:
         d = _DOVECOT_OWN.match(rest)
         if d is not None:
             return Frame(when, None, "dovecot", None, f"{d.group('tag')}: {d.group('msg')}")
+        exim = m.group("sep") == " " and _EXIM_OWN.match(rest)
+        if exim and (exim.group("pid") or exim.group("msgid")):
+            return _exim_frame(when, exim)
         t = _HOSTLESS.match(rest) if m.group("tai") or _first_token_is_tag(rest) else None
         host = None
         if t is None:
             t = _HOSTFUL.match(rest)
             if t is None:
-                return None
+                # Exim's mainlog is the one framing whose lines may start with anything.
+                return _exim_frame(when, exim) if exim else None
             host = t.group("host")
         pid = t.group("pid")
         return Frame(when, host, t.group("prog"), int(pid) if pid else None, t.group("msg"))
@@ -178,6 +188,11 @@ class Framer:
 
 
 _offsets: dict[tuple[int, int, int, int], timezone] = {}
+
+
+def _exim_frame(when: datetime, m: re.Match[str]) -> Frame:
+    pid = m.group("pid")
+    return Frame(when, None, "exim", int(pid) if pid else None, m.group("msg"))
 
 
 def _local(naive: datetime) -> datetime:

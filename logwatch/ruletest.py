@@ -16,7 +16,9 @@ from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
 CHUNK = 4 << 20
 # Words that suggest a line reports a failure; used only to show admins what the rules miss.
 _FAILURE_WORDS = re.compile(
-    rb"fail|reject|unknown|denied|invalid|refused|mismatch|blocked|bad |too many|not found|illegal",
+    # "unknown[" is Postfix's name for a client without reverse DNS, not a failure.
+    rb"fail|reject|unknown(?!\[)|denied|invalid|refused|mismatch|blocked|bad |too many|not found|"
+    rb"illegal",
     re.IGNORECASE,
 )
 

@@ -104,3 +104,23 @@ def test_ipv6_literal_as_syslog_host(framer):
     assert (f.host, f.program, f.pid) == ("2001:db8::25", "postfix/smtpd", 9)
     assert framer.frame_fast("Nov 21 11:00:00 2001:db8::25 postfix/smtpd[9]: hi")[1:3] == (
         "2001:db8::25", "postfix/smtpd")
+
+
+def test_exim_mainlog(framer):
+    f = framer.frame("2013-06-02 09:22:06 [1234] SMTP call from [192.0.2.109] dropped: too many syntax errors")
+    assert (f.program, f.pid, f.host) == ("exim", 1234, None)
+    assert f.message == "SMTP call from [192.0.2.109] dropped: too many syntax errors"
+    g = framer.frame("2013-06-02 09:22:06 1VxPit-000MMd-U4 SA: Action: flagged as Spam")
+    assert (g.program, g.host) == ("exim", None) and g.message.startswith("1VxPit-000MMd-U4 SA:")
+    h = framer.frame("2013-01-04 17:03:46 login authenticator failed for (x) [192.0.2.3]: 535 Incorrect")
+    assert h.program == "exim" and h.message.startswith("login authenticator failed")
+    z = framer.frame("2024-03-21 19:26:06.123 +0100 [77] no host name found for IP address 192.0.2.8")
+    assert z.program == "exim" and z.time.utcoffset().total_seconds() == 3600
+    # Syslog lines with the same stamp still frame as syslog.
+    s = framer.frame("2019-10-22 03:39:17 mx1.fqdn.local exim[29786]: dovecot_login authenticator failed")
+    assert (s.host, s.program, s.pid) == ("mx1.fqdn.local", "exim", 29786)
+
+
+def test_freebsd_syslogd_v_prefix(framer):
+    f = framer.frame("Jun 17 14:37:39 <mail.notice> mx sm-mta[1]: x: ruleset=check_relay")
+    assert (f.host, f.program) == ("mx", "sm-mta")
