@@ -73,6 +73,8 @@ class Framer:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._stamp_cache: dict[str, datetime] = {}
+        self._hour_bases: dict[tuple[int, int, int], list[datetime]] = {}
+        self._year, self._year_start, self._year_end = 0, 0.0, 0.0
 
     def frame_fast(self, line: str) -> tuple[datetime, str | None, str, str] | None:
         """(time, host, program, message) of a line; the common RFC 3164 form without objects."""
@@ -174,17 +176,37 @@ class Framer:
 
     def _syslog_time(self, month: int, day: int, hh: int, mm: int, ss: int,
                      micro: int) -> datetime | None:
-        """A year-less syslog time: this year's, unless that lies in the future."""
+        """A year-less syslog time: the latest year that does not put it in the future."""
         now = self.clock()
-        year = datetime.fromtimestamp(now).year
-        for candidate_year in (year, year - 1):
-            try:
-                when = _local(datetime(candidate_year, month, day, hh, mm, ss, micro))
-            except ValueError:    # Feb 29 in a year without one
-                continue
+        if not self._year_start <= now < self._year_end:
+            self._new_year(now)
+        bases = self._hour_bases.get((month, day, hh))
+        if bases is None:
+            bases = []
+            # Feb 29 may need to go back several years to the last leap year.
+            for year in range(self._year, self._year - 8, -1):
+                try:
+                    bases.append(_local(datetime(year, month, day, hh)))
+                except ValueError:
+                    continue
+                if len(bases) == 2:
+                    break
+            if len(self._hour_bases) > 4096:
+                self._hour_bases.clear()
+            self._hour_bases[(month, day, hh)] = bases
+        for base in bases:
+            when = base.replace(minute=mm, second=ss, microsecond=micro)
             if when.timestamp() <= now + FUTURE_SLACK:
                 return when
         return None
+
+    def _new_year(self, now: float) -> None:
+        """Which year "now" is in decides every syslog date: recompute it when it changes."""
+        self._year = datetime.fromtimestamp(now).year
+        self._year_start = _local(datetime(self._year, 1, 1)).timestamp()
+        self._year_end = _local(datetime(self._year + 1, 1, 1)).timestamp()
+        self._hour_bases.clear()
+        self._stamp_cache.clear()
 
 
 _offsets: dict[tuple[int, int, int, int], timezone] = {}

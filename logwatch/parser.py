@@ -43,6 +43,7 @@ class Parser:
         self.last_unknown: bytes | None = None
         self.scans = plan_scans(ruleset.literals)
         self._planned_on_data = False
+        self._check_cache: dict[tuple[str, int], tuple[tuple[bytes, frozenset[int]], ...]] = {}
 
     def parse(self, chunk: bytes, first_line: int = 1) -> list[Event]:
         """Events of a chunk of whole lines; `first_line` numbers the chunk's first line."""
@@ -53,12 +54,17 @@ class Parser:
         if not self._planned_on_data and len(chunk) >= PLAN_SAMPLE:
             # Which substrings are rare depends on the site's log: plan once on real data.
             self.scans = plan_scans(self.ruleset.literals, chunk[:PLAN_SAMPLE])
+            self._check_cache.clear()
             self._planned_on_data = True
         find, rfind, count = chunk.find, chunk.rfind, chunk.count
         size = len(chunk)
-        lines: dict[int, int] = {}          # start -> end of each confirmed candidate line
-        # Candidate lines; which of their literals are really there, _line checks per program.
-        for scan, _literals in self.scans:
+        # Candidate lines: start -> bit set of the scans that hit the line. A literal in a line
+        # always makes its own scan hit that line (matches never cross a newline), so the
+        # literals of the hitting scans are all a line can hold.
+        hit_by: dict[int, int] = {}
+        get = hit_by.get
+        for bit, (scan, _literals) in enumerate(self.scans):
+            mask = 1 << bit
             end = -1
             for hit in scan.finditer(chunk):
                 pos = hit.start()
@@ -68,24 +74,41 @@ class Parser:
                 end = find(b"\n", pos)
                 if end < 0:
                     end = size
-                lines[start] = end
+                hit_by[start] = get(start, 0) | mask
         counted_to, line_no = 0, first_line
         line_event = self._line
-        for start in sorted(lines):
+        for start in sorted(hit_by):
+            end = find(b"\n", start)
+            if end < 0:
+                end = size
             line_no += count(b"\n", counted_to, start)
             counted_to = start
-            event = line_event(chunk[start:lines[start]], line_no, True)
+            event = line_event(chunk[start:end], line_no, hit_by[start])
             if event is not None:
                 events.append(event)
         return events
 
+    def _checks(self, program: str, scans_hit: int) -> tuple[tuple[bytes, frozenset[int]], ...]:
+        """The (literal, rule positions) checks of a program limited to the scans that hit."""
+        key = (program, scans_hit)
+        checks = self._check_cache.get(key)
+        if checks is None:
+            allowed = {lit for bit, (_scan, lits) in enumerate(self.scans) if scans_hit >> bit & 1
+                       for lit in lits}
+            checks = tuple(c for c in self.ruleset.literal_checks(program) if c[0] in allowed)
+            if len(self._check_cache) > 65536:
+                self._check_cache.clear()
+            self._check_cache[key] = checks
+        return checks
+
     def parse_line(self, line: bytes, line_no: int = 0) -> Event | None:
         """Slow reference path: frame the line and try every rule of its program, no prefilter."""
-        return self._line(line.rstrip(b"\n"), line_no, False)
+        return self._line(line.rstrip(b"\n"), line_no, 0)
 
-    def _line(self, raw: bytes, line_no: int, prefiltered: bool) -> Event | None:
+    def _line(self, raw: bytes, line_no: int, scans_hit: int) -> Event | None:
+        """The event of one line; `scans_hit` (bit set of self.scans) 0 means no prefilter."""
         stats = self.stats
-        if prefiltered:
+        if scans_hit:
             stats.candidates += 1
         text = raw.decode("utf-8", "replace")
         frame = self.framer.frame_fast(text)
@@ -95,12 +118,14 @@ class Parser:
             return None
         when, host, program, message = frame
         rules = self.ruleset.for_program(program)
-        if prefiltered:
+        if scans_hit:
             # Only rules whose literal is in the line can match it; keep their order.
             admitted: set[int] = set()
-            for literal, positions in self.ruleset.literal_checks(program):
+            for literal, positions in self._checks(program, scans_hit):
                 if literal in raw:
                     admitted |= positions
+            if not admitted:
+                return None
             rules = [rules[i] for i in sorted(admitted)]
         for rule in rules:
             m = rule.regex.search(message)
