@@ -368,13 +368,15 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _cross_checks(cfg: Config, file: str, lines: dict[str, int]) -> list[ConfigProblem]:
+def _cross_checks(cfg: Config, file: str, lines: dict[str, int],
+                  final: bool = False) -> list[ConfigProblem]:
     problems = []
     if cfg.bans.max_bantime < cfg.bans.bantime:
         problems.append(ConfigProblem(
             file, lines.get("bans.max_bantime"), "bans.max_bantime",
             f"must be at least bans.bantime ({cfg.bans.bantime:g})"))
-    if not (cfg.sources.logfiles or cfg.sources.stdin or cfg.sources.journal):
+    # Only the effective config must have a source: a file without one is fine with --stdin.
+    if final and not (cfg.sources.logfiles or cfg.sources.stdin or cfg.sources.journal):
         problems.append(ConfigProblem(
             file, lines.get("sources.logfiles"), "sources.logfiles",
             "no source: give log files, or enable stdin or journal"))
@@ -505,6 +507,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "pidfile": ("daemon", "pidfile"),
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
+    "actions_log": ("daemon", "actions_log"),
 }
 
 
@@ -521,6 +524,8 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
+            if attr == "actions_log":
+                value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":
                 value = [os.path.abspath(v) for v in value]
             if attr in ("state_dir", "socket", "pidfile", "whitelist"):
@@ -543,7 +548,7 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
     if getattr(args, "watchdog_limit", None) == 0:
         cfg.watchdog.enabled = False
     if not problems:
-        problems.extend(_cross_checks(cfg, "<command line>", {}))
+        problems.extend(_cross_checks(cfg, "<command line>", {}, final=True))
     if problems:
         raise ConfigError(problems)
     return cfg

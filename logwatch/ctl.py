@@ -1,0 +1,232 @@
+"""logwatchctl: talk to the running logwatchd over its control socket, check configs, test rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from .control import Unavailable, request
+
+EXIT_OK = 0
+EXIT_FAILED = 1          # the daemon refused the command, or the config is invalid
+EXIT_USAGE = 2           # argparse's own code for bad usage
+EXIT_NOT_RUNNING = 3     # socket missing or nobody listening
+EXIT_PERMISSION = 4      # socket exists but we may not connect (not root)
+
+
+def _ts(value: float | None) -> str:
+    if value is None:
+        return "never"
+    return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """Human-readable status report."""
+    out = [
+        f"logwatchd {st.get('version', '?')}  pid {st.get('pid', '?')}  "
+        f"up {_duration(st.get('uptime'))}{'  (DRY RUN)' if st.get('dry_run') else ''}",
+        f"config:        {st.get('config') or '(built-in defaults)'}",
+        f"lines read:    {st.get('lines_read', 0)}   skipped: {st.get('lines_skipped', 0)}"
+        f"   not understood: {st.get('lines_unparsed', 0)}",
+        f"grants:        {st.get('grants', 0)}",
+        f"bans:          {st.get('bans', 0)}",
+    ]
+    lag = st.get("lag")
+    out.append("lag:           " + ("no event yet" if lag is None else f"{lag:.1f}s behind the log"))
+    if st.get("watchdog_kills") is not None:
+        out.append(f"watchdog:      {st['watchdog_kills']} stuck sessions killed")
+    events = st.get("events") or {}
+    out.append("events:        " + (", ".join(f"{k}={v}" for k, v in sorted(events.items()))
+                                    or "none"))
+    actions = st.get("actions") or {}
+    if actions:
+        out.append("actions:       " + ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
+    files = st.get("files") or []
+    if files:
+        out.append("files:")
+        for f in files:
+            out.append(f"  {f.get('path')}  offset {f.get('offset')}"
+                       + (f" of {f['size']}" if f.get("size") is not None else "")
+                       + (f"  inode {f['inode']}" if f.get("inode") else ""))
+    errors = st.get("errors") or []
+    if errors:
+        out.append("last errors:")
+        for e in errors[-10:]:
+            out.append(f"  {_ts(e.get('time'))}  {e.get('message')}")
+    return "\n".join(out)
+
+
+def format_bans(bans: list[dict[str, Any]]) -> str:
+    now = time.time()
+    rows = [[b["ip"], b.get("reason") or "-", _ts(b.get("since")),
+             _ts(b.get("expires")) if b.get("expires") is None
+             else f"{_ts(b['expires'])} (in {_duration(b['expires'] - now)})"]
+            for b in bans]
+    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(bans)} ban(s)"
+
+
+def format_grants(grants: list[dict[str, Any]]) -> str:
+    now = time.time()
+    rows = [[g["ip"], g.get("reason") or "-", _ts(g.get("since")),
+             f"{_ts(g['expires'])} (in {_duration(g['expires'] - now)})"]
+            for g in grants]
+    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(grants)} grant(s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="logwatchctl",
+        description="Control a running logwatchd, check its configuration, test log rules.",
+        epilog=f"Exit codes: 0 ok, 1 command failed or config invalid, 2 usage, "
+               f"{EXIT_NOT_RUNNING} daemon not running, {EXIT_PERMISSION} socket not accessible.",
+    )
+    p.add_argument("--version", action="version", version=f"logwatchctl {__version__}")
+    p.add_argument("--socket", default=None, metavar="PATH",
+                   help=f"control socket (default: {DaemonConfig().socket})")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("status", help="daemon state: counters, files, lag, errors")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("bans", help="list live bans")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("grants", help="list live relay grants")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("ban", help="ban an IP or CIDR now")
+    s.add_argument("ip")
+    s.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
+                   help="ban duration (default: bans.bantime)")
+    s = sub.add_parser("unban", help="lift a ban")
+    s.add_argument("ip")
+    s = sub.add_parser("grant", help="let an IP relay now")
+    s.add_argument("ip")
+    s.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
+                   help="grant duration (default: relay.grace)")
+    s = sub.add_parser("revoke", help="withdraw a relay grant")
+    s.add_argument("ip")
+    sub.add_parser("reload", help="reload config, rules and whitelist (like SIGHUP)")
+    sub.add_parser("flush", help="lift all bans and revoke all grants")
+    s = sub.add_parser("check-config", help="validate a config file without starting")
+    s.add_argument("file", nargs="?", default=DEFAULT_CONFIG_PATH)
+
+    s = sub.add_parser("parse", help="print the events the rules find in log files")
+    t = sub.add_parser("test-rules", help="report how the rules match a log file")
+    try:
+        from . import ruletest
+    except ImportError:
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        t.add_argument("rest", nargs=argparse.REMAINDER)
+    else:
+        ruletest.add_parse_args(s)
+        ruletest.add_test_rules_args(t)
+    return p
+
+
+def _call(args: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any]:
+    return request(args.socket or DaemonConfig().socket, req)
+
+
+def _check_config(path: str) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
+        return EXIT_FAILED
+    problems = []
+    try:
+        from .rules import load_ruleset
+    except ImportError:
+        pass
+    else:
+        from .daemon import effective_rules_dirs
+
+        try:
+            load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
+        except Exception as exc:
+            problems.append(f"rules: {exc}")
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: OK")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "check-config":
+        return _check_config(args.file)
+    if cmd in ("parse", "test-rules"):
+        from . import ruletest
+
+        return int((ruletest.cmd_parse if cmd == "parse" else ruletest.cmd_test_rules)(args) or 0)
+    req: dict[str, Any] = {"cmd": cmd}
+    if cmd in ("ban", "unban", "grant", "revoke"):
+        req["ip"] = args.ip
+    if getattr(args, "duration", None) is not None:
+        req["for"] = args.duration
+    resp = _call(args, req)
+    if not resp.get("ok"):
+        print(f"logwatchctl: {resp.get('error', cmd + ' failed')}", file=sys.stderr)
+        return EXIT_FAILED
+    if getattr(args, "json", False):
+        payload = {k: v for k, v in resp.items() if k != "ok"}
+        if cmd in ("bans", "grants"):
+            payload = payload[cmd]
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    elif cmd == "status":
+        print(format_status(resp))
+    elif cmd == "bans":
+        print(format_bans(resp["bans"]))
+    elif cmd == "grants":
+        print(format_grants(resp["grants"]))
+    else:
+        print(resp.get("message", "ok"))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except Unavailable as exc:
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return EXIT_PERMISSION if exc.reason == "permission" else EXIT_NOT_RUNNING
+    except (OSError, ValueError) as exc:
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

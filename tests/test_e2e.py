@@ -1,0 +1,218 @@
+"""End to end: a real logwatchd in a network namespace, real log lines, real postmap and iptables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from daemon_harness import DaemonProc
+
+from logwatch.store import Store
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("postmap") is None,
+                       reason="needs iproute2 and postfix"),
+]
+
+CHAIN = "LWD_E2E"
+
+
+@pytest.fixture
+def netns():
+    name = f"lwde2e{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def stamp() -> str:
+    """An RFC 3164 timestamp for now, as syslog writes it."""
+    now = datetime.now()
+    return f"{now:%b} {now.day:2d} {now:%H:%M:%S}"
+
+
+def login(ip: str, user: str = "alice") -> str:
+    return (f"{stamp()} mx dovecot: pop3-login: Login: user=<{user}>, method=PLAIN, rip={ip}, "
+            f"lip=192.0.2.1, mpid=4242, TLS, session=<a1b2c3d4>")
+
+
+def unknown_user(ip: str, user: str) -> str:
+    return (f"{stamp()} mx postfix/smtpd[2345]: NOQUEUE: reject: RCPT from unknown[{ip}]: "
+            f"550 5.1.1 <{user}@example.org>: Recipient address rejected: User unknown in local "
+            f"recipient table; from=<spam@example.net> to=<{user}@example.org> proto=ESMTP "
+            f"helo=<guess>")
+
+
+def drops(ns: str) -> list[str]:
+    """Source nets of the DROP rules in our chain (IPv4 and IPv6), duplicates kept."""
+    nets = []
+    for tool in ("iptables", "ip6tables"):
+        out = subprocess.run(["ip", "netns", "exec", ns, tool, "-w", "-S", CHAIN],
+                             capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if parts[:2] == ["-A", CHAIN] and "DROP" in parts and "-s" in parts:
+                nets.append(parts[parts.index("-s") + 1])
+    return nets
+
+
+def map_keys(d: DaemonProc) -> list[str]:
+    out = subprocess.run(["postmap", "-s", d.map], capture_output=True, text=True, env=d.env(),
+                         check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def postmap_q(d: DaemonProc, ip: str) -> str:
+    out = subprocess.run(["postmap", "-q", ip, d.map], capture_output=True, text=True,
+                         env=d.env())
+    return out.stdout.strip()
+
+
+def wait_for(what, timeout: float = 20.0, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def make(tmp_path: Path, ns: str, **bans) -> DaemonProc:
+    return DaemonProc(tmp_path, {
+        "firewall": {"backend": "iptables", "chain": CHAIN, "ports": [25]},
+        "bans": {"maxretry": 5, "findtime": 600, "bantime": 3600, **bans},
+        "relay": {"grace": 1800},
+    }, netns=ns)
+
+
+def test_login_grants_and_guesser_is_banned(tmp_path, netns):
+    d = make(tmp_path, netns)
+    try:
+        d.start()
+        guesser, client = "203.0.113.9", "192.0.2.11"
+        d.append(login(client), *[unknown_user(guesser, f"u{i}") for i in range(5)])
+        assert wait_for(lambda: postmap_q(d, client) == "OK"), d.stderr()
+        assert wait_for(lambda: drops(netns) == [f"{guesser}/32"]), (drops(netns), d.stderr())
+        rules = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-w", "-S", "INPUT"],
+                               capture_output=True, text=True).stdout
+        assert f"-j {CHAIN}" in rules
+        assert postmap_q(d, guesser) == ""
+
+        st = json.loads(d.ctl("status", "--json").stdout)
+        assert st["events"] == {"login": 1, "user-unknown": 5}
+        assert st["lines_read"] == 6 and st["grants"] == 1 and st["bans"] == 1
+        bans = d.ctl("bans")
+        assert bans.returncode == 0 and f"{guesser}/32" in bans.stdout
+        assert "user-unknown:5" in bans.stdout
+        assert client in d.ctl("grants").stdout
+
+        unban = d.ctl("unban", guesser)
+        assert unban.returncode == 0, unban.stderr
+        assert drops(netns) == []
+        actions = (tmp_path / "actions.log").read_text()
+        assert f"action:ban\tip:{guesser}/32\treason:user-unknown:5" in actions
+    finally:
+        d.stop()
+
+
+def test_sighup_with_new_whitelist_lifts_ban(tmp_path, netns):
+    d = make(tmp_path, netns)
+    wl = tmp_path / "whitelist"
+    wl.write_text("# nothing yet\n")
+    try:
+        d.start()
+        d.append(*[unknown_user("198.51.100.77", f"x{i}") for i in range(5)])
+        assert wait_for(lambda: drops(netns) == ["198.51.100.77/32"]), d.stderr()
+        # Keep the old mtime so the change watcher cannot see it: SIGHUP alone must do it.
+        old = wl.stat()
+        wl.write_text("198.51.100.77\n")
+        os.utime(wl, ns=(old.st_atime_ns, old.st_mtime_ns))
+        time.sleep(3)
+        assert drops(netns) == ["198.51.100.77/32"]
+        d.send(signal.SIGHUP)
+        assert wait_for(lambda: drops(netns) == []), d.stderr()
+        assert d.req(cmd="status")["bans"] == 0
+        # Whitelisted now: more guesses do not ban it again.
+        d.append(*[unknown_user("198.51.100.77", f"y{i}") for i in range(5)])
+        time.sleep(1)
+        assert drops(netns) == []
+    finally:
+        d.stop()
+
+
+def test_restart_keeps_everything(tmp_path, netns):
+    d = make(tmp_path, netns)
+    try:
+        d.start()
+        d.append(login("192.0.2.21"), login("2001:db8::21", "bob"),
+                 *[unknown_user("203.0.113.21", f"u{i}") for i in range(5)],
+                 *[unknown_user("2001:db8:bad:1::5", f"u{i}") for i in range(5)])
+        assert wait_for(lambda: sorted(drops(netns)) == ["2001:db8:bad:1::/64",
+                                                          "203.0.113.21/32"]), d.stderr()
+        assert wait_for(lambda: sorted(map_keys(d)) == ["192.0.2.21", "2001:db8::21"])
+        before = (d.req(cmd="grants")["grants"], d.req(cmd="bans")["bans"])
+        d.stop()
+        d.start()
+        after = (d.req(cmd="grants")["grants"], d.req(cmd="bans")["bans"])
+        assert after == before
+        assert sorted(drops(netns)) == ["2001:db8:bad:1::/64", "203.0.113.21/32"]
+        assert sorted(map_keys(d)) == ["192.0.2.21", "2001:db8::21"]
+        time.sleep(0.5)
+        assert d.req(cmd="status")["lines_read"] == 0      # positions kept: nothing re-read
+    finally:
+        d.stop()
+
+
+def test_kill9_during_a_storm_of_5000_bans(tmp_path, netns):
+    d = make(tmp_path, netns, maxretry=1)
+    n = 5000
+    guessers = [f"10.{(i >> 8) & 255}.{i & 255}.{1 + (i >> 16)}" for i in range(n)]
+    clients = [f"172.16.{i // 200}.{i % 200 + 1}" for i in range(50)]
+    lines = []
+    for i, ip in enumerate(guessers):
+        lines.append(unknown_user(ip, f"g{i}"))
+        if i % 100 == 0:
+            lines.append(login(clients[i // 100]))
+    try:
+        d.start()
+        # Write in pieces so the kill lands while bans are being applied.
+        step = 250
+        killed_at = None
+        for start in range(0, len(lines), step):
+            d.append(*lines[start:start + step])
+            if start >= len(lines) // 3 and killed_at is None:
+                wait_for(lambda: d.req(cmd="status")["bans"] > 0, timeout=20)
+                killed_at = d.req(cmd="status")["bans"]
+                d.kill9()
+        assert killed_at is not None and 0 < killed_at < n
+        d.start()
+        assert wait_for(lambda: d.req(cmd="status")["bans"] == n, timeout=240, step=0.5), \
+            (d.req(cmd="status")["bans"], d.stderr()[-3000:])
+        assert wait_for(lambda: d.req(cmd="status")["grants"] == len(clients), timeout=30)
+        d.stop()
+        fw = drops(netns)
+        store = Store(tmp_path / "state" / "state.db")
+        try:
+            stored_bans = {b.net for b in store.load_bans()}
+            stored_grants = {g.ip for g in store.load_grants()}
+        finally:
+            store.close()
+        assert len(fw) == len(set(fw)), "duplicate DROP rules"
+        assert set(fw) == stored_bans == {f"{ip}/32" for ip in guessers}
+        keys = map_keys(d)
+        assert len(keys) == len(set(keys))
+        assert set(keys) == stored_grants == set(clients)
+    finally:
+        d.stop()
