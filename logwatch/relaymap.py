@@ -1,0 +1,425 @@
+"""Postfix relay map writer (pop-before-smtp): keeps hash: or lmdb: tables of granted IPs.
+
+Incremental changes go through `postmap -i -r` / `postmap -d -` (Postfix's own writer, under
+the exclusive lock that Postfix's shared lookup locks respect); a full rebuild writes a new
+file beside the map and renames it into place. For hash: maps every change moves the file's
+mtime to a new second, because a running smtpd only notices a changed table by its st_mtime
+(seconds) or by the file being unlinked; the README section on the relay map has the details.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from logwatch.events import normalize_ip
+
+_SUFFIX = {"hash": ".db", "lmdb": ".lmdb"}
+_NS = 1_000_000_000
+_BDB_HASH_MAGIC = 0x061561
+_LMDB_MAGIC = 0xBEEFC0DE
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_POSTMAP_TIMEOUT = 300.0
+
+
+class RelayMapError(Exception):
+    """The relay map cannot be used: bad spec, unwritable directory, or postmap failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """A parsed Postfix table name such as hash:/etc/postfix/pop-before-smtp."""
+
+    type: str
+    path: str
+
+    @property
+    def file(self) -> str:
+        """The file postmap writes (path plus the type's suffix)."""
+        return self.path + _SUFFIX[self.type]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.path}"
+
+
+def parse_spec(spec: str) -> MapSpec:
+    """Parse "hash:/path" or "lmdb:/path"; RelayMapError for anything else."""
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in _SUFFIX:
+        raise RelayMapError(
+            f"relay map {spec!r}: expected hash:/path or lmdb:/path (Postfix table notation)")
+    if not os.path.isabs(path) or "\n" in path or "\0" in path:
+        raise RelayMapError(f"relay map {spec!r}: the path must be absolute")
+    return MapSpec(kind, os.path.normpath(path))
+
+
+def _check_value(value: str) -> str:
+    if not value or value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise RelayMapError(
+            f"relay map value {value!r}: must be non-empty text without control characters "
+            "or surrounding blanks (e.g. OK, permit, or a restriction class name)")
+    return value
+
+
+class RelayMap:
+    """One Postfix lookup table of granted client IPs; see open_relay_map()."""
+
+    def __init__(self, spec: MapSpec, value: str, text_file: str | None, dry_run: bool,
+                 log: logging.Logger, postfix_config_dir: str | None = None) -> None:
+        self.spec = spec
+        self.value = value
+        self.text_file = text_file
+        self.dry_run = dry_run
+        self.log = log
+        self._postmap = ["postmap"]
+        if postfix_config_dir is not None:
+            self._postmap += ["-c", postfix_config_dir]
+        # Current grants, in grant order; None until known (rebuild() or read from the map).
+        self._grants: dict[str, None] | None = None
+
+    # -- public interface ---------------------------------------------------------------
+
+    def add(self, ips: Iterable[str]) -> None:
+        """Grant relaying to these IPs; durable and visible to Postfix when it returns."""
+        keys = self._keys(ips, "add")
+        if not keys:
+            return
+        if self.dry_run:
+            for ip in keys:
+                self.log.info("action=relay-add ip=%s map=%s dry_run=1", ip, self.spec)
+            return
+        grants = self._known_grants()
+        body = "".join(f"{ip} {self.value}\n" for ip in keys)
+        # -r: replace an existing entry silently (a refresh, or a changed value).
+        self._update(["-i", "-r"], body)
+        for ip in keys:
+            self.log.info("action=relay-add ip=%s map=%s", ip, self.spec)
+        if grants is not None:
+            grants.update(dict.fromkeys(keys))
+            self._write_text()
+
+    def remove(self, ips: Iterable[str]) -> None:
+        """Revoke these IPs (absent ones are fine); visible to Postfix when it returns."""
+        keys = self._keys(ips, "remove")
+        if not keys:
+            return
+        if self.dry_run:
+            for ip in keys:
+                self.log.info("action=relay-remove ip=%s map=%s dry_run=1", ip, self.spec)
+            return
+        grants = self._known_grants()
+        # postmap -d exits 1 when none of the keys was present: not an error for us.
+        self._update(["-d", "-"], "".join(f"{ip}\n" for ip in keys), ok_codes=(0, 1))
+        for ip in keys:
+            self.log.info("action=relay-remove ip=%s map=%s", ip, self.spec)
+        if grants is not None:
+            for ip in keys:
+                grants.pop(ip, None)
+            self._write_text()
+
+    def rebuild(self, ips: Iterable[str]) -> None:
+        """Replace the whole map with exactly these IPs: a new file renamed into place."""
+        keys = self._keys(ips, "rebuild")
+        if self.dry_run:
+            self.log.info("action=relay-rebuild map=%s entries=%d dry_run=1", self.spec, len(keys))
+            return
+        started = time.monotonic()
+        self._rebuild_file(keys)
+        self._grants = dict.fromkeys(keys)
+        self._write_text()
+        self.log.info("action=relay-rebuild map=%s entries=%d seconds=%.3f", self.spec,
+                      len(keys), time.monotonic() - started)
+
+    def check(self) -> bool:
+        """True if the map file exists and Postfix can read it (a probe lookup succeeds)."""
+        if self.dry_run:
+            return True
+        try:
+            if not os.path.isfile(self.spec.file):
+                self.log.warning("action=relay-check map=%s result=missing", self.spec)
+                return False
+        except OSError:
+            return False
+        problem = _structure_problem(self.spec.file, self.spec.type)
+        if problem is None:
+            # A full dump reads every page: a damaged LMDB page kills postmap (SIGBUS), a
+            # damaged Berkeley DB makes it complain on stderr.
+            proc = self._run(["-s", str(self.spec)], "", check=False, stdout=False)
+            if proc.returncode == 0 and not proc.stderr.strip():
+                return True
+            problem = _first_line(proc.stderr) or f"postmap -s exit {proc.returncode}"
+        self.log.warning("action=relay-check map=%s result=unreadable error=%r", self.spec,
+                         problem)
+        return False
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _keys(self, ips: Iterable[str], action: str) -> list[str]:
+        """Normalised, de-duplicated keys (IPv6 compressed, as Postfix looks them up)."""
+        if isinstance(ips, str):
+            raise TypeError("ips must be an iterable of addresses, not a single string")
+        keys: dict[str, None] = {}
+        for raw in ips:
+            if not isinstance(raw, str):
+                ip = None
+            elif _CANONICAL_V4.fullmatch(raw):
+                ip = raw   # fast path: rebuilds of 100,000 grants would spend most time parsing
+            else:
+                ip = normalize_ip(raw)
+            if ip is None:
+                # Never let something that is not an address reach postmap's input.
+                self.log.error("action=relay-%s ip=%r map=%s result=skipped reason=invalid-ip",
+                               action, raw, self.spec)
+                continue
+            keys[ip] = None
+        return list(keys)
+
+    def _run(self, args: list[str], stdin: str, check: bool = True,
+             ok_codes: tuple[int, ...] = (0,),
+             stdout: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = subprocess.run(self._postmap + args, input=stdin, text=True,
+                                  stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, timeout=_POSTMAP_TIMEOUT,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RelayMapError(f"relay map {self.spec}: cannot run postmap: {exc}") from exc
+        if check and (proc.returncode not in ok_codes or "fatal:" in proc.stderr):
+            raise RelayMapError(f"relay map {self.spec}: postmap {' '.join(args)} failed "
+                                f"(exit {proc.returncode}): {_first_line(proc.stderr)}")
+        return proc
+
+    def _update(self, args: list[str], body: str, ok_codes: tuple[int, ...] = (0,)) -> None:
+        """Apply one in-place batch with postmap, then make the change visible to smtpd."""
+        path = self.spec.file
+        try:
+            before = os.stat(path).st_mtime_ns // _NS
+        except FileNotFoundError:
+            # postmap -i would create an empty map silently; a missing map means a rebuild.
+            raise RelayMapError(f"relay map {self.spec}: {path} is missing; rebuild needed") \
+                from None
+        # postmap fdatasync()s both types before it exits: durable when this returns.
+        if self.spec.type == "hash" or args[0] != "-i":
+            # postmap locks by itself here: flock(LOCK_EX) for hash (readers take LOCK_SH),
+            # an fcntl write lock per deleted key for lmdb. Taking ours too would deadlock.
+            self._run(args + [str(self.spec)], body, ok_codes=ok_codes)
+            if self.spec.type == "hash":
+                self._bump_mtime(path, before)
+            return
+        # Postfix opens LMDB with MDB_NOLOCK: its readers (smtpd, postmap -q) take an fcntl
+        # read lock per lookup, but `postmap -i` on lmdb takes no lock at all (seen with
+        # strace, Postfix 3.7), and LMDB reuses freed pages in place. Holding the fcntl write
+        # lock around it keeps every reader out while pages are rewritten.
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            self._run(args + [str(self.spec)], body, ok_codes=ok_codes)
+        finally:
+            os.close(fd)   # releases the lock
+
+    @staticmethod
+    def _bump_mtime(path: str, before: int) -> None:
+        """Move st_mtime to a whole second later than before the change.
+
+        smtpd's dict_changed() compares whole-second mtimes, so an in-place change within
+        the same second stays unseen and the stale Berkeley DB page cache keeps answering.
+        Strictly increasing seconds (which may run ahead of the clock during bursts) make
+        every change differ from any value a running smtpd recorded when it opened the map.
+        """
+        st = os.stat(path)
+        if st.st_mtime_ns // _NS <= before:
+            os.utime(path, ns=(st.st_atime_ns, (before + 1) * _NS))
+
+    def _rebuild_file(self, keys: list[str]) -> None:
+        directory = os.path.dirname(self.spec.path)
+        base = os.path.basename(self.spec.path)
+        tmpdir = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
+        try:
+            src = os.path.join(tmpdir, base)
+            with open(src, "w", encoding="ascii") as fh:
+                fh.writelines(f"{ip}\t{self.value}\n" for ip in keys)
+            self._run([f"{self.spec.type}:{src}"], "")
+            built = src + _SUFFIX[self.spec.type]
+            _copy_owner_mode(self.spec.file, built)
+            with open(built, "rb") as fh:
+                os.fsync(fh.fileno())
+            old_sec = _mtime_sec(self.spec.file)
+            new_sec = _mtime_sec(built)
+            if old_sec is not None and new_sec is not None and new_sec <= old_sec:
+                # The rename alone is noticed (old file unlinked); a later mtime also keeps
+                # the next in-place update's "strictly later second" rule simple.
+                os.utime(built, ns=(time.time_ns(), (old_sec + 1) * _NS))
+            os.replace(built, self.spec.file)
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise RelayMapError(f"relay map {self.spec}: rebuild failed: {exc}") from exc
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _known_grants(self) -> dict[str, None] | None:
+        """The current grants for the text copy; read once from the map if not yet known."""
+        if self.text_file is None:
+            return None
+        if self._grants is None:
+            proc = self._run(["-s", str(self.spec)], "", check=False)
+            grants: dict[str, None] = {}
+            if proc.returncode == 0:
+                for line in proc.stdout.splitlines():
+                    ip = normalize_ip(line.split(None, 1)[0]) if line.strip() else None
+                    if ip is not None:
+                        grants[ip] = None
+            else:
+                self.log.warning("action=relay-text map=%s result=unreadable-map error=%r",
+                                 self.spec, _first_line(proc.stderr))
+            self._grants = grants
+        return self._grants
+
+    def _write_text(self) -> None:
+        """Atomically replace the plain-text copy ("IP<TAB>value" per line)."""
+        if self.text_file is None or self._grants is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.text_file))
+        fd, tmp = tempfile.mkstemp(prefix=".logwatchd-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                # No fsync: this copy is informational and is rewritten by every rebuild at
+                # start; ext4 and others flush a file renamed over another anyway.
+                fh.write("".join(f"{ip}\t{self.value}\n" for ip in self._grants))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.text_file)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+def _structure_problem(path: str, kind: str) -> str | None:
+    """Why the file cannot be a whole map of this type (by its header), or None.
+
+    Catches truncation that lookups alone can miss: Berkeley DB returns what is left of a
+    page-aligned truncated hash file without complaint.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16384)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    try:
+        if kind == "hash":
+            # Berkeley DB metadata page: magic, version, page size, ..., last page number.
+            magic, _version, pagesize = struct.unpack_from("<III", head, 12)
+            fmt = "<I"
+            if magic != _BDB_HASH_MAGIC:
+                magic, _version, pagesize = struct.unpack_from(">III", head, 12)
+                fmt = ">I"
+            if magic != _BDB_HASH_MAGIC or pagesize <= 0:
+                return "not a Berkeley DB hash file"
+            (last_pgno,) = struct.unpack_from(fmt, head, 32)
+            need = (last_pgno + 1) * pagesize
+        else:
+            # Two LMDB meta pages; the one with the higher transaction id is current.
+            best: tuple[int, int, int] | None = None
+            offset = 0
+            for _ in range(2):
+                magic, _version = struct.unpack_from("<II", head, offset + 16)
+                (pagesize,) = struct.unpack_from("<I", head, offset + 40)
+                last_pg, txnid = struct.unpack_from("<QQ", head, offset + 136)
+                if magic != _LMDB_MAGIC or pagesize <= 0:
+                    return "not an LMDB file"
+                if best is None or txnid > best[0]:
+                    best = (txnid, last_pg, pagesize)
+                offset = pagesize
+            if best is None:
+                return "not an LMDB file"
+            need = (best[1] + 1) * best[2]
+    except struct.error:
+        return f"truncated header ({size} bytes)"
+    if size < need:
+        return f"truncated: {size} bytes, the header says {need}"
+    return None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def _mtime_sec(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns // _NS
+    except FileNotFoundError:
+        return None
+
+
+def _copy_owner_mode(old: str, new: str) -> None:
+    """Give the rebuilt file the old file's owner and mode (or 0644 for a first build)."""
+    try:
+        st = os.stat(old)
+    except FileNotFoundError:
+        os.chmod(new, 0o644)
+        return
+    os.chmod(new, st.st_mode & 0o7777)
+    if os.geteuid() == 0:
+        os.chown(new, st.st_uid, st.st_gid)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_writable_dir(directory: str, what: str) -> None:
+    """RelayMapError unless a file can really be created in `directory` (root ignores modes)."""
+    if not os.path.isdir(directory):
+        raise RelayMapError(f"{what}: directory {directory} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".logwatchd-probe-", dir=directory)
+    except OSError as exc:
+        raise RelayMapError(f"{what}: directory {directory} is not writable: "
+                            f"{exc.strerror or exc}") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def open_relay_map(spec: str, value: str = "OK", text_file: str | None = None,
+                   dry_run: bool = False, log: logging.Logger | None = None,
+                   postfix_config_dir: str | None = None) -> RelayMap:
+    """Open the relay map `spec` ("hash:/path" or "lmdb:/path"); RelayMapError if unusable.
+
+    postfix_config_dir: the directory with the main.cf postmap must read (default: postmap's
+    own default, /etc/postfix or $MAIL_CONFIG).
+    """
+    log = log or logging.getLogger("logwatchd.relaymap")
+    parsed = parse_spec(spec)
+    value = _check_value(value)
+    if not dry_run:
+        _check_writable_dir(os.path.dirname(parsed.path), f"relay map {parsed}")
+        if os.path.exists(parsed.file) and not os.access(parsed.file, os.W_OK):
+            raise RelayMapError(f"relay map {parsed}: {parsed.file} is not writable")
+        if text_file is not None:
+            _check_writable_dir(os.path.dirname(os.path.abspath(text_file)),
+                                f"relay text file {text_file}")
+        if shutil.which("postmap") is None:
+            raise RelayMapError(f"relay map {parsed}: postmap not found (install postfix"
+                                + (", postfix-lmdb" if parsed.type == "lmdb" else "") + ")")
+        cfdir = postfix_config_dir or os.environ.get("MAIL_CONFIG") or "/etc/postfix"
+        if not os.path.isfile(os.path.join(cfdir, "main.cf")):
+            raise RelayMapError(f"relay map {parsed}: {cfdir}/main.cf is missing; "
+                                "postmap cannot run without it")
+    return RelayMap(parsed, value, text_file, dry_run, log, postfix_config_dir)
