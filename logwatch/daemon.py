@@ -37,6 +37,8 @@ from .config import (
 from .control import ControlError, ControlServer
 from .events import Event, normalize_ip
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from .sdnotify import notify as _sd_notify
+from .sdnotify import watchdog_interval as _sd_watchdog_interval
 from .store import Store, StoreError
 
 log = logging.getLogger("logwatchd.daemon")
@@ -45,17 +47,6 @@ POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a secon
 WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
-
-try:  # the packaging part provides it; without it there is simply no sd_notify
-    from .sdnotify import notify as _sd_notify
-    from .sdnotify import watchdog_interval as _sd_watchdog_interval
-except ImportError:  # pragma: no cover - depends on what is installed
-    def _sd_notify(state: str) -> bool:
-        return False
-
-    def _sd_watchdog_interval() -> float | None:
-        return None
-
 
 def sd_notify(state: str) -> None:
     """Tell systemd about our state (no-op without NOTIFY_SOCKET)."""
@@ -361,6 +352,11 @@ class Daemon:
             self.error(f"source {type(src).__name__}: {exc}")
             log.exception("action=source-error")
         self._sync_fd(src)
+        if getattr(src, "eof", False) and all(getattr(s, "eof", False) for s in self.sources):
+            # A syslog daemon piping into us (rsyslog omprog) closes the pipe to stop us,
+            # and starts a new logwatchd when it comes back: end cleanly, state saved.
+            log.info("action=stop reason=end-of-input")
+            self.stopping = True
 
     def on_chunk(self, source: str, chunk: bytes) -> None:
         """Called by the sources with whole lines: parse, feed the engine, apply the effects."""

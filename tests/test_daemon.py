@@ -259,16 +259,22 @@ def test_shipped_whitelist_parses_cleanly():
 
 
 def test_stdin_source_feeds_the_engine(tmp_path):
-    """--stdin: lines piped in are parsed like a log file (syslog daemons pipe into it)."""
+    """--stdin: lines piped in are parsed like a log file (syslog daemons pipe into it); the end
+    of the pipe stops the daemon cleanly, and the next start keeps what it had."""
     d = DaemonProc(tmp_path, {"sources": {"logfiles": []}}, extra_args=("--stdin",))
     argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(d.config), "--stdin"]
-    with open(d.stderr_path, "w") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=err, stderr=err,
-                                env=d.env(), cwd=tmp_path)
-    try:
+
+    def start_piped() -> subprocess.Popen:
+        with open(d.stderr_path, "a") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=err, stderr=err,
+                                    env=d.env(), cwd=tmp_path)
         d.proc = proc
         d._stderr = open(os.devnull, "w")  # noqa: SIM115 - closed by stop()
         d.wait_ready()
+        return proc
+
+    try:
+        proc = start_piped()
         assert proc.stdin is not None
         proc.stdin.write(b"Nov 21 10:00:00 mx dovecot: imap-login: Login: user=<carol>, "
                          b"method=PLAIN, rip=192.0.2.60, lip=192.0.2.1, mpid=1, TLS, "
@@ -279,9 +285,14 @@ def test_stdin_source_feeds_the_engine(tmp_path):
             time.sleep(0.05)
         assert postmap_q(d, "192.0.2.60") == "OK", d.stderr()
         assert d.req(cmd="status")["events"] == {"login": 1}
-        proc.stdin.close()           # end of the pipe: the daemon keeps running (timers)
-        time.sleep(0.3)
-        assert proc.poll() is None and d.req(cmd="status")["ok"]
+        # End of the pipe (rsyslog's omprog stopping us): a clean stop, state saved.
+        proc.stdin.close()
+        assert proc.wait(10) == 0, d.stderr()
+        assert "action=stop reason=end-of-input" in d.stderr()
+        d.stop()
+        assert postmap_q(d, "192.0.2.60") == "OK"       # the grant outlives the process ...
+        proc = start_piped()                            # ... and the next start keeps it
+        assert [g["ip"] for g in d.req(cmd="grants")["grants"]] == ["192.0.2.60"]
     finally:
         d.stop()
 
