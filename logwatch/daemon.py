@@ -36,6 +36,7 @@ from .config import (
 )
 from .control import ControlError, ControlServer
 from .events import Event, normalize_ip
+from .filewatch import FileWatch
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
 from .sdnotify import notify as _sd_notify
 from .sdnotify import watchdog_interval as _sd_watchdog_interval
@@ -44,7 +45,7 @@ from .store import Store, StoreError
 log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
-WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file
+WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotify is missing
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
 
@@ -105,6 +106,7 @@ class Daemon:
         self.sources: list[Any] = []
         self._src_fds: dict[int, int | None] = {}
         self.whitelist_mtime: float | None = None
+        self.whitelist_watch: FileWatch | None = None
         self.actions = ActionLog(cfg.daemon.actions_log)
         self.dry_run = cfg.daemon.dry_run
 
@@ -194,6 +196,7 @@ class Daemon:
         from .engine import Engine
 
         self.whitelist = self._load_whitelist(cfg)
+        self._watch_whitelist(cfg.bans.whitelist)
         self.engine = Engine(cfg.relay, cfg.bans, whitelist=self.whitelist,
                              mynetworks=mynetworks(cfg), own_addresses=own_addresses(),
                              clock=self.clock)
@@ -290,7 +293,8 @@ class Daemon:
     def _schedule_all(self) -> None:
         now = self.clock()
         self.timers["positions"] = now + POSITION_SAVE_INTERVAL
-        self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
+        if self.whitelist_watch is None or self.whitelist_watch.fileno() is None:
+            self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
         self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
         self._schedule_engine()
         self._schedule_watchdog(now)
@@ -536,10 +540,13 @@ class Daemon:
             self.error(f"reload rejected: {msg}")
             return False, f"reload rejected, old config kept: {msg}"
         old = self.cfg
+        old_whitelist_path = old.bans.whitelist
         self.cfg = cfg
         self.dry_run = cfg.daemon.dry_run
         self.parser = parser
         self.whitelist = whitelist
+        if cfg.bans.whitelist != old_whitelist_path:
+            self._watch_whitelist(cfg.bans.whitelist)
         self._apply(self.engine.reconfigure(cfg.relay, cfg.bans, mynetworks=mynetworks(cfg)))
         self._apply(self.engine.set_whitelist(whitelist))
         self.actions.close()
@@ -574,6 +581,25 @@ class Daemon:
                  path or "(defaults)", len(parser.ruleset), len(self.engine.grants),
                  len(self.engine.bans))
         return True, "reloaded"
+
+    def _watch_whitelist(self, path: str | None) -> None:
+        """Re-read the whitelist as soon as it changes (inotify; an mtime timer without it)."""
+        if self.whitelist_watch is not None:
+            fd = self.whitelist_watch.fileno()
+            if fd is not None:
+                self.selector.unregister(fd)
+            self.whitelist_watch.close()
+            self.whitelist_watch = None
+        if not path:
+            return
+        self.whitelist_watch = watch = FileWatch(path)
+        fd = watch.fileno()
+        if fd is None:
+            self.timers["whitelist"] = self.clock() + WHITELIST_CHECK_INTERVAL
+        else:
+            self.timers.pop("whitelist", None)
+            self.selector.register(fd, selectors.EVENT_READ,
+                                   lambda _mask: watch.changed() and self.reload_whitelist())
 
     def reload_whitelist(self) -> None:
         """The whitelist file changed: re-read it; a now-whitelisted ban is lifted."""
@@ -748,6 +774,7 @@ class Daemon:
             log.error("action=store-error error=%s", exc)
         if self.watchdog is not None:
             self.watchdog.close()
+        self._watch_whitelist(None)
         for src in self.sources:
             try:
                 src.close()

@@ -1,0 +1,56 @@
+"""Tell when one file (the whitelist) changes: inotify on its directory, mtime as the fallback."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+try:
+    from inotify_simple import INotify
+    from inotify_simple import flags as iflags
+except ImportError:   # Debian 12 has no package of it; then the daemon compares mtimes
+    INotify = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger("logwatchd.filewatch")
+
+
+class FileWatch:
+    """inotify watch of a file's directory; `changed()` says whether the file was touched."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self._name = os.path.basename(self.path)
+        self._inotify = None
+        if INotify is None:
+            return
+        try:
+            inotify = INotify(nonblocking=True)
+            # The directory, not the file: editors and config tools replace files by rename,
+            # and the file may not exist yet.
+            inotify.add_watch(os.path.dirname(self.path),
+                              iflags.CLOSE_WRITE | iflags.MOVED_TO | iflags.MOVED_FROM
+                              | iflags.CREATE | iflags.DELETE | iflags.ATTRIB)
+        except OSError as exc:
+            log.warning("action=filewatch-fallback path=%s error=%s (checking its mtime instead)",
+                        self.path, exc)
+            return
+        self._inotify = inotify
+
+    def fileno(self) -> int | None:
+        """The fd to select on, or None when inotify is unavailable (poll mtimes then)."""
+        return self._inotify.fileno() if self._inotify is not None else None
+
+    def changed(self) -> bool:
+        """Drain pending events; True if one of them concerns our file."""
+        if self._inotify is None:
+            return False
+        try:
+            events = self._inotify.read(timeout=0)
+        except BlockingIOError:
+            return False
+        return any(event.name == self._name for event in events)
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
