@@ -125,7 +125,15 @@ uninstall:
 
 # The plain foreground form works with or without systemd (containers, inittab); its log
 # goes to the terminal here (the service logs to syslog). Ctrl-C stops it.
+# A Postfix installed with "No configuration" has no main.cf, and postmap (so the relay map)
+# cannot work without one: give it what a fresh install gets here, "Local only". An existing
+# main.cf is never touched.
 run: deps-run install
+	@if [ ! -e /etc/postfix/main.cf ]; then \
+	    echo "postfix has no main.cf: configuring it as 'Local only' (dpkg-reconfigure postfix to change)"; \
+	    echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections; \
+	    dpkg-reconfigure -f noninteractive postfix </dev/null; \
+	fi
 	$(SBIN)/logwatchd --foreground --log stderr
 
 # Output goes to ../ (the Debian way) and is copied to dist/; the tree is cleaned after.

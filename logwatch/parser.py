@@ -1,11 +1,11 @@
 """The parser: chunks of whole log lines in, events out.
 
 Fast path: a prefilter literal must occur in every line its rule matches, so only lines holding
-one need a regex. `bytes.find` of one needle runs at memory speed while a regex alternation of
-many literals crawls, so the literals are covered by a few shared "trigger" substrings (every
-literal contains one), each found in the whole chunk with `find`. A line hit by a trigger is
-confirmed by its literals, then framed and tried against the rules of its program. All other
-lines cost nothing but the scans. `parse_line` is the slow reference path: every rule, no filter.
+one need a regex. sre finds a single literal first byte at memory speed but crawls through an
+alternation of many literals, so the literals are grouped under a few "pivot" bytes
+(plan_scans) and each group is one pass over the whole chunk. A line hit by a pass is framed
+and tried against the rules of its program whose literal it holds. All other lines cost
+nothing but the passes. `parse_line` is the slow reference path: every rule, no filter.
 """
 
 from __future__ import annotations

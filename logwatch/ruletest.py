@@ -41,8 +41,13 @@ def add_test_rules_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="log file, or - for stdin")
 
 
-def _ruleset(args: argparse.Namespace) -> Ruleset:
-    return load_ruleset(args.rules or default_rules_dirs())
+def _ruleset(args: argparse.Namespace) -> Ruleset | None:
+    """The rules to run (--rules or the shipped ones); None after reporting a broken file."""
+    try:
+        return load_ruleset(args.rules or default_rules_dirs())
+    except RuleError as exc:
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return None
 
 
 def _open(name: str) -> BinaryIO:
@@ -80,10 +85,8 @@ def _format(event, out: TextIO, as_json: bool) -> None:
 
 def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Print one event per line of the given files."""
-    try:
-        ruleset = _ruleset(args)
-    except RuleError as exc:
-        print(f"logwatchctl: {exc}", file=sys.stderr)
+    ruleset = _ruleset(args)
+    if ruleset is None:
         return 2
     status = 0
     for name in args.files:
@@ -103,10 +106,8 @@ def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """fail2ban-regex-like report: what the rules find in a file, and what they seem to miss."""
-    try:
-        ruleset = _ruleset(args)
-    except RuleError as exc:
-        print(f"logwatchctl: {exc}", file=sys.stderr)
+    ruleset = _ruleset(args)
+    if ruleset is None:
         return 2
     parser = Parser(ruleset)
     matched_lines: set[int] = set()

@@ -1,5 +1,5 @@
 """The fast chunk parser: same verdict as the slow reference path on every line, line numbers,
-bad input skipped and counted, triggers covering every literal."""
+bad input skipped and counted, scan passes finding every literal."""
 
 import sys
 from datetime import UTC, datetime
