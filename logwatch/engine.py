@@ -12,13 +12,13 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from .config import BanConfig, RelayConfig
 from .events import AUTH, LOGIN, USER_UNKNOWN, Event, normalize_ip
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
-from .whitelist import LOOPBACK, NetSet, Whitelist, net_text, parse_net
+from .whitelist import LOOPBACK, NetSet, Whitelist, net_text, parse_net, range_text
 
 # Tracked offender state is packed into one int per offender to keep 1,000,000 of them well
 # under 300 MB: each hit is (time << 37) | (user-name hash << 5) | kind index, _HIT_BITS wide,
@@ -329,8 +329,10 @@ class Engine:
         if not self.bancfg.enabled:
             return []
         index = self._kind_index.get(kind)
-        if index is None or index not in self._weights:
-            return []            # weight 0 or unknown kind: costs no memory at all
+        if index is None:
+            return []
+        if index not in self._weights and not (index == self._uu and self._distinct_on):
+            return []            # weight 0 costs no memory at all (unless user names count)
         return self._score(event, index)
 
     def _score(self, event: Event, index: int) -> list[Effect]:
@@ -408,7 +410,10 @@ class Engine:
         reason = {self._kind_names[i]: n for i, n in sorted(counts.items())}
         if by_users and not by_score:
             reason["distinct-users"] = len(users)
-        return [self._add_ban(net, now, score, reason, "auto", None)]
+        wider, _inside = self._nesting(net)
+        if wider is not None:          # a manual ban already covers it: nothing to add
+            return []
+        return self._add_ban(net, now, score, reason, "auto", None)
 
     # -- bans ----------------------------------------------------------------
 
@@ -422,8 +427,35 @@ class Engine:
             duration = math.inf
         return min(duration, cfg.max_bantime)
 
+    def _nesting(self, net: str) -> tuple[str | None, list[str]]:
+        """(a ban containing net, the bans net contains). nftables interval sets cannot hold
+        one network inside another, so the engine never keeps nested bans."""
+        version, first, last = parse_net(net)
+        bits = 32 if version == 4 else 128
+        prefix = bits - (last - first).bit_length()
+        standard = self._v4_prefix if version == 4 else self._v6_prefix
+        if prefix < standard:          # wider than an offender network: rare, look at all
+            others = [(n, parse_net(n)) for n in self.bans]
+        else:                          # only odd (manual) bans and the offender net around it
+            others = [(range_text(*r), r) for r in self._odd_bans]
+            if prefix > standard:
+                key = (first & self._v4_mask if version == 4
+                       else _V6_FLAG | (first & self._v6_mask))
+                if key in self._banned_keys:
+                    others.append((self._key_net(key), self._key_range(key)))
+        wider, inside = None, []
+        for other, (v, lo, hi) in others:
+            if v != version or other == net:
+                continue
+            if lo <= first and last <= hi:
+                wider = other
+            elif first <= lo and hi <= last:
+                inside.append(other)
+        return wider, inside
+
     def _add_ban(self, net: str, now: float, score: float, reason: dict[str, int], source: str,
-                 duration: float | None) -> BanAdded:
+                 duration: float | None) -> list[Effect]:
+        """Ban net; bans inside it are lifted into it (the later expiry wins)."""
         history = self._history.get(net)
         previous = int(history[0]) if history else 0
         if source == "auto":
@@ -433,6 +465,12 @@ class Engine:
             if len(self._history) > self.bancfg.max_tracked:
                 self._history.popitem(last=False)
         expires_at = None if duration is None or math.isinf(duration) else now + duration
+        _wider, inside = self._nesting(net)
+        for other in inside:
+            other_expiry = self.bans[other].expires_at
+            if expires_at is not None and (other_expiry is None or other_expiry > expires_at):
+                expires_at = other_expiry
+        effects = self._lift(inside, "covered")
         ban = Ban(net=net, since=now, expires_at=expires_at, score=score, reason=reason,
                   offences=previous + 1, source=source)
         self.bans[net] = ban
@@ -443,7 +481,8 @@ class Engine:
             self._odd_bans.append(parse_net(net))
         self._push(expires_at, "b", net)
         self._counters["bans_added"] += 1
-        return BanAdded(ban)
+        effects.append(BanAdded(ban))
+        return effects
 
     def _lift(self, nets: Sequence[str], why: str) -> list[Effect]:
         effects: list[Effect] = []
@@ -488,12 +527,15 @@ class Engine:
         if permanent:
             duration = math.inf
         now = self.clock()
+        wider, _inside = self._nesting(net)
+        if wider is not None:
+            raise ValueError(f"{net} is inside the ban of {wider} already")
         key = self._net_key(net)
         if key is not None:
             self._tracked.pop(key, None)
         if self.bans.pop(net, None) is not None:
             self._unindex_ban(net)
-        return [self._add_ban(net, now, 0.0, {}, "manual", duration)]
+        return self._add_ban(net, now, 0.0, {}, "manual", duration)
 
     def unban(self, ip_or_net: str) -> list[Effect]:
         """Lift a ban now (logwatchctl unban); [] if that network is not banned."""
@@ -555,7 +597,8 @@ class Engine:
         """Restore state from the store; expired or no longer allowed entries come back as effects."""
         now = self.clock()
         effects: list[Effect] = []
-        for net, count, last in offenders:
+        # The history is capped like the tracked offenders: the most recently banned are kept.
+        for net, count, last in sorted(offenders, key=lambda row: row[2])[-self.bancfg.max_tracked:]:
             self._history[net] = [int(count), float(last)]
         for g in grants:
             ip = normalize_ip(g.ip)
@@ -583,9 +626,17 @@ class Engine:
         self._reindex_bans()
         return effects
 
-    def offender_rows(self) -> list[tuple[str, int, float]]:
-        """Ban history as (net, bans so far, time of the last ban), for Store.put_offenders."""
-        return [(net, int(h[0]), float(h[1])) for net, h in self._history.items()]
+    def offender_rows(self, nets: Iterable[str] | None = None) -> list[tuple[str, int, float]]:
+        """Ban history as (net, bans so far, time of the last ban), for Store.put_offenders;
+        only of `nets` when given (a ban batch), else all of it."""
+        if nets is None:
+            return [(net, int(h[0]), float(h[1])) for net, h in self._history.items()]
+        rows = []
+        for net in nets:
+            h = self._history.get(net)
+            if h is not None:
+                rows.append((net, int(h[0]), float(h[1])))
+        return rows
 
     def score(self, ip: str) -> float:
         """Current score of the offender network of this IP (for logwatchctl and tests)."""

@@ -27,6 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BACKENDS = ("iptables", "ipset", "nftables", "none")
 # ipset stores timeouts in milliseconds in a signed 32-bit value: longer ones are refused.
 IPSET_MAX_TIMEOUT = 2_147_483
+NFT_MAX_TIMEOUT = 365 * 86400
 # multiport accepts at most 15 ports.
 MAX_PORTS = 15
 # nftables: prefixes go to interval sets; single addresses to plain hash sets, because nft reads
@@ -524,8 +525,9 @@ class IpsetFirewall(_IptablesBase):
 
     @staticmethod
     def _timeout(left: int | None) -> int:
-        # 0 is permanent; longer than ipset allows is clamped and refreshed by reconcile.
-        return 0 if left is None else min(left, IPSET_MAX_TIMEOUT)
+        # 0 is permanent. Longer than the kernel allows: permanent too, and the daemon removes
+        # the entry at the ban's expiry (a clamped timeout would end the ban early).
+        return 0 if left is None or left > IPSET_MAX_TIMEOUT else left
 
     def ban(self, bans: Sequence[Ban]) -> None:
         if not self._ready:
@@ -626,7 +628,9 @@ def _collapse(items: Items) -> Items:
 
 def _nft_elem(net: Network, left: int | None) -> str:
     name = str(net.network_address) if _is_host(net) else net_text(net)
-    return name if left is None else f"{name} timeout {left}s"
+    # nft refuses timeouts of a few years ("value too large"): such a ban goes in without one,
+    # and the daemon removes it at its expiry.
+    return name if left is None or left > NFT_MAX_TIMEOUT else f"{name} timeout {left}s"
 
 
 def _nft_nets(val: object) -> list[str]:
@@ -737,7 +741,7 @@ class NftablesFirewall(Firewall):
             out[text] = (net, left)
         return out
 
-    def _batch(self, fresh: Items, again: Items, remove: bool) -> None:
+    def _batch(self, fresh: Items, again: Items, remove: bool, retry: bool = True) -> None:
         """Add fresh elements; for `again` ones, add (no-op if present) + delete (so absent, with
         no error either way) and, unless removing, add back with the new timeout. One transaction."""
         lines = self._elements("add", again, False) + self._elements("delete", again, False)
@@ -755,10 +759,10 @@ class NftablesFirewall(Firewall):
                 # Table or set missing (first use, or flushed by hand): create it and retry.
                 self.setup()
                 self._nft(text)
-            elif "overlap" in str(exc):
+            elif "overlap" in str(exc) and retry:
                 fresh, again = self._without_overlaps(fresh), self._without_overlaps(again)
                 if fresh or again:
-                    self._batch(fresh, again, remove)
+                    self._batch(fresh, again, remove, retry=False)
             else:
                 raise
 
@@ -779,12 +783,24 @@ class NftablesFirewall(Firewall):
         self.log.info("action=fw-ban backend=nftables count=%d new=%d", len(live), len(fresh))
 
     def unban(self, nets: Sequence[str]) -> None:
-        items: Items = {t: (n, None) for t, n in self._nets(nets).items()}
-        self._batch({}, items, remove=True)
-        if self._known is not None:
-            for t in items:
-                self._known.pop(t, None)
-        self.log.info("action=fw-unban backend=nftables count=%d", len(items))
+        # Delete only what the kernel holds: "add then delete" of a prefix around a held one
+        # would clash in the interval set, and deleting an absent element is an error.
+        wanted = self._nets(nets)
+        for attempt in (1, 2):
+            known = self._known if self._known is not None else self._load_known()
+            present: Items = {t: (n, None) for t, n in wanted.items() if t in known}
+            lines = self._elements("delete", present, False)
+            try:
+                if lines:
+                    self._nft("\n".join(lines) + "\n")
+                break
+            except FirewallError:
+                self._known = None          # our view was stale: read the kernel, try once more
+                if attempt == 2:
+                    raise
+        for t in present:
+            known.pop(t, None)
+        self.log.info("action=fw-unban backend=nftables count=%d", len(present))
 
     def reconcile(self, bans: Sequence[Ban], now: float) -> None:
         live = _collapse(self._live(bans, now))

@@ -1,4 +1,4 @@
-"""Read Postfix's mynetworks with `postconf -h mynetworks` (argument list, never a shell)."""
+"""Read Postfix's mynetworks with `postconf -x -h mynetworks` (argument list, never a shell)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def read_mynetworks(config_dir: str | None = None, postconf: str = "postconf",
     argv = [exe]
     if config_dir is not None:
         argv += ["-c", config_dir]
-    argv += ["-h", "mynetworks"]
+    # -x expands $name references ("mynetworks = 127.0.0.0/8 $office_nets"), which -h alone
+    # would return verbatim and so lose.
+    argv += ["-x", "-h", "mynetworks"]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -64,10 +64,11 @@ def parse_spec(spec: str) -> MapSpec:
 
 
 def _check_value(value: str) -> str:
-    if not value or value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if (not value or value != value.strip() or not value.isascii()
+            or any(ord(c) < 32 or ord(c) == 127 for c in value)):
         raise RelayMapError(
-            f"relay map value {value!r}: must be non-empty text without control characters "
-            "or surrounding blanks (e.g. OK, permit, or a restriction class name)")
+            f"relay map value {value!r}: must be non-empty ASCII text without control "
+            "characters or surrounding blanks (e.g. OK, permit, or a restriction class name)")
     return value
 
 

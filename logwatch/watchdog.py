@@ -60,7 +60,9 @@ _SEGS = r"(?:[^\s:\[\]]{1,64}: ){0,2}"
 # and PTR name, so no text those parties choose can stand in for it.
 DEFAULT_PATTERNS: tuple[str, ...] = (
     _PROG + r": " + _SEGS
-    + r"server (?:[^\x00-\x1f]{0,1024}? )?\[(?P<addr>[^\[\]\s]{1,80})\]"
+    # "server [ip]", "server host [ip]", "server user@host [ip]", and, without reverse DNS
+    # but with an ident answer, "server user@[ip]".
+    + r"server (?:[^\x00-\x1f]{0,1024}?[ @])?\[(?P<addr>[^\[\]\s]{1,80})\]"
     + r"(?: \(may be forged\))? cmd read",
 )
 

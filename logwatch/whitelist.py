@@ -57,14 +57,14 @@ def net_text(version: int, first: int, prefix: int) -> str:
     return f"{addr}/{prefix}"
 
 
-def _range_text(version: int, first: int, last: int) -> str:
+def range_text(version: int, first: int, last: int) -> str:
     bits = 32 if version == 4 else 128
     return net_text(version, first, bits - (last - first).bit_length())
 
 
 def normalize_net(text: str) -> str:
     """Canonical CIDR text of an address (as /32 or /128) or a network; ValueError if invalid."""
-    return _range_text(*parse_net(text))
+    return range_text(*parse_net(text))
 
 
 class NetSet:
@@ -78,7 +78,7 @@ class NetSet:
         for text in nets:
             version, first, last = parse_net(text)
             ranges[version].append((first, last))
-            cidrs.append(_range_text(version, first, last))
+            cidrs.append(range_text(version, first, last))
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
         for version, items in ranges.items():

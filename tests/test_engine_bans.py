@@ -167,7 +167,8 @@ def test_growth_factor_and_cap():
 
 def test_growth_one_keeps_duration():
     engine, clock = make(bantime=100, growth=1)
-    assert {ban_cycle(engine, clock).expires_at - clock.now for _ in range(3)} == {0}
+    durations = [b.expires_at - b.since for b in (ban_cycle(engine, clock) for _ in range(3))]
+    assert durations == [100, 100, 100]
 
 
 def test_huge_history_does_not_overflow():
@@ -565,3 +566,56 @@ def test_property_score_matches_brute_force(events):
         assert bool(added(effects)) == expected
         if expected:
             history[key] = []
+
+
+# -- no nested bans (nftables interval sets cannot hold one network inside another) ----------
+
+def test_wider_manual_ban_absorbs_the_bans_inside_it():
+    engine, clock = make(bantime=3600)
+    feed(engine, "user-unknown", "2001:db8:1:2::5", 5)          # auto /64, expires +3600
+    engine.ban("2001:db8:1:3::9/128", duration=7200)           # manual host, expires +7200
+    assert set(engine.bans) == {"2001:db8:1:2::/64", "2001:db8:1:3::9/128"}
+    effects = engine.ban("2001:db8:1::/48", duration=600)
+    lifted = {e.net: e.why for e in effects if isinstance(e, BanLifted)}
+    assert lifted == {"2001:db8:1:2::/64": "covered", "2001:db8:1:3::9/128": "covered"}
+    (ban,) = added(effects)
+    assert set(engine.bans) == {"2001:db8:1::/48"}
+    assert ban.expires_at == clock.now + 7200                   # never shortens a ban it absorbs
+
+
+def test_ban_inside_a_wider_ban_is_refused_or_skipped():
+    engine, clock = make()
+    engine.ban("198.51.100.0/24")
+    with pytest.raises(ValueError, match="inside the ban of 198.51.100.0/24"):
+        engine.ban("198.51.100.7")
+    # An offender inside it cannot score either: no second, nested ban.
+    assert feed(engine, "user-unknown", "198.51.100.8", 10) == []
+    assert set(engine.bans) == {"198.51.100.0/24"}
+
+
+def test_host_ban_then_offender_net_ban_absorbs_it():
+    engine, clock = make()
+    engine.ban("2001:db8:9::1/128", duration=60)
+    effects = feed(engine, "user-unknown", "2001:db8:9::2", 5)
+    assert [e.net for e in effects if isinstance(e, BanLifted)] == ["2001:db8:9::1/128"]
+    assert set(engine.bans) == {"2001:db8:9::/64"}
+
+
+def test_distinct_user_rule_works_with_user_unknown_weight_zero():
+    engine, clock = make(weights={"user-unknown": 0}, distinct_users=4, distinct_window=86400)
+    effects = feed(engine, "user-unknown", "192.0.2.70", 4, clock, step=3600, user_prefix="u")
+    (ban,) = added(effects)
+    assert ban.reason == {"distinct-users": 4, "user-unknown": 1}
+    # Without the distinct rule, weight 0 still costs no memory.
+    engine, _ = make(weights={"user-unknown": 0}, distinct_users=0)
+    feed(engine, "user-unknown", "192.0.2.71", 10, user_prefix="u")
+    assert not engine.is_tracked("192.0.2.71")
+
+
+def test_offender_rows_of_some_nets_and_history_cap_on_load():
+    engine, clock = make(max_tracked=2)
+    engine.load([], [], [("192.0.2.1/32", 1, 10.0), ("192.0.2.2/32", 3, 30.0),
+                         ("192.0.2.3/32", 2, 20.0)])
+    # Only the most recently banned offenders are kept, as in memory.
+    assert sorted(engine.offender_rows()) == [("192.0.2.2/32", 3, 30.0), ("192.0.2.3/32", 2, 20.0)]
+    assert engine.offender_rows(["192.0.2.3/32", "198.51.100.1/32"]) == [("192.0.2.3/32", 2, 20.0)]

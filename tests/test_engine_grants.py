@@ -247,6 +247,14 @@ def test_read_mynetworks_real_postconf(tmp_path: Path):
 
 
 @pytest.mark.skipif(POSTCONF is None, reason="postfix not installed")
+def test_read_mynetworks_expands_references(tmp_path: Path):
+    (tmp_path / "main.cf").write_text("office = 198.51.100.0/24\n"
+                                      "mynetworks = 127.0.0.0/8 $office\n")
+    (tmp_path / "master.cf").write_text("")
+    assert read_mynetworks(str(tmp_path)) == ["127.0.0.0/8", "198.51.100.0/24"]
+
+
+@pytest.mark.skipif(POSTCONF is None, reason="postfix not installed")
 def test_read_mynetworks_failures(tmp_path: Path):
     assert read_mynetworks(str(tmp_path / "missing")) is None     # postconf exits non-zero
     assert read_mynetworks(postconf="no-such-postconf-binary") is None

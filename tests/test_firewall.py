@@ -109,7 +109,9 @@ def test_remaining_rounds_up_and_permanent() -> None:
     assert remaining(Ban("1.2.3.4/32", 0, 100.2), 100.0) == 1
     assert remaining(Ban("1.2.3.4/32", 0, 99.0), 100.0) == -1
     assert IpsetFirewall._timeout(None) == 0
-    assert IpsetFirewall._timeout(10**9) == IPSET_MAX_TIMEOUT
+    # Beyond the kernel's limit: permanent in the kernel; the daemon unbans at expiry.
+    assert IpsetFirewall._timeout(10**9) == 0
+    assert IpsetFirewall._timeout(IPSET_MAX_TIMEOUT) == IPSET_MAX_TIMEOUT
 
 
 def test_collapse_keeps_broadest_prefix_and_all_hosts() -> None:
@@ -478,3 +480,36 @@ def test_iptables_legacy_variant_works_too(ns: Netns) -> None:
     assert input_rules(ns, "iptables-legacy") == [f"-A INPUT -p tcp -m tcp --dport 25 -j {CHAIN}"]
     fw.flush()
     assert input_rules(ns, "iptables-legacy") == [] and fw.listing() == set()
+
+
+@needs_netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_very_long_bans_are_accepted(ns: Netns, backend: str) -> None:
+    """A multi-year ban (growth factor, manual --for) must not break the batch or reconcile."""
+    fw = fw_for(ns, backend)
+    fw.setup()
+    longest = [ban("192.0.2.50", 10.0**8), ban("2001:db8:5::/64", 10.0**8), ban("192.0.2.51")]
+    fw.ban(longest)
+    want = sorted(["192.0.2.50/32", "2001:db8:5::/64", "192.0.2.51/32"])
+    assert sorted(kernel_nets(ns, backend)) == want
+    fw.reconcile(longest, time.time())
+    assert sorted(kernel_nets(ns, backend)) == want
+    fw.unban(["192.0.2.50/32", "2001:db8:5::/64"])
+    assert kernel_nets(ns, backend) == ["192.0.2.51/32"]
+
+
+@needs_netns
+def test_nftables_unban_around_a_held_prefix(ns: Netns) -> None:
+    """Unbanning a prefix that is not held but contains one that is must not fail the batch."""
+    fw = fw_for(ns, "nftables")
+    fw.ban([ban("2001:db8:1:2::/64"), ban("192.0.2.0/24"), ban("198.51.100.9")])
+    fw.unban(["2001:db8::/48", "192.0.2.0/24", "198.51.100.9/32", "203.0.113.0/24"])
+    assert kernel_nets(ns, "nftables") == ["2001:db8:1:2::/64"]
+    # Both the held prefix and one around it in one batch (a flush of nested bans).
+    fw.unban(["2001:db8::/48", "2001:db8:1:2::/64"])
+    assert kernel_nets(ns, "nftables") == []
+    # Our view went stale (removed by hand): unban still succeeds.
+    fw.ban([ban("2001:db8:7::/64")])
+    ns.run(["nft", "flush", "set", "inet", "logwatchd", "ban6"])
+    fw.unban(["2001:db8:7::/64"])
+    assert kernel_nets(ns, "nftables") == []

@@ -128,7 +128,7 @@ def test_bad_spec_and_value(tmp_path: Path, cfdir: str) -> None:
     for spec in ("btree:/tmp/x", f"hash:{tmp_path.name}/rel", str(tmp_path / "m"), "cdb:/x"):
         with pytest.raises(RelayMapError, match="relay map"):
             open_relay_map(spec, postfix_config_dir=cfdir)
-    for value in ("", "OK\n10.0.0.1 OK", " OK"):
+    for value in ("", "OK\n10.0.0.1 OK", " OK", "Überall"):
         with pytest.raises(RelayMapError, match="value"):
             open_relay_map(f"hash:{tmp_path}/m", value=value, postfix_config_dir=cfdir)
 

@@ -124,6 +124,7 @@ def reap(proc: subprocess.Popen, timeout: float = 5.0) -> int:
     ("sendmail: server [IPv6:2001:db8:0:0::5] cmd read", "2001:db8::5"),
     ("sendmail: server [IPv6:::ffff:192.0.2.9] cmd read", "192.0.2.9"),
     ("sendmail: server ident@host.example [192.0.2.10] cmd read", "192.0.2.10"),
+    ("sendmail: server ident@[192.0.2.15] cmd read", "192.0.2.15"),     # ident, no PTR
     ("sendmail: server host.example [192.0.2.11] (may be forged) cmd read", "192.0.2.11"),
     ("sendmail: MTA: tA1BCd2E012345: server [192.0.2.12] cmd read", "192.0.2.12"),
     # The ident user is chosen by the remote party: the address sendmail appends wins.
