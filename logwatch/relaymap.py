@@ -316,6 +316,13 @@ def _structure_problem(path: str, kind: str) -> str | None:
         with open(path, "rb") as fh:
             head = fh.read(16384)
             size = os.fstat(fh.fileno()).st_size
+            if kind == "lmdb" and len(head) >= 44:
+                # LMDB's second meta page sits one page in; pages are 64 KiB on some
+                # architectures (ppc64el), beyond what was read.
+                (pagesize,) = struct.unpack_from("<I", head, 40)
+                if 0 < pagesize <= 1 << 20 and pagesize + 160 > len(head):
+                    fh.seek(pagesize)
+                    head = head[:pagesize].ljust(pagesize, b"\0") + fh.read(4096)
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}"
     try:

@@ -284,3 +284,26 @@ def test_lmdb_add_waits_for_postfix_readers(tmp_path: Path, cfdir: str) -> None:
         holder.wait()
     assert waited > 0.3, f"add() did not wait for the reader's lock ({waited:.3f} s)"
     assert dump(cfdir, spec) == {"192.0.2.2": "OK"}
+
+
+def test_lmdb_header_check_with_64k_pages(tmp_path: Path) -> None:
+    """LMDB's second meta page is one page in: 64 KiB on ppc64el, past a 16 KiB read."""
+    import struct
+
+    from logwatch.relaymap import _LMDB_MAGIC, _structure_problem
+
+    page = 65536
+
+    def meta(txnid: int, last_pg: int) -> bytes:
+        b = bytearray(page)
+        struct.pack_into("<II", b, 16, _LMDB_MAGIC, 1)
+        struct.pack_into("<I", b, 40, page)
+        struct.pack_into("<QQ", b, 136, last_pg, txnid)
+        return bytes(b)
+
+    path = tmp_path / "m.lmdb"
+    path.write_bytes(meta(5, 3) + meta(6, 3) + bytes(2 * page))
+    assert _structure_problem(str(path), "lmdb") is None
+    with open(path, "r+b") as fh:
+        fh.truncate(3 * page)
+    assert "truncated" in (_structure_problem(str(path), "lmdb") or "")
