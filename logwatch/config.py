@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import typing
@@ -155,10 +156,15 @@ class ConfigError(Exception):
 # -- value checks: each returns an error message or None ----------------------
 
 def _positive(v: Any) -> str | None:
+    # .inf/.nan are YAML floats: inf overflows int() later, nan compares false to everything.
+    if not math.isfinite(v):
+        return f"must be a finite number (got {v!r})"
     return None if v > 0 else "must be greater than 0"
 
 
 def _non_negative(v: Any) -> str | None:
+    if not math.isfinite(v):
+        return f"must be a finite number (got {v!r})"
     return None if v >= 0 else "must not be negative"
 
 
@@ -242,8 +248,8 @@ def _weights(v: Any) -> str | None:
     for kind, w in v.items():
         if kind not in _FAILURE_KINDS:
             return f"unknown event kind {kind!r} (known: {', '.join(_FAILURE_KINDS)})"
-        if w < 0:
-            return f"weight of {kind!r} must not be negative"
+        if not math.isfinite(w) or w < 0:
+            return f"weight of {kind!r} must be a finite, non-negative number (got {w!r})"
     return None
 
 
@@ -387,6 +393,9 @@ def parse_config(text: str, file: str = "<string>") -> Config:
     """Parse YAML text into a Config on top of the defaults; raise ConfigError listing all errors."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError([ConfigProblem(file, None, "(syntax)",
+                                         "invalid YAML: nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

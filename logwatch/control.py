@@ -13,6 +13,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ log = logging.getLogger("logwatchd.control")
 
 MAX_REQUEST = 64 * 1024     # a request is a short command; longer lines are refused
 MAX_CLIENTS = 64
+MAX_OUTPUT = 1 << 20        # stop reading from a client that does not read its answers
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -71,8 +73,15 @@ class ControlServer:
         self.selector.register(sock, selectors.EVENT_READ, self._accept)
 
     def _remove_stale(self) -> None:
-        if not os.path.exists(self.path):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
             return
+        except OSError as exc:
+            raise ControlError(f"{self.path}: {exc}") from exc
+        if not stat.S_ISSOCK(st.st_mode):
+            # A wrong daemon.socket must not make us delete someone's file.
+            raise ControlError(f"{self.path} exists and is not a socket: refusing to remove it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(0.5)
         try:
@@ -144,17 +153,19 @@ class ControlServer:
             except OSError:
                 self._drop(fd)
                 return
+            if client.inbuf and len(client.outbuf) <= MAX_OUTPUT:
+                self._answer(client)     # requests held back while the output was full
         if client.closing and not client.outbuf:
             self._drop(fd)
             return
         want = selectors.EVENT_WRITE if client.outbuf else 0
-        if not client.closing:
+        if not client.closing and len(client.outbuf) <= MAX_OUTPUT:
             want |= selectors.EVENT_READ
         if want:
             self.selector.modify(client.sock, want, self.selector.get_key(client.sock).data)
 
     def _answer(self, client: _Client) -> None:
-        while True:
+        while len(client.outbuf) <= MAX_OUTPUT:
             nl = client.inbuf.find(b"\n")
             if nl < 0:
                 if len(client.inbuf) > MAX_REQUEST:
@@ -171,7 +182,8 @@ class ControlServer:
         """Decode one request line and run the handler; every failure becomes {"ok": false}."""
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: "[[[[..." nests deeper than the interpreter's stack allows.
             return {"ok": False, "error": f"invalid JSON: {exc}"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}

@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"logwatchctl {__version__}")
     p.add_argument("--socket", default=None, metavar="PATH",
-                   help=f"control socket (default: {DaemonConfig().socket})")
+                   help=f"control socket (default: daemon.socket of --config, else "
+                        f"{DaemonConfig().socket})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help=f"daemon config file to read the socket path from "
+                        f"(default {DEFAULT_CONFIG_PATH}, if present)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("status", help="daemon state: counters, files, lag, errors")
@@ -133,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("revoke", help="withdraw a relay grant")
     s.add_argument("ip")
     sub.add_parser("reload", help="reload config, rules and whitelist (like SIGHUP)")
-    sub.add_parser("flush", help="lift all bans and revoke all grants")
+    sub.add_parser("flush", help="lift all bans (grants are kept)")
     s = sub.add_parser("check-config", help="validate a config file without starting")
     s.add_argument("file", nargs="?", default=DEFAULT_CONFIG_PATH)
 
@@ -150,8 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _socket_path(args: argparse.Namespace) -> str:
+    """--socket, else daemon.socket of the config file (the default one may be absent)."""
+    if args.socket:
+        return args.socket
+    config = getattr(args, "config", None)
+    return load_config(config or DEFAULT_CONFIG_PATH, missing_ok=config is None).daemon.socket
+
+
 def _call(args: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any]:
-    return request(args.socket or DaemonConfig().socket, req)
+    return request(_socket_path(args), req)
 
 
 def _check_config(path: str) -> int:
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PERMISSION if exc.reason == "permission" else EXIT_NOT_RUNNING
     except (OSError, ValueError) as exc:
         print(f"logwatchctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError as exc:      # the config file naming the socket is broken
+        print(f"logwatchctl: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -109,6 +109,9 @@ class Daemon:
         self.whitelist_watch: FileWatch | None = None
         self.actions = ActionLog(cfg.daemon.actions_log)
         self.dry_run = cfg.daemon.dry_run
+        self.firewall: Any = None
+        self.relay_map: Any = None
+        self.watchdog: Any = None
 
     # -- building the pieces ------------------------------------------------------
 
@@ -350,6 +353,10 @@ class Daemon:
     # -- the data path --------------------------------------------------------------
 
     def _pump(self, src: Any) -> None:
+        # A reload may have replaced the sources while a stale ready fd of the same select()
+        # batch is still queued: a closed source must not be read again.
+        if src not in self.sources:
+            return
         try:
             src.process()
         except Exception as exc:   # a source failing must not kill the daemon
@@ -366,7 +373,9 @@ class Daemon:
         """Called by the sources with whole lines: parse, feed the engine, apply the effects."""
         events = self.parser.parse(chunk)
         # The sources' positions already include this chunk: committing them in the same
-        # transaction as its effects makes a kill -9 neither lose nor replay a line.
+        # transaction as its effects makes a kill -9 neither lose nor replay an action. A
+        # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
+        # it after a crash changes nothing, and most wakeups bring no effect at all.
         self.feed(events, positions=True)
 
     def feed(self, events: Sequence[Event], positions: bool = False) -> None:
@@ -385,8 +394,6 @@ class Daemon:
         """Hand one batch of effects to the effectors, then persist it in one transaction."""
         effects = list(effects)
         if not effects:
-            if positions:
-                self._save_positions()
             return
         now = self.clock()
         grants: dict[str, Grant] = {}
@@ -409,11 +416,11 @@ class Daemon:
             elif isinstance(eff, BanLifted):
                 lifted[eff.net] = eff.why
                 bans.pop(eff.net, None)
-        if getattr(self, "relay_map", None) is not None:
+        if self.relay_map is not None:
             self._effect("relaymap", lambda: self.relay_map.remove(list(revoked)) if revoked else None)
             adds = [ip for ip in new_map if ip in grants]
             self._effect("relaymap", lambda: self.relay_map.add(adds) if adds else None)
-        if getattr(self, "firewall", None) is not None:
+        if self.firewall is not None:
             self._effect("firewall", lambda: self.firewall.unban(list(lifted)) if lifted else None)
             self._effect("firewall",
                          lambda: self.firewall.ban(list(bans.values())) if bans else None)
@@ -443,8 +450,8 @@ class Daemon:
                 if lifted:
                     self.store.delete_bans(lifted)
                 if bans:
-                    self.store.put_offenders(
-                        row for row in self.engine.offender_rows() if row[0] in bans)
+                    # Only the batch's nets: the whole history may hold 1M offenders.
+                    self.store.put_offenders(self.engine.offender_rows(list(bans)))
         except Exception as exc:
             self.error(f"store: {exc}")
             log.error("action=store-error error=%s", exc)
@@ -543,6 +550,8 @@ class Daemon:
         old_whitelist_path = old.bans.whitelist
         self.cfg = cfg
         self.dry_run = cfg.daemon.dry_run
+        # The counters in `status` stay monotonic: the new parser continues the old one's.
+        parser.stats = self.parser.stats
         self.parser = parser
         self.whitelist = whitelist
         if cfg.bans.whitelist != old_whitelist_path:
@@ -551,17 +560,37 @@ class Daemon:
         self._apply(self.engine.set_whitelist(whitelist))
         self.actions.close()
         self.actions = ActionLog(cfg.daemon.actions_log)
+        dry_changed = old.daemon.dry_run != cfg.daemon.dry_run
+        old_firewall, old_relay_map = self.firewall, self.relay_map
         try:
             if (old.firewall != cfg.firewall or old.relay != cfg.relay
-                    or old.bans.enabled != cfg.bans.enabled):
+                    or old.bans.enabled != cfg.bans.enabled or dry_changed):
                 self._make_effectors(cfg)
+            old_id = _firewall_identity(old, old.daemon.dry_run)
+            if (old_firewall is not None and self.firewall is not old_firewall
+                    and old_id is not None and old_id != _firewall_identity(cfg, self.dry_run)):
+                # The new firewall only reconciles its own chain/sets/table: the old ones
+                # would keep dropping the banned addresses for good. Removed before the new
+                # one is set up, as both may share a name (one ipset of two kept).
+                self._effect("firewall", old_firewall.flush)
+            if (old_relay_map is not None and self.relay_map is not old_relay_map
+                    and (self.relay_map is None or old.relay.map != cfg.relay.map)):
+                # Postfix may still use the old map: empty it rather than leave it granting
+                # relay to addresses whose grants nobody will ever revoke there.
+                self._effect("relaymap", lambda: old_relay_map.rebuild([]))
+                log.info("action=relay-map-emptied map=%s", old.relay.map)
             self._reconcile()
         except Exception as exc:
             self.error(f"reload reconcile: {exc}")
             log.error("action=reconcile-error error=%s", exc)
-        if old.watchdog != cfg.watchdog:
+        if old.watchdog != cfg.watchdog or dry_changed:
+            if self.watchdog is not None:
+                self.watchdog.close()
             self.watchdog = self._make_watchdog(cfg)
             self._schedule_watchdog(self.clock())
+        for key in ("socket", "state_dir", "pidfile", "log"):
+            if getattr(old.daemon, key) != getattr(cfg.daemon, key):
+                log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
         if old.sources != cfg.sources:
             self._save_positions()
             try:
@@ -743,26 +772,29 @@ class Daemon:
         """Serve until SIGTERM/SIGINT; then save everything and return."""
         sd_notify("READY=1")
         sd_notify(f"STATUS=watching {len(self.sources)} source(s)")
-        # Data already waiting (e.g. --from-start) is read before the first select().
-        for src in self.sources:
-            self._pump(src)
-        while not self.stopping:
-            now = self.clock()
-            nxt = min(self.timers.values(), default=now + 60.0)
-            timeout = max(0.0, min(nxt - now, 60.0))
-            try:
-                ready = self.selector.select(timeout)
-            except InterruptedError:
-                ready = []
-            for key, mask in ready:
-                key.data(mask)
-                if self.pending_signals:
+        try:
+            # Data already waiting (e.g. --from-start) is read before the first select().
+            for src in list(self.sources):
+                self._pump(src)
+            while not self.stopping:
+                now = self.clock()
+                nxt = min(self.timers.values(), default=now + 60.0)
+                timeout = max(0.0, min(nxt - now, 60.0))
+                try:
+                    ready = self.selector.select(timeout)
+                except InterruptedError:
+                    ready = []
+                for key, mask in ready:
+                    key.data(mask)
+                    if self.pending_signals:
+                        break
+                self._handle_signals()
+                if self.stopping:
                     break
-            self._handle_signals()
-            if self.stopping:
-                break
-            self._run_timers(self.clock())
-        self.shutdown()
+                self._run_timers(self.clock())
+        finally:
+            # Even a bug escaping the loop saves positions and state and removes the socket.
+            self.shutdown()
 
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
@@ -787,6 +819,15 @@ class Daemon:
         self.store.close()
         log.info("action=stopped grants=%d bans=%d", len(self.engine.grants),
                  len(self.engine.bans))
+
+
+def _firewall_identity(cfg: Config, dry_run: bool) -> tuple[str, ...] | None:
+    """The names of the kernel objects a config's firewall owns (ports are rules inside them);
+    None when it owns none (bans disabled, backend none, dry run)."""
+    fw = cfg.firewall
+    if not cfg.bans.enabled or dry_run or fw.backend == "none":
+        return None
+    return (fw.backend, fw.chain, fw.ipset_v4, fw.ipset_v6, fw.nft_table)
 
 
 def effective_rules_dirs(cfg: Config) -> list[str]:
@@ -949,8 +990,23 @@ def load_effective_config(args: argparse.Namespace) -> tuple[Config, str | None]
     return apply_overrides(cfg, args), path
 
 
+def absolute_args(args: argparse.Namespace) -> None:
+    """Make the path flags absolute once: a reload after --daemonize's chdir("/") re-applies
+    them and would otherwise resolve them against "/"."""
+    for attr in ("config", "state_dir", "socket", "pidfile", "whitelist"):
+        if getattr(args, attr, None):
+            setattr(args, attr, os.path.abspath(getattr(args, attr)))
+    for attr in ("logfile", "rules"):
+        if getattr(args, attr, None):
+            setattr(args, attr, [os.path.abspath(p) for p in getattr(args, attr)])
+    if args.actions_log and args.actions_log != "none":
+        args.actions_log = os.path.abspath(args.actions_log)
+    # --relay-map stays as given: a relative map path is refused, as in the config file.
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    absolute_args(args)
     try:
         cfg, path = load_effective_config(args)
     except ConfigError as exc:

@@ -126,7 +126,12 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 matched_lines.update(e.line for e in events)
                 # The report's extras (framing of every line, failure-looking lines) are not on
                 # the daemon's path; they are only for the admin reading this.
-                for offset, raw in enumerate(chunk.splitlines()):
+                # split(b"\n"), not splitlines(): a \r inside a line must not shift the
+                # numbers away from the parser's (which counts \n only).
+                lines = chunk.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                for offset, raw in enumerate(lines):
                     number = line_no + offset
                     if parser.framer.frame(raw.decode("utf-8", "replace")) is None and raw.strip():
                         unframed_count += 1

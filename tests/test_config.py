@@ -17,7 +17,7 @@ from logwatch.config import (
     load_config,
     parse_config,
 )
-from logwatch.daemon import build_parser
+from logwatch.daemon import absolute_args, build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "etc" / "logwatchd.yaml"
@@ -202,3 +202,38 @@ def test_bad_flags_name_the_flag(argv, key):
         apply_overrides(Config(), _args(*argv))
     (problem,) = info.value.problems
     assert problem.file == "<command line>" and problem.key == key
+
+
+@pytest.mark.parametrize("text, key", [
+    ("relay:\n  grace: .inf\n", "relay.grace"),
+    ("bans:\n  maxretry: .nan\n", "bans.maxretry"),
+    ("watchdog:\n  grace: .inf\n", "watchdog.grace"),
+    ("bans:\n  weights:\n    user-unknown: .nan\n", "bans.weights"),
+    ("bans:\n  weights:\n    auth-failed: .inf\n", "bans.weights"),
+])
+def test_infinite_and_nan_numbers_are_refused(tmp_path, text, key):
+    [problem] = errors(write(tmp_path, text))
+    assert key in problem and "finite" in problem
+
+
+def test_deeply_nested_yaml_is_a_config_error_naming_the_file(tmp_path):
+    path = write(tmp_path, "relay:\n  mynetworks: " + "[" * 100000 + "\n")
+    [problem] = errors(path)
+    assert problem.startswith(path) and "nested too deeply" in problem
+
+
+def test_path_flags_stay_right_after_daemonize_chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--logfile", "mail.log", "--whitelist", "wl",
+                                      "--rules", "r", "--config", "c.yaml", "--socket", "s",
+                                      "--actions-log", "a.log", "--pidfile", "p"])
+    absolute_args(args)
+    monkeypatch.chdir("/")     # what --daemonize does before any reload re-applies the flags
+    cfg = apply_overrides(Config(), args)
+    assert cfg.sources.logfiles == [str(tmp_path / "mail.log")]
+    assert cfg.bans.whitelist == str(tmp_path / "wl")
+    assert cfg.rules.dirs == [str(tmp_path / "r")]
+    assert cfg.daemon.socket == str(tmp_path / "s")
+    assert cfg.daemon.actions_log == str(tmp_path / "a.log")
+    assert cfg.daemon.pidfile == str(tmp_path / "p")
+    assert args.config == str(tmp_path / "c.yaml")

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,31 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
     finally:
         loop.close()
     assert not os.path.exists(path)        # close() removes the socket
+
+
+def test_regular_file_at_the_socket_path_is_left_alone(tmp_path):
+    path = tmp_path / "ctl.sock"
+    path.write_text("precious\n")
+    with pytest.raises(ControlError, match="not a socket"):
+        ControlServer(str(path), lambda req: {"ok": True}, selectors.DefaultSelector()).start()
+    assert path.read_text() == "precious\n"
+
+
+def test_a_client_not_reading_its_answers_is_not_served_further(server):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(server.server.path)
+    try:
+        s.sendall(b'{"cmd":"big"}\n' * 10)     # 10 answers of 2 MB each, none read yet
+        time.sleep(0.3)
+        assert len(server.calls) <= 2          # output beyond 1 MiB: requests wait
+        buf = b""
+        while buf.count(b"\n") < 10:
+            buf += s.recv(1 << 20)
+        assert all(len(json.loads(line)["items"]) == 20000 for line in buf.splitlines())
+        assert len(server.calls) == 10
+    finally:
+        s.close()
 
 
 # -- client errors: distinct exit codes ------------------------------------------------------
@@ -302,3 +328,17 @@ def test_check_config(tmp_path):
 def test_example_config_checks_ok(capsys):
     repo = Path(__file__).resolve().parent.parent
     assert ctl._check_config(str(repo / "etc" / "logwatchd.yaml")) == 0, capsys.readouterr().err
+
+
+def test_deeply_nested_json_does_not_kill_the_daemon(daemon):
+    (resp,) = raw(daemon.socket, b"[" * 60000 + b"\n")
+    assert resp["ok"] is False and "invalid JSON" in resp["error"]
+    assert daemon.req(cmd="status")["ok"]
+
+
+def test_ctl_takes_the_socket_from_the_config(daemon, tmp_path):
+    cfg = tmp_path / "lw.yaml"
+    cfg.write_text(f"daemon:\n  socket: {daemon.socket}\n")
+    proc = subprocess.run([sys.executable, "-m", "logwatch.ctl", "--config", str(cfg), "bans"],
+                          capture_output=True, text=True, env=pyenv(), timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 from daemon_harness import REPO, DaemonProc, postfix_config_dir, pyenv
+from netns import needs_netns, netns
 
+from logwatch.config import Config
 from logwatch.control import request
+from logwatch.daemon import Daemon
+from logwatch.model import Ban, BanAdded
 from logwatch.store import Store
 
 
@@ -167,18 +174,115 @@ def test_whitelist_change_lifts_a_ban_without_sighup(daemon):
                                             "reason:whitelisted"]
 
 
-def test_dry_run_writes_no_map(tmp_path):
-    d = DaemonProc(tmp_path, {"firewall": {"backend": "iptables"}}, extra_args=("--dry-run",))
-    try:
-        d.start()
-        assert d.req(cmd="grant", ip="192.0.2.30")["ok"]
-        assert d.req(cmd="ban", ip="198.51.100.30")["ok"]
-        assert d.req(cmd="status")["dry_run"] is True
-        text = d.wait_log("action=ban ip=198.51.100.30/32")
-        assert "dry_run=1" in text
-        assert not (tmp_path / "relay.db").exists()
-    finally:
-        d.stop()
+def logged(d: DaemonProc, needle: str) -> str:
+    """The one log line holding needle."""
+    d.wait_log(needle)
+    (line,) = [x for x in d.stderr().splitlines() if needle in x]
+    return line
+
+
+@needs_netns
+def test_dry_run_writes_no_map_and_no_rule(tmp_path):
+    # iptables in a namespace of its own: a dry-run bug must not touch the host's firewall.
+    with netns("lwdry") as ns:
+        d = DaemonProc(tmp_path, {"firewall": {"backend": "iptables", "chain": "LWD_DRY"}},
+                       netns=ns.name, extra_args=("--dry-run",))
+        try:
+            d.start()
+            assert d.req(cmd="grant", ip="192.0.2.30")["ok"]
+            assert d.req(cmd="ban", ip="198.51.100.30")["ok"]
+            assert d.req(cmd="status")["dry_run"] is True
+            assert logged(d, "action=ban ip=198.51.100.30/32").endswith(" dry_run=1")
+            assert logged(d, "action=grant ip=192.0.2.30 ").endswith(" dry_run=1")
+            assert not (tmp_path / "relay.db").exists()
+            for tool in ("iptables", "ip6tables"):
+                assert "LWD_DRY" not in ns.out([tool, "-w", "-S"])
+        finally:
+            d.stop()
+
+
+def test_pump_ignores_a_source_a_reload_removed():
+    """A reload replaced the sources; a stale ready fd of the same select() batch must not
+    make the daemon read the closed one again (a FileTailer would restart at offset 0)."""
+
+    class Src:
+        calls = 0
+
+        def process(self) -> None:
+            self.calls += 1
+
+        def fileno(self) -> None:
+            return None
+
+    cfg = Config()
+    cfg.daemon.actions_log = None
+    d = Daemon(cfg, None, argparse.Namespace())
+    old, new = Src(), Src()
+    d.sources = [new]
+    d._pump(old)
+    d._pump(new)
+    assert old.calls == 0 and new.calls == 1
+
+
+def test_a_chunk_without_effects_commits_nothing():
+    """Most wakeups bring no effect: no SQLite transaction for them (the 1 s timer saves)."""
+
+    class Store:
+        transactions = 0
+
+        def transaction(self) -> contextlib.AbstractContextManager[None]:
+            self.transactions += 1
+            return contextlib.nullcontext()
+
+    cfg = Config()
+    cfg.daemon.actions_log = None
+    d = Daemon(cfg, None, argparse.Namespace())
+    d.store = Store()
+    d.parser = types.SimpleNamespace(parse=lambda chunk: [])
+    d.engine = types.SimpleNamespace(handle=lambda ev: [])
+    d.on_chunk("files", b"nothing of interest\n")
+    assert d.store.transactions == 0
+
+
+def test_a_ban_batch_stores_only_its_own_offender_history():
+    """The history may hold 1M offenders: a ban batch must not read all of them."""
+    asked: list[object] = []
+    stored: list[tuple[str, int, float]] = []
+
+    class Engine:
+        def offender_rows(self, nets=None) -> list[tuple[str, int, float]]:
+            asked.append(nets)
+            return [(n, 1, 5.0) for n in (nets or ["203.0.113.0/32", "198.51.100.1/32"])]
+
+    class Store:
+        def transaction(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+        def put_bans(self, bans: object) -> None:
+            pass
+
+        def put_offenders(self, rows: object) -> None:
+            stored.extend(rows)  # type: ignore[call-overload]
+
+    cfg = Config()
+    cfg.daemon.actions_log = None
+    d = Daemon(cfg, None, argparse.Namespace())
+    d.store, d.engine = Store(), Engine()
+    d._apply([BanAdded(Ban("198.51.100.1/32", since=1.0, expires_at=None))])
+    assert asked == [["198.51.100.1/32"]] and stored == [("198.51.100.1/32", 1, 5.0)]
+
+
+def test_reload_keeps_counters_and_warns_about_restart_only_settings(daemon):
+    daemon.start()
+    daemon.append("one", "two")
+    deadline = time.monotonic() + 10
+    while daemon.req(cmd="status")["lines_read"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon.settings["daemon"]["socket"] = str(daemon.base / "other.sock")
+    daemon.write_config()
+    assert daemon.req(cmd="reload")["ok"]
+    assert daemon.req(cmd="status")["lines_read"] == 2
+    assert "action=reload-ignored key=daemon.socket reason=needs-a-restart" in daemon.stderr()
 
 
 def test_actions_log_is_ltsv(daemon):

@@ -218,3 +218,53 @@ def test_kill9_during_a_storm_of_5000_bans(tmp_path, netns):
         assert set(keys) == stored_grants == set(clients)
     finally:
         d.stop()
+
+
+def test_reload_out_of_dry_run_really_bans_and_grants(tmp_path, netns):
+    d = DaemonProc(tmp_path, {
+        "firewall": {"backend": "iptables", "chain": CHAIN, "ports": [25]},
+        "daemon": {"dry_run": True},
+    }, netns=netns)
+    try:
+        d.start()
+        assert d.req(cmd="ban", ip="198.51.100.60")["ok"]
+        assert d.req(cmd="grant", ip="192.0.2.60")["ok"]
+        assert drops(netns) == [] and postmap_q(d, "192.0.2.60") == ""
+        d.settings["daemon"]["dry_run"] = False
+        d.write_config()
+        assert d.req(cmd="reload")["ok"]
+        assert d.req(cmd="status")["dry_run"] is False
+        assert drops(netns) == ["198.51.100.60/32"], d.stderr()
+        assert postmap_q(d, "192.0.2.60") == "OK"
+        assert d.req(cmd="ban", ip="198.51.100.61")["ok"]
+        assert sorted(drops(netns)) == ["198.51.100.60/32", "198.51.100.61/32"]
+    finally:
+        d.stop()
+
+
+def nft_elements(ns: str, table: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", table],
+                          capture_output=True, text=True).stdout
+
+
+def test_reload_to_another_backend_removes_the_old_rules(tmp_path, netns):
+    d = make(tmp_path, netns)
+    try:
+        d.start()
+        assert d.req(cmd="ban", ip="198.51.100.70")["ok"]
+        assert drops(netns) == ["198.51.100.70/32"]
+        d.settings["firewall"] = {"backend": "nftables", "nft_table": "lwde2e", "ports": [25]}
+        d.write_config()
+        assert d.req(cmd="reload")["ok"]
+        for tool in ("iptables", "ip6tables"):
+            listing = subprocess.run(["ip", "netns", "exec", netns, tool, "-w", "-S"],
+                                     capture_output=True, text=True).stdout
+            assert CHAIN not in listing, listing
+        assert "198.51.100.70" in nft_elements(netns, "lwde2e"), d.stderr()
+        # Bans disabled: the nftables table goes too.
+        d.settings["bans"]["enabled"] = False
+        d.write_config()
+        assert d.req(cmd="reload")["ok"]
+        assert nft_elements(netns, "lwde2e") == ""
+    finally:
+        d.stop()

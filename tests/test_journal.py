@@ -4,6 +4,7 @@ too), cursor resume and restart after death, with a fake journalctl on PATH."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import shutil
@@ -264,11 +265,46 @@ def test_restart_after_death_exactly_once(env: Env, monkeypatch, sources) -> Non
     assert b"invalid \xc3\x28 utf8 seq=5\n" in b"".join(got)
 
 
-def test_missing_journalctl_is_retried_not_fatal(tmp_path: Path, sources) -> None:
-    got: list[bytes] = []
-    src = JournalSource(["x"], [], on_chunk=lambda n, c: got.append(c),
-                        journalctl=str(tmp_path / "no-such-journalctl"))
+def started(env: Env, timeout: float = 5.0) -> int:
+    """How many fake journalctls have recorded their argv (they do so once running)."""
+    deadline = time.monotonic() + timeout
+    while not env.argvs() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(env.argvs())
+
+
+def test_missing_journalctl_is_retried_not_fatal(env: Env, tmp_path: Path, sources) -> None:
+    now = [100.0]
+    attempts: list[str] = []
+    log = logging.getLogger("test.journal.missing")
+    log.error = lambda msg, *args: attempts.append(msg % args)   # type: ignore[method-assign]
+    path = tmp_path / "bin" / "journalctl"      # absent at first, installed later
+    src = JournalSource(["x"], [], on_chunk=lambda n, c: None, journalctl=str(path),
+                        log=log, clock=lambda: now[0])
     sources.append(src)
-    assert src.proc is None
+    assert src.proc is None and len(attempts) == 1
     src.process()                                # within the backoff: no busy retry
+    assert len(attempts) == 1 and env.argvs() == []
+    now[0] += 1.5                                # past the 1 s backoff: tried again
+    src.process()
+    assert len(attempts) == 2 and src.proc is None
+    path.parent.mkdir()
+    path.symlink_to(Path(FAKEBIN) / "journalctl")
+    src.process()                                # backoff doubled to 2 s: not yet
+    assert env.argvs() == []
+    now[0] += 2.5
+    src.process()
+    assert src.proc is not None and started(env) == 1
+
+
+def test_closed_source_starts_no_journalctl(env: Env, sources) -> None:
+    now = [100.0]
+    src = JournalSource(["x"], [], on_chunk=lambda n, c: None, clock=lambda: now[0])
+    sources.append(src)
+    assert started(env) == 1
+    src.close()
+    now[0] += 100.0
+    src.process()                                # a stale ready fd after a reload
     assert src.proc is None
+    time.sleep(0.3)                              # a journalctl started would record itself
+    assert len(env.argvs()) == 1

@@ -77,3 +77,10 @@ def test_test_rules_report(log):
     # A failure-looking line no rule understands is shown so the admin can add a rule.
     assert "Unmatched lines that look like failures: 1" in text
     assert "exotic-daemon[5]: authentication failed for bob" in text
+
+
+def test_test_rules_line_numbers_ignore_carriage_returns(tmp_path):
+    path = tmp_path / "cr.log"
+    path.write_bytes(b"Nov 21 10:00:00 mx postfix/smtpd[10]: x\rjunk\n" + LOG)
+    text = ctl("test-rules", str(path)).stdout.decode()
+    assert "5: this line has no syslog framing at all" in text

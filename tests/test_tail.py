@@ -405,3 +405,43 @@ def test_directory_removed_and_recreated(tmp_path, make) -> None:
     append(p, b"three\n")
     pump(t, lambda: len(sink.lines()) == 3)
     assert sink.lines() == [b"one", b"two", b"three"]
+
+
+def test_closed_tailer_delivers_nothing(tmp_path, make) -> None:
+    """A reload closes the tailer; a stale ready fd must not make it read the files again."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 5))
+    t, sink = make([p], from_start=True)
+    pump(t, lambda: len(sink.lines()) == 5)
+    t.close()
+    append(p, nums(5, 6))
+    t.process()
+    assert len(sink.lines()) == 5
+
+
+def test_same_file_under_two_names_is_followed_once(tmp_path, make, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    p = str(tmp_path / "mail.log")
+    append(p, b"")
+    t, sink = make([p, "mail.log", "./mail.log"])
+    assert len(t.files) == 1 and list(t.stats()) == [p]
+    append(p, nums(0, 3))
+    pump(t, lambda: len(sink.lines()) == 3)
+    settle(t)
+    assert len(sink.lines()) == 3
+
+
+def test_fingerprint_is_hashed_once_per_file(tmp_path, make, monkeypatch) -> None:
+    import logwatch.sources.tail as tail
+
+    hashed: list[bytes | None] = []
+    real = tail._fp_hex
+    monkeypatch.setattr(tail, "_fp_hex", lambda first: hashed.append(first) or real(first))
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 3))
+    t, sink = make([p])
+    for i in range(3, 13):
+        append(p, nums(i, i + 1))
+        pump(t, lambda i=i: len(sink.lines()) == i - 2)
+        t.positions()
+    assert len(hashed) <= 2

@@ -128,6 +128,7 @@ class JournalSource:
         self.restarts = 0
         self._counts = {"records": 0, "lines": 0, "bytes": 0, "bad_records": 0,
                         "skipped_long": 0, "restarts": 0}
+        self.closed = False
         self._start()
 
     # -- public interface -----------------------------------------------------
@@ -161,6 +162,8 @@ class JournalSource:
 
     def process(self) -> None:
         """Convert and deliver what journalctl wrote; restart it (with backoff) if it died."""
+        if self.closed:       # a closed source must not start a new journalctl
+            return
         if self.proc is not None:
             self._drain(READ_MAX)
             if self._eof:
@@ -201,6 +204,9 @@ class JournalSource:
 
     def close(self) -> None:
         """Stop journalctl, deliver what it had written, save the cursor, close the pipe."""
+        if self.closed:
+            return
+        self.closed = True
         if self.proc is not None:
             self.proc.terminate()
             try:

@@ -52,7 +52,7 @@ class _Reader:
         self.dev = st.st_dev
         self.read_pos = offset
         self.lb = LineBuffer(max_line)
-        self.fp: bytes | None = _first_line(fd)
+        self.fp = _first_line(fd)
         self.wd: int | None = None
 
     @property
@@ -60,10 +60,21 @@ class _Reader:
         """Offset of the first byte not yet delivered (nor skipped as overlong)."""
         return self.read_pos - self.lb.held
 
+    @property
+    def fp(self) -> bytes | None:
+        """The first line (None until it is complete)."""
+        return self._fp
+
+    @fp.setter
+    def fp(self, first: bytes | None) -> None:
+        # positions() runs for every chunk: hash the first line once, not per call.
+        self._fp = first
+        self._fp_hex = _fp_hex(first)
+
     def fingerprint(self) -> str:
         if self.fp is None:
             self.fp = _first_line(self.fd)
-        return _fp_hex(self.fp)
+        return self._fp_hex
 
 
 @dataclass
@@ -126,8 +137,11 @@ class FileTailer:
         self.max_line = max_line
         self.poll_interval = poll_interval
         self.log = log or LOG
-        self.files = [_Followed(path=os.path.abspath(p)) for p in dict.fromkeys(paths)]
-        self._names = {f.path: p for f, p in zip(self.files, dict.fromkeys(paths), strict=True)}
+        # "x.log" and "./x.log" are one file: followed once, shown under the first name given.
+        self._names: dict[str, str] = {}
+        for p in paths:
+            self._names.setdefault(os.path.abspath(p), p)
+        self.files = [_Followed(path=ap) for ap in self._names]
         self._inotify: Any = None
         self._flags: Any = None
         self.polling = True
@@ -139,6 +153,7 @@ class FileTailer:
         self._dir_wds: dict[str, int] = {}
         self._dir_ids: dict[str, tuple[int, int]] = {}
         self._wd_refs: dict[int, int] = {}
+        self.closed = False
         if force_polling:
             self._fall_back("forced by configuration")
         else:
@@ -158,6 +173,8 @@ class FileTailer:
 
     def process(self) -> None:
         """Read what is available from every file (up to a budget) and deliver it."""
+        if self.closed:       # reopening the files would deliver them again from offset 0
+            return
         if self._kick_r >= 0:
             try:
                 os.read(self._kick_r, 4096)
@@ -217,7 +234,10 @@ class FileTailer:
 
     def close(self) -> None:
         """Save positions and release every fd."""
+        if self.closed:
+            return
         self.save_positions()
+        self.closed = True
         for f in self.files:
             for r, _ in f.lingering:
                 self._close(r)
