@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import selectors
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sourceloop import pump
 
 from logwatch.sources import JournalSource
 from logwatch.sources.journal import record_to_line
@@ -172,31 +172,6 @@ def sources() -> Iterator[list[JournalSource]]:
     yield made
     for s in made:
         s.close()
-
-
-def pump(src: JournalSource, cond: Callable[[], bool], timeout: float = 10) -> None:
-    """Drive src as the daemon does: process() when its fd is readable, and on a timer only
-    while fileno() is None (journalctl not running)."""
-    sel = selectors.DefaultSelector()
-    fd: int | None = None
-    deadline = time.monotonic() + timeout
-    try:
-        while not cond():
-            assert time.monotonic() < deadline, "condition not reached in time"
-            new = src.fileno()
-            if new != fd:
-                if fd is not None:
-                    sel.unregister(fd)
-                if new is not None:
-                    sel.register(new, selectors.EVENT_READ)
-                fd = new
-            if fd is None:
-                time.sleep(0.1)
-                src.process()
-            elif sel.select(0.05):
-                src.process()
-    finally:
-        sel.close()
 
 
 def seqs(chunks: list[bytes]) -> list[int]:

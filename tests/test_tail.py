@@ -7,11 +7,11 @@ import logging
 import os
 import selectors
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
 import pytest
+from sourceloop import pump, run_loop
 
 from logwatch.sources import FileTailer, LineBuffer
 
@@ -29,37 +29,6 @@ class Sink:
     def lines(self, name: str | None = None) -> list[bytes]:
         data = b"".join(c for n, c in self.chunks if name is None or n == name)
         return data.split(b"\n")[:-1]
-
-
-def run_loop(src, cond: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
-    """Drive src as the daemon does: process() when its fd is readable, and on a timer only
-    while fileno() is None. Return whether cond() became true within timeout."""
-    sel = selectors.DefaultSelector()
-    fd: int | None = None
-    deadline = time.monotonic() + timeout
-    try:
-        while not cond():
-            if time.monotonic() >= deadline:
-                return False
-            new = src.fileno()
-            if new != fd:
-                if fd is not None:
-                    sel.unregister(fd)
-                if new is not None:
-                    sel.register(new, selectors.EVENT_READ)
-                fd = new
-            if fd is None:
-                time.sleep(poll)
-                src.process()
-            elif sel.select(0.02):
-                src.process()
-        return True
-    finally:
-        sel.close()
-
-
-def pump(src, cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    assert run_loop(src, cond, timeout), "condition not reached in time"
 
 
 def settle(src, duration: float = 0.1) -> None:
