@@ -47,6 +47,8 @@ log = logging.getLogger("logwatchd.daemon")
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
 WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotify is missing
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
+REPAIR_DELAY = 2.0               # first reconcile after a failed firewall/map write ...
+REPAIR_MAX_DELAY = 300.0         # ... doubling while it keeps failing, up to this
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
 
 def sd_notify(state: str) -> None:
@@ -107,6 +109,7 @@ class Daemon:
         self._src_fds: dict[int, int | None] = {}
         self.whitelist_mtime: float | None = None
         self.whitelist_watch: FileWatch | None = None
+        self.repair_delay = REPAIR_DELAY
         self.actions = ActionLog(cfg.daemon.actions_log)
         self.dry_run = cfg.daemon.dry_run
         self.firewall: Any = None
@@ -334,6 +337,9 @@ class Daemon:
                 self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
                 if self._mtime(self.cfg.bans.whitelist) != self.whitelist_mtime:
                     self.reload_whitelist()
+            elif name == "repair":
+                del self.timers["repair"]
+                self._repair()
             elif name == "mapcheck":
                 self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
                 self._check_map()
@@ -433,6 +439,26 @@ class Daemon:
         except Exception as exc:   # the store keeps the truth; reconcile repairs the kernel/map
             self.error(f"{what}: {exc}")
             log.error("action=%s-error error=%s", what, exc)
+            self._schedule_repair()
+
+    def _schedule_repair(self) -> None:
+        """After a failed firewall or map write: reconcile soon, backing off while it fails.
+        Until then the engine takes the IP for banned (or granted) and the kernel does not."""
+        if "repair" not in self.timers:
+            self.timers["repair"] = self.clock() + self.repair_delay
+
+    def _repair(self) -> None:
+        try:
+            self._reconcile()
+        except Exception as exc:
+            self.repair_delay = min(self.repair_delay * 2, REPAIR_MAX_DELAY)
+            self.error(f"repair: {exc}")
+            log.error("action=repair result=failed retry_in=%.0f error=%s", self.repair_delay, exc)
+            self._schedule_repair()
+            return
+        self.repair_delay = REPAIR_DELAY
+        log.info("action=repair result=ok grants=%d bans=%d", len(self.engine.grants),
+                 len(self.engine.bans))
 
     def _persist(self, grants: dict[str, Grant], revoked: dict[str, str], bans: dict[str, Ban],
                  lifted: dict[str, str], positions: bool = False) -> None:
@@ -583,6 +609,7 @@ class Daemon:
         except Exception as exc:
             self.error(f"reload reconcile: {exc}")
             log.error("action=reconcile-error error=%s", exc)
+            self._schedule_repair()
         if old.watchdog != cfg.watchdog or dry_changed:
             if self.watchdog is not None:
                 self.watchdog.close()

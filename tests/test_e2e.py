@@ -268,3 +268,30 @@ def test_reload_to_another_backend_removes_the_old_rules(tmp_path, netns):
         assert nft_elements(netns, "lwde2e") == ""
     finally:
         d.stop()
+
+
+def test_a_failed_firewall_write_is_repaired(tmp_path, netns):
+    """iptables-restore fails for a while (a wrapper on PATH): the ban is in the store but not
+    in the kernel, and the repair timer puts it there once the tool works again."""
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    flag = tmp_path / "fail-now"
+    for tool in ("iptables-restore", "ip6tables-restore"):
+        wrapper = fakebin / tool
+        wrapper.write_text(f"#!/bin/sh\n[ -e {flag} ] && {{ echo injected failure >&2; exit 1; }}\n"
+                           f"exec /usr/sbin/{tool} \"$@\"\n")
+        wrapper.chmod(0o755)
+    d = make(tmp_path, netns)
+    base_env = d.env
+    d.env = lambda: {**base_env(), "PATH": f"{fakebin}:{os.environ.get('PATH', '/usr/bin')}"}
+    try:
+        d.start()
+        flag.write_text("")
+        d.append(*[unknown_user("203.0.113.66", f"r{i}") for i in range(5)])
+        assert wait_for(lambda: "action=firewall-error" in d.stderr()), d.stderr()
+        assert d.req(cmd="status")["bans"] == 1 and drops(netns) == []
+        flag.unlink()
+        assert wait_for(lambda: drops(netns) == ["203.0.113.66/32"], timeout=15), d.stderr()
+        assert "action=repair result=ok" in d.stderr()
+    finally:
+        d.stop()
