@@ -511,8 +511,7 @@ class Engine:
             if version == 4:
                 return self._key_net(first & self._v4_mask)
             return self._key_net(_V6_FLAG | (first & self._v6_mask))
-        bits = 32 if version == 4 else 128
-        return net_text(version, first, bits - (last - first).bit_length())
+        return range_text(version, first, last)
 
     def ban(self, ip_or_net: str, duration: float | None = None, *,
             permanent: bool = False) -> list[Effect]:

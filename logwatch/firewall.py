@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from logwatch.config import FirewallConfig
 from logwatch.model import Ban
+from logwatch.whitelist import normalize_net as canonical_net
 
 _log = logging.getLogger("logwatchd.firewall")
 
@@ -46,11 +47,9 @@ class FirewallError(Exception):
 
 def normalize_net(text: str) -> Network:
     """Parse a ban's network (CIDR or bare address); IPv4-mapped IPv6 becomes IPv4. Raises ValueError."""
-    if not isinstance(text, str) or "%" in text:
+    if not isinstance(text, str):
         raise ValueError(f"not a network: {text!r}")
-    net = ipaddress.ip_network(text.strip(), strict=False)
-    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
-        net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
+    net = ipaddress.ip_network(canonical_net(text))
     if net.prefixlen == 0:
         # A /0 would drop every client; that is never a ban, always a mistake.
         raise ValueError(f"refusing to ban everything: {text!r}")
