@@ -323,6 +323,14 @@ def test_check_config(tmp_path):
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
     ko = run(str(bad))
     assert ko.returncode == 1 and f"{bad}:3: relay.bogus: unknown key" in ko.stderr
+    # The rules a config points at are checked too.
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    (rules / "site.yaml").write_text("rules:\n  - id: site-x\n    kind: nope\n")
+    with_rules = tmp_path / "rules.yaml"
+    with_rules.write_text(f"rules:\n  local_dir: {rules}\n")
+    ko = run(str(with_rules))
+    assert ko.returncode == 1 and f"{rules / 'site.yaml'}:3: rule 'site-x'" in ko.stderr
 
 
 def test_example_config_checks_ok(capsys):

@@ -119,6 +119,26 @@ def test_sigusr1_logs_a_summary(daemon):
     assert daemon.req(cmd="status")["ok"]      # still running
 
 
+def test_sighup_with_a_broken_rules_file_keeps_the_old_rules(daemon, tmp_path):
+    local = tmp_path / "rules.d"
+    local.mkdir()
+    daemon.settings["rules"]["local_dir"] = str(local)
+    daemon.write_config()
+    daemon.start()
+    (local / "site.yaml").write_text("rules:\n  - id: site-x\n    kind: nope\n")
+    mark = len(daemon.stderr())
+    daemon.send(signal.SIGHUP)
+    text = daemon.wait_log("action=reload result=rejected", after=mark)
+    assert f"{local / 'site.yaml'}:3: rule 'site-x'" in text
+    # Still parsing with the old rules: a login still grants.
+    daemon.append("Nov 21 10:00:00 mx dovecot: imap-login: Login: user=<a>, method=PLAIN, "
+                  "rip=192.0.2.90, lip=192.0.2.1, mpid=1, TLS, session=<s1>")
+    deadline = time.monotonic() + 10
+    while daemon.req(cmd="status")["grants"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.req(cmd="status")["grants"] == 1
+
+
 def test_sighup_with_invalid_config_keeps_the_old_one(daemon):
     daemon.start()
     daemon.req(cmd="grant", ip="192.0.2.12")

@@ -295,3 +295,23 @@ def test_a_failed_firewall_write_is_repaired(tmp_path, netns):
         assert "action=repair result=ok" in d.stderr()
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_flush_on_stop(tmp_path, netns, flush):
+    """Bans stay in the kernel over a clean stop by default; flush_on_stop removes our chain."""
+    d = make(tmp_path, netns)
+    d.settings["firewall"]["flush_on_stop"] = flush
+    d.write_config()
+    try:
+        d.start()
+        d.append(*[unknown_user("203.0.113.77", f"f{i}") for i in range(5)])
+        assert wait_for(lambda: drops(netns) == ["203.0.113.77/32"]), d.stderr()
+    finally:
+        d.stop()
+    chain = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-w", "-S", CHAIN],
+                           capture_output=True, text=True)
+    if flush:
+        assert chain.returncode != 0 and drops(netns) == []
+    else:
+        assert drops(netns) == ["203.0.113.77/32"]
