@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .literalscan import MATCHERS, hyperscan_available
+
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
 DEFAULT_RULES_DIR = "/usr/share/logwatchd/rules"
 
@@ -32,6 +34,7 @@ class SourcesConfig:
 class RulesConfig:
     dirs: list[str] = field(default_factory=lambda: [DEFAULT_RULES_DIR])
     local_dir: str | None = "/etc/logwatchd/rules.d"   # adds or overrides rules by id
+    matcher: str = "auto"             # prefilter literal matcher: auto, hyperscan or re
 
 
 @dataclass
@@ -267,6 +270,9 @@ CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "sources.max_line": _int_range(256, 1 << 30),
     "sources.poll_interval": _positive,
     "rules.dirs": _abs_paths,
+    "rules.matcher": lambda v: _one_of(MATCHERS)(v) or (
+        "hyperscan is not installed (pip install hyperscan); use auto or re"
+        if v == "hyperscan" and not hyperscan_available() else None),
     "relay.map": check_map_spec,
     "relay.grace": _positive,
     "relay.services": _services,

@@ -57,6 +57,7 @@ def format_status(st: dict[str, Any]) -> str:
         f"config:        {st.get('config') or '(built-in defaults)'}",
         f"lines read:    {st.get('lines_read', 0)}   skipped: {st.get('lines_skipped', 0)}"
         f"   not understood: {st.get('lines_unparsed', 0)}",
+        f"rule matcher:  {st.get('matcher', '?')}",
         f"grants:        {st.get('grants', 0)}",
         f"bans:          {st.get('bans', 0)}",
     ]

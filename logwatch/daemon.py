@@ -123,7 +123,7 @@ class Daemon:
         from .rules import load_ruleset
 
         ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
-        return Parser(ruleset, clock=self.clock)
+        return Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
 
     def _load_whitelist(self, cfg: Config) -> Any:
         from .whitelist import Whitelist
@@ -698,6 +698,8 @@ class Daemon:
             "lines_read": pstats.lines,
             "lines_skipped": skipped,
             "lines_unparsed": pstats.unknown_framing,
+            "matcher": f"{self.parser.matcher.name} ({self.parser.matcher.passes} "
+                       f"pass{'es' if self.parser.matcher.passes != 1 else ''})",
             "events": dict(c.events),
             "actions": dict(c.actions),
             "grants": len(self.engine.grants),

@@ -51,29 +51,15 @@ class Event:
         }
 
 
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-
-
-def make_event(time: datetime, kind: str, ip: str, user: str | None, service: str | None,
-               program: str, rule: str, host: str | None, line: int) -> Event:
-    """Event(...) for the parser's hot path: one dict instead of nine frozen attribute sets."""
-    event = _new_object(Event)
-    _set_attribute(event, "__dict__", {
-        "time": time, "kind": kind, "ip": ip, "user": user, "service": service,
-        "program": program, "rule": rule, "host": host, "line": line,
-    })
-    return event
-
-
-_ip_cache: dict[str, str | None] = {}
+# text -> its normalize_ip() result (None: invalid); the parser's hot path reads it directly.
+IP_CACHE: dict[str, str | None] = {}
 _IP_CACHE_MAX = 65536
 
 
 def normalize_ip(text: str) -> str | None:
     """Canonical text of an IP address (IPv4-mapped IPv6 -> IPv4, IPv6 compressed); None if invalid."""
-    cached = _ip_cache.get(text)
-    if cached is not None or text in _ip_cache:
+    cached = IP_CACHE.get(text)
+    if cached is not None or text in IP_CACHE:
         return cached
     try:
         # A scope id (fe80::1%eth0) is no client address we can ban or grant.
@@ -86,7 +72,7 @@ def normalize_ip(text: str) -> str | None:
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         result = str(addr)
-    if len(_ip_cache) >= _IP_CACHE_MAX:
-        _ip_cache.clear()
-    _ip_cache[text] = result
+    if len(IP_CACHE) >= _IP_CACHE_MAX:
+        IP_CACHE.clear()
+    IP_CACHE[text] = result
     return result

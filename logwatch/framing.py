@@ -49,10 +49,14 @@ _HOSTFUL = re.compile(r"(?P<host>\S*[^\s:]) " + _TAG, re.S)
 
 # The common case in one regex: "Mmm dd hh:mm:ss host prog[pid]: msg" (a host never ends in ':',
 # which keeps Dovecot's own "Mmm dd hh:mm:ss pop3-login: Info: ..." out of this path).
-_FAST = re.compile(
-    r"((Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) (\d\d):(\d\d):(\d\d)) "
-    r"(\S*[^\s:]) ([^\s\[\]:]+)(?:\[(\d+)\])?: ?"
+# Groups: 1 stamp, 2-6 its fields, 7 host, 8 program, 9 pid, 10 message.
+FAST_FRAME = re.compile(
+    r"(([A-Z][a-z][a-z]) +(\d{1,2}) (\d\d):(\d\d):(\d\d)) "
+    r"(\S*[^\s:]) ([^\s\[\]:]+)(?:\[(\d+)\])?: ?(.*)",
+    re.S,
 )
+
+_SECONDS = {f"{s:02d}": timedelta(seconds=s) for s in range(60)}
 
 # A syslog date with no year is taken as the latest one not ahead of "now" by more than this.
 FUTURE_SLACK = 300.0
@@ -72,26 +76,23 @@ class Framer:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._stamp_cache: dict[str, datetime] = {}
-        self._hour_bases: dict[tuple[int, int, int], list[datetime]] = {}
+        self.stamp_cache: dict[str, datetime] = {}
+        self._minute_bases: dict[str, datetime] = {}     # "Nov 21 10:00" -> its time at :00
+        self._hour_bases: dict[tuple[int, int, int], list[tuple[datetime, float]]] = {}
         self._year, self._year_start, self._year_end = 0, 0.0, 0.0
 
     def frame_fast(self, line: str) -> tuple[datetime, str | None, str, str] | None:
         """(time, host, program, message) of a line; the common RFC 3164 form without objects."""
-        m = _FAST.match(line)
+        m = FAST_FRAME.match(line)
         if m is not None:
-            stamp = m.group(1)
-            when = self._stamp_cache.get(stamp)
-            if when is None:
-                mon, day, hh, mm, ss = m.group(2, 3, 4, 5, 6)
-                try:
-                    when = self._syslog_time(MONTHS[mon], int(day), int(hh), int(mm), int(ss), 0)
-                except ValueError:
-                    when = None
-                if when is not None:
-                    self._remember(stamp, when)
+            stamp, host, program, message = m.group(1, 7, 8, 10)
+            when = self.stamp_cache.get(stamp) or self.stamp_time(m)
             if when is not None:
-                return when, m.group(7), m.group(8), line[m.end():]
+                return when, host, program, message
+        return self.frame_slow(line)
+
+    def frame_slow(self, line: str) -> tuple[datetime, str | None, str, str] | None:
+        """frame_fast for the lines FAST_FRAME does not take."""
         frame = self.frame(line)
         if frame is None:
             return None
@@ -103,7 +104,7 @@ class Framer:
         if m is None:
             return None
         stamp = m.group(0).rstrip(" ")
-        when = self._stamp_cache.get(stamp)
+        when = self.stamp_cache.get(stamp)
         if when is None:
             when = self._time(m)
             if when is None:
@@ -135,10 +136,34 @@ class Framer:
         pid = t.group("pid")
         return Frame(when, host, t.group("prog"), int(pid) if pid else None, t.group("msg"))
 
+    def stamp_time(self, m: re.Match[str]) -> datetime | None:
+        """The time of a FAST_FRAME match's stamp (cached); within a minute already placed in
+        its year (the current one) that is one addition."""
+        stamp = m.group(1)
+        minute = self._minute_bases.get(stamp[:-3])
+        second = _SECONDS.get(stamp[-2:])
+        if minute is not None and second is not None:
+            when = minute + second
+        else:
+            mon, day, hh, mm, ss = m.group(2, 3, 4, 5, 6)
+            try:
+                when = self._syslog_time(MONTHS[mon], int(day), int(hh), int(mm), int(ss), 0)
+            except (KeyError, ValueError):      # no month name, or no such date
+                return None
+            if when is None:
+                return None
+            # A minute wholly in the past of the current year stays there as the clock moves on.
+            if when.year == self._year and when.timestamp() - when.second + 60 <= self.clock() + FUTURE_SLACK:
+                if len(self._minute_bases) > 4096:
+                    self._minute_bases.clear()
+                self._minute_bases[stamp[:-3]] = when.replace(second=0)
+        self._remember(stamp, when)
+        return when
+
     def _remember(self, stamp: str, when: datetime) -> None:
-        if len(self._stamp_cache) > 4096:
-            self._stamp_cache.clear()
-        self._stamp_cache[stamp] = when
+        if len(self.stamp_cache) > 4096:
+            self.stamp_cache.clear()
+        self.stamp_cache[stamp] = when
 
     def _time(self, m: re.Match[str]) -> datetime | None:
         try:
@@ -186,18 +211,20 @@ class Framer:
             # Feb 29 may need to go back several years to the last leap year.
             for year in range(self._year, self._year - 8, -1):
                 try:
-                    bases.append(_local(datetime(year, month, day, hh)))
+                    base = _local(datetime(year, month, day, hh))
                 except ValueError:
                     continue
+                bases.append((base, base.timestamp()))
                 if len(bases) == 2:
                     break
             if len(self._hour_bases) > 4096:
                 self._hour_bases.clear()
             self._hour_bases[(month, day, hh)] = bases
-        for base in bases:
-            when = base.replace(minute=mm, second=ss, microsecond=micro)
-            if when.timestamp() <= now + FUTURE_SLACK:
-                return when
+        # The offset within the hour is exact arithmetic: an hour's base has one UTC offset.
+        offset = mm * 60 + ss + micro / 1e6
+        for base, base_ts in bases:
+            if base_ts + offset <= now + FUTURE_SLACK:
+                return base.replace(minute=mm, second=ss, microsecond=micro)
         return None
 
     def _new_year(self, now: float) -> None:
@@ -206,7 +233,8 @@ class Framer:
         self._year_start = _local(datetime(self._year, 1, 1)).timestamp()
         self._year_end = _local(datetime(self._year + 1, 1, 1)).timestamp()
         self._hour_bases.clear()
-        self._stamp_cache.clear()
+        self.stamp_cache.clear()
+        self._minute_bases.clear()
 
 
 _offsets: dict[tuple[int, int, int, int], timezone] = {}

@@ -49,7 +49,6 @@ class Ruleset:
         self.by_id = {rule.id: rule for rule in self.rules}
         self.literals = tuple(sorted({lit for rule in self.rules for lit in rule.prefilters}))
         self._by_program: dict[str, tuple[Rule, ...]] = {}
-        self._checks: dict[str, tuple[tuple[bytes, frozenset[int]], ...]] = {}
 
     def for_program(self, program: str) -> tuple[Rule, ...]:
         """Rules that apply to a syslog program, in match order (memoised; programs are few)."""
@@ -59,19 +58,6 @@ class Ruleset:
             if len(self._by_program) < 4096:
                 self._by_program[program] = rules
         return rules
-
-    def literal_checks(self, program: str) -> tuple[tuple[bytes, frozenset[int]], ...]:
-        """(literal, positions in for_program(program) of the rules it admits), distinct literals."""
-        checks = self._checks.get(program)
-        if checks is None:
-            index: dict[bytes, set[int]] = {}
-            for position, rule in enumerate(self.for_program(program)):
-                for literal in rule.prefilters:
-                    index.setdefault(literal, set()).add(position)
-            checks = tuple((lit, frozenset(pos)) for lit, pos in index.items())
-            if len(self._checks) < 4096:
-                self._checks[program] = checks
-        return checks
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
+from .literalscan import MATCHERS
 from .parser import Parser
 from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
 
@@ -26,6 +27,8 @@ _FAILURE_WORDS = re.compile(
 def add_rules_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", metavar="DIR", action="append",
                         help="rules directory (repeatable; default: the shipped rules)")
+    parser.add_argument("--matcher", choices=MATCHERS, default="auto",
+                        help="literal matcher: hyperscan, re, or auto (hyperscan if installed)")
 
 
 def add_parse_args(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +86,14 @@ def _format(event, out: TextIO, as_json: bool) -> None:
     out.write(" ".join(fields) + "\n")
 
 
+def _parser(ruleset: Ruleset, args: argparse.Namespace) -> Parser | None:
+    try:
+        return Parser(ruleset, matcher=args.matcher)
+    except RuntimeError as exc:         # --matcher hyperscan without the module
+        print(f"logwatchctl: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Print one event per line of the given files."""
     ruleset = _ruleset(args)
@@ -90,7 +101,9 @@ def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return 2
     status = 0
     for name in args.files:
-        parser = Parser(ruleset)
+        parser = _parser(ruleset, args)
+        if parser is None:
+            return 2
         try:
             with _open(name) as stream:
                 line_no = 1
@@ -109,7 +122,9 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     ruleset = _ruleset(args)
     if ruleset is None:
         return 2
-    parser = Parser(ruleset)
+    parser = _parser(ruleset, args)
+    if parser is None:
+        return 2
     matched_lines: set[int] = set()
     suspects: list[tuple[int, bytes]] = []
     suspect_count = 0
@@ -150,7 +165,9 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     w(f"Rules:        {len(ruleset)} from {len(ruleset.files)} files\n")
     w(f"Lines read:   {stats.lines}\n")
     rate = stats.lines / parse_seconds if parse_seconds > 0 else float("inf")
-    w(f"Parse time:   {parse_seconds:.3f} s CPU ({rate:,.0f} lines/s)\n")
+    passes = parser.matcher.passes
+    w(f"Parse time:   {parse_seconds:.3f} s CPU ({rate:,.0f} lines/s; {parser.matcher.name} "
+      f"matcher, {passes} pass{'es' if passes != 1 else ''})\n")
     w(f"Candidates:   {stats.candidates} lines held a rule's literal\n")
     w(f"Events:       {stats.events}\n")
     if stats.invalid_ip:

@@ -94,6 +94,7 @@ daemon:
     ("relay:\n  mynetworks: [10.0.0.0/8, 300.1.1.0/24]\n", 2, "relay.mynetworks", "300.1.1.0/24"),
     ("relay:\n  exclude: [not-a-net]\n", 2, "relay.exclude", "not-a-net"),
     ("firewall:\n  backend: pf\n", 2, "firewall.backend", "iptables, ipset, nftables, none"),
+    ("rules:\n  matcher: grep\n", 2, "rules.matcher", "auto, hyperscan, re"),
     ("firewall:\n  ports: [25, 70000]\n", 2, "firewall.ports", "70000"),
     ("firewall:\n  ports: []\n", 2, "firewall.ports", "empty"),
     ("firewall:\n  ports: 25\n", 2, "firewall.ports", "list"),
@@ -237,3 +238,14 @@ def test_path_flags_stay_right_after_daemonize_chdir(tmp_path, monkeypatch):
     assert cfg.daemon.actions_log == str(tmp_path / "a.log")
     assert cfg.daemon.pidfile == str(tmp_path / "p")
     assert args.config == str(tmp_path / "c.yaml")
+
+
+def test_matcher_hyperscan_without_the_module_is_a_config_error(tmp_path, monkeypatch):
+    from logwatch import config
+
+    path = write(tmp_path, "rules:\n  matcher: hyperscan\n")
+    monkeypatch.setattr(config, "hyperscan_available", lambda: False)
+    msgs = errors(path)
+    assert len(msgs) == 1 and msgs[0].startswith(f"{path}:2: rules.matcher: ")
+    assert "not installed" in msgs[0]
+    assert load_config(write(tmp_path, "rules:\n  matcher: re\n")).rules.matcher == "re"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import socket
 import stat
@@ -18,6 +19,7 @@ from daemon_harness import DaemonProc, pyenv
 
 from logwatch import ctl
 from logwatch.control import MAX_REQUEST, ControlError, ControlServer, Unavailable, request
+from logwatch.literalscan import hyperscan_available
 
 # -- the server alone, on a real socket ---------------------------------------------------
 
@@ -241,12 +243,18 @@ def test_status_json_has_the_promised_keys(daemon):
         assert key in st, key
     assert isinstance(st["events"], dict) and isinstance(st["lines_read"], int)
     assert st["files"][0]["path"] == str(daemon.log)
+    # rules.matcher is auto: hyperscan where installed (the test venv has it), else re.
+    if hyperscan_available():
+        assert st["matcher"] == "hyperscan (1 pass)"
+    else:
+        assert re.fullmatch(r"re \(\d+ passes\)", st["matcher"]), st["matcher"]
 
 
 def test_status_table(daemon):
     proc = daemon.ctl("status")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("logwatchd ") and "lines read:" in proc.stdout
+    assert "rule matcher:" in proc.stdout
     assert str(daemon.log) in proc.stdout
 
 

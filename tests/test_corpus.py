@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from matchers import MATCHERS
 
 from logwatch.events import FAILURE_KINDS, normalize_ip
 from logwatch.framing import Framer
@@ -182,14 +183,17 @@ def evaluate(name: str) -> FileResult:
     result = FileResult(name)
     framer = Framer(lambda: CORPUS_NOW)
     exim_gap = name in EXIM_OWN_FILES and not exim_mainlog_framed()
-    fast_parser = Parser(ruleset, clock=lambda: CORPUS_NOW)
+    fast_parsers = [Parser(ruleset, clock=lambda: CORPUS_NOW, matcher=m) for m in MATCHERS]
     slow_parser = Parser(ruleset, clock=lambda: CORPUS_NOW)
     for sample in read_samples(CORPUS / name):
         raw = sample.text.encode("utf-8", "surrogateescape")
-        fast = fast_parser.parse(raw + b"\n")
+        fasts = [p.parse(raw + b"\n") for p in fast_parsers]
+        fast = fasts[0]
         slow = slow_parser.parse_line(raw)
         event = fast[0] if fast else None
         where = f"{name}:{sample.line_no}"
+        if any(other != fast for other in fasts[1:]):
+            result.failures.append(f"{where}: the matchers {MATCHERS} disagree: {fasts}")
         key = (name, sample.line_no)
         frame = framer.frame(sample.text)
         if key not in KNOWN_MISSES and (

@@ -124,3 +124,19 @@ def test_exim_mainlog(framer):
 def test_freebsd_syslogd_v_prefix(framer):
     f = framer.frame("Jun 17 14:37:39 <mail.notice> mx sm-mta[1]: x: ruleset=check_relay")
     assert (f.host, f.program) == ("mx", "sm-mta")
+
+
+def test_minute_cache_keeps_the_future_limit_exact():
+    """A minute already placed in the current year gives its seconds from a cached base; near
+    now + 300 s every second is still judged on its own, whatever the order of the lines."""
+    now = datetime(2026, 11, 21, 12, 0, 0).timestamp()          # local time, like syslog
+    want = {"12:04:30": 2026, "12:04:59": 2026, "12:05:00": 2026, "12:05:01": 2025,
+            "12:05:02": 2025, "12:04:58": 2026}
+    for order in (list(want), list(want)[::-1], sorted(want)):
+        framer = Framer(clock=lambda: now)
+        for hms in order:
+            line = f"Nov 21 {hms} h p[1]: x"
+            when = framer.frame_fast(line)[0]
+            assert when.year == want[hms], (order, hms)
+            assert when == Framer(clock=lambda: now).frame(line).time
+            assert framer.frame_fast(line)[0] == when           # and again from the caches

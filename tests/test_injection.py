@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matchers import MATCHERS
 
 from logwatch.events import SUCCESS_KINDS, Event
 from logwatch.parser import Parser
@@ -183,17 +184,19 @@ def ruleset() -> Ruleset:
     return load_ruleset([REPO / "rules"])
 
 
-_PARSERS: dict[int, Parser] = {}
+_PARSERS: dict[int, list[Parser]] = {}
 
 
 def events_of(ruleset: Ruleset, line: bytes) -> list[Event]:
-    """Events of both paths for one line (the fast chunk path and the slow reference)."""
-    parser = _PARSERS.get(id(ruleset))
-    if parser is None:
-        parser = _PARSERS.setdefault(id(ruleset), Parser(ruleset, clock=lambda: NOW))
-    fast = parser.parse(line + b"\n")
-    slow = parser.parse_line(line)
-    return fast + ([slow] if slow is not None else [])
+    """Events of all paths for one line (the fast chunk path with each matcher, and the slow
+    reference)."""
+    parsers = _PARSERS.get(id(ruleset))
+    if parsers is None:
+        parsers = _PARSERS.setdefault(id(ruleset), [Parser(ruleset, clock=lambda: NOW, matcher=m)
+                                                     for m in MATCHERS])
+    events = [event for parser in parsers for event in parser.parse(line + b"\n")]
+    slow = parsers[0].parse_line(line)
+    return events + ([slow] if slow is not None else [])
 
 
 def check(ruleset: Ruleset, template: str, may_succeed: bool, payload: str) -> None:

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logwatch.parser import Parser, plan_scans
+from logwatch.parser import Parser
 from logwatch.rules import default_rules_dirs, load_ruleset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from maillog import generate  # noqa: E402
+from matchers import MATCHERS  # noqa: E402
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
@@ -24,8 +26,8 @@ def ruleset():
     return load_ruleset(default_rules_dirs())
 
 
-def parser(ruleset):
-    return Parser(ruleset, clock=lambda: NOW)
+def parser(ruleset, matcher="auto"):
+    return Parser(ruleset, clock=lambda: NOW, matcher=matcher)
 
 
 def slow_events(ruleset, data: bytes):
@@ -47,19 +49,24 @@ def corpus_bytes() -> bytes:
     return b"".join(part if part.endswith(b"\n") else part + b"\n" for part in parts)
 
 
-def test_fast_path_classifies_every_line_as_the_slow_path(ruleset):
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_fast_path_classifies_every_line_as_the_slow_path(ruleset, matcher):
     data = corpus_bytes()
-    fast = parser(ruleset).parse(data)
+    p = parser(ruleset, matcher)
+    fast = p.parse(data)
     slow = slow_events(ruleset, data)
     assert len(fast) > 1000
     assert fast == slow
+    assert p.stats.events == len(fast) and sum(p.stats.by_rule.values()) == len(fast)
+    assert p.stats.candidates >= len(fast)
 
 
+@pytest.mark.parametrize("matcher", MATCHERS)
 @pytest.mark.parametrize("size", [1, 7, 4096, 65536])
-def test_chunking_does_not_change_events(ruleset, size):
+def test_chunking_does_not_change_events(ruleset, size, matcher):
     data = generate(3000, seed=11)
-    whole = parser(ruleset).parse(data)
-    p = parser(ruleset)
+    whole = parser(ruleset, matcher).parse(data)
+    p = parser(ruleset, matcher)
     lines = data.split(b"\n")[:-1]
     got, first = [], 1
     for i in range(0, len(lines), size):
@@ -79,12 +86,13 @@ def test_line_numbers_point_at_the_line(ruleset):
         assert event.ip.split("/")[0] in lines[event.line - 1].decode().replace("::ffff:", "")
 
 
-def test_bad_input_is_skipped_and_counted(ruleset):
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_bad_input_is_skipped_and_counted(ruleset, matcher):
     good = generate(200, seed=3)
-    expected = parser(ruleset).parse(good)
+    expected = parser(ruleset, matcher).parse(good)
     garbage = bytes(range(256)) * 50 + b"\n" + b"\xff\xfe\x00 User unknown \x00\n" + b"A" * 2_000_000 + b"\n"
     mixed = garbage + good + garbage
-    p = parser(ruleset)
+    p = parser(ruleset, matcher)
     got = p.parse(mixed)
     assert [(e.kind, e.ip, e.user) for e in got] == [(e.kind, e.ip, e.user) for e in expected]
     assert p.stats.unknown_framing >= 2
@@ -105,17 +113,6 @@ def test_ipv4_mapped_and_ipv6_are_normalised(ruleset):
             "from=<x@y.z> to=<a@example.org> proto=ESMTP helo=<x>\n")
     data = (tmpl.format("::ffff:192.0.2.9") + tmpl.format("2001:DB8:0:0::0:1")).encode()
     assert [e.ip for e in parser(ruleset).parse(data)] == ["192.0.2.9", "2001:db8::1"]
-
-
-@pytest.mark.parametrize("sample", [b"", generate(2000, seed=2)])
-def test_scans_find_every_literal(ruleset, sample):
-    literals = list(ruleset.literals) + [b"abc", b"xy", b"LOGIN FAILED"]
-    plan = plan_scans(literals, sample)
-    assert {lit for _, lits in plan for lit in lits} == set(literals)
-    for scan, lits in plan:
-        for lit in lits:    # each literal, alone in a line, is found by its scan
-            assert scan.search(b"...." + lit + b"...."), (scan.pattern, lit)
-    assert len(plan) < len(literals) / 3
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from matchers import MATCHERS
 
 from logwatch.framing import Framer
 from logwatch.parser import Parser
@@ -77,10 +78,12 @@ def test_fixture_file(name: str, ruleset: Ruleset) -> None:
     assert cases, f"{name} holds no cases"
     errors = []
     for case in cases:
-        fast = Parser(ruleset, clock=lambda: NOW).parse(case.text.encode() + b"\n")
+        fasts = [Parser(ruleset, clock=lambda: NOW, matcher=m).parse(case.text.encode() + b"\n")
+                 for m in MATCHERS]
+        fast = fasts[0]
         slow = Parser(ruleset, clock=lambda: NOW).parse_line(case.text.encode(), 1)
         where = f"{case.file}:{case.line_no}"
-        if len(fast) > 1 or (fast[0] if fast else None) != slow:
+        if any(other != fast for other in fasts) or len(fast) > 1 or (fast[0] if fast else None) != slow:
             errors.append(f"{where}: fast path {fast} != slow path {slow}")
             continue
         event = slow

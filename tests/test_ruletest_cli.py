@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from matchers import MATCHERS
 
 LOG = b"""\
 Nov 21 10:00:00 mx postfix/smtpd[10]: connect from unknown[192.0.2.50]
@@ -84,3 +85,18 @@ def test_test_rules_line_numbers_ignore_carriage_returns(tmp_path):
     path.write_bytes(b"Nov 21 10:00:00 mx postfix/smtpd[10]: x\rjunk\n" + LOG)
     text = ctl("test-rules", str(path)).stdout.decode()
     assert "5: this line has no syslog framing at all" in text
+
+
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_test_rules_names_the_matcher_and_finds_the_same(log, matcher):
+    out = ctl("test-rules", "--matcher", matcher, str(log))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert f"{matcher} matcher" in text and "Events:       2" in text
+    parsed = ctl("parse", "--json", "--matcher", matcher, str(log))
+    assert parsed.stdout == ctl("parse", "--json", "--matcher", "re", str(log)).stdout
+
+
+def test_asking_for_a_missing_matcher_is_a_clear_error(log):
+    out = ctl("test-rules", "--matcher", "pcre", str(log))
+    assert out.returncode == 2 and b"invalid choice" in out.stderr

@@ -1,0 +1,9 @@
+"""The literal matchers the parser tests run with: re always, hyperscan where it is installed.
+
+`make check` installs hyperscan and sets LOGWATCHD_REQUIRE_HYPERSCAN=1, so there a missing
+hyperscan fails tests/test_literalscan.py instead of quietly testing one matcher only.
+"""
+
+from logwatch.literalscan import hyperscan_available
+
+MATCHERS = ("re", "hyperscan") if hyperscan_available() else ("re",)
