@@ -113,6 +113,9 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
         if len(literal) < 3 or literal.strip().lower() in _TOO_COMMON:
             raise _fail(path, where("prefilter"), rule_id,
                         f"prefilter {literal!r} is too short or too common to filter anything")
+        if "\n" in literal:
+            raise _fail(path, where("prefilter"), rule_id,
+                        f"prefilter {literal!r} holds a newline: no log line can hold it")
     pattern = raw.get("regex")
     if not isinstance(pattern, str) or not pattern:
         raise _fail(path, where("regex"), rule_id, "regex must be a non-empty string")

@@ -42,6 +42,7 @@ def test_good_file_loads(tmp_path):
     ("regex: '^(?P<service>", "regex: '^((?P<service>", 6, "regex does not compile"),
     ("rip=(?P<ip>[0-9a-fA-F.:]+)", "rip=(?P<addr>[0-9a-fA-F.:]+)", 6, "no (?P<ip>...) group"),
     ("prefilter: \"-login: Login: \"", "prefilter: \"from\"", 5, "too short or too common"),
+    ("prefilter: \"-login: Login: \"", "prefilter: \"Login:\\nuser\"", 5, "newline"),
     ("programs: [dovecot]", "programs: []", 4, "programs must be"),
     ("    kind: login\n", "    kind: login\n    colour: red\n", 4, "unknown key 'colour'"),
 ])
