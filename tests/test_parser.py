@@ -135,3 +135,19 @@ def test_no_generated_input_crashes_the_parser(ruleset, lines):
     for event in events:
         assert event.time.tzinfo is not None
         assert event.ip
+
+
+def test_parse_bench_runs_and_both_paths_agree():
+    """bench/parse_bench.py on a small log: it runs, and says yes for every matcher."""
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    out = subprocess.run([sys.executable, str(bench / "parse_bench.py"), "--lines", "20000",
+                          "--runs", "1"], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for matcher in MATCHERS:
+        assert f"logwatchd parser, {matcher} matcher:" in out.stdout
+        assert f"fast path ({matcher}) == slow reference path on every line: yes" in out.stdout
+    out = subprocess.run([sys.executable, str(bench / "matcher_bench.py"), "--lines", "5000",
+                          "--runs", "1"], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0 and "re, pivot passes" in out.stdout, out.stdout + out.stderr
