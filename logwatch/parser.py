@@ -41,7 +41,6 @@ class ParserStats:
     events: int = 0
     unknown_framing: int = 0      # lines with a literal whose syslog framing is not understood
     invalid_ip: int = 0           # a rule matched but its ip group is no valid address
-    rule_errors: int = 0          # a rule raised on a line (should never happen; counted, skipped)
     by_rule: Counter = field(default_factory=Counter)
     by_kind: Counter = field(default_factory=Counter)
 
