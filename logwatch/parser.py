@@ -18,7 +18,7 @@ from itertools import accumulate, chain, repeat
 from operator import attrgetter
 
 from .events import IP_CACHE, Event, normalize_ip
-from .framing import FAST_FRAME, Framer
+from .framing import Framer
 from .literalscan import make_matcher
 from .rules import Rule, Ruleset
 
@@ -103,27 +103,23 @@ class Parser:
         mask, and how many lines held such a literal.
 
         `check`: the masks over-report (re matcher), so first keep only the literals of the
-        line's program that really are in it. This loop is most of the parser's time: the
-        common case (RFC 3164 framing, a known stamp, memoised rule plans) is written out.
+        line's program that really are in it. The lines are framed all at once
+        (Framer.frame_lines); this loop, written out for the common case (memoised rule
+        plans, the first rule matching), is most of the parser's time.
         """
         events: list[Event] = []
         append = events.append
         candidates = 0
         stats, framer = self.stats, self.framer
-        stamp_get, admitted_get = framer.stamp_cache.get, self._admitted.get
+        admitted_get = self._admitted.get
         texts = list(map(bytes.decode, raws, repeat("utf-8"), repeat("replace")))
-        for raw, text, m, mask, line_no in zip(raws, texts, map(FAST_FRAME.match, texts), masks,
-                                               line_nos, strict=True):
-            if m:
-                stamp, host, program, message = m.group(1, 7, 8, 10)
-                when = stamp_get(stamp) or framer.stamp_time(m)
-            if not m or not when:
-                frame = framer.frame_slow(text)
-                if frame is None:
-                    stats.unknown_framing += 1
-                    self.last_unknown = raw[:500]
-                    continue
-                when, host, program, message = frame
+        for raw, frame, mask, line_no in zip(raws, framer.frame_lines(texts), masks, line_nos,
+                                             strict=True):
+            if frame is None:
+                stats.unknown_framing += 1
+                self.last_unknown = raw[:500]
+                continue
+            when, host, program, message = frame
             if check:
                 mask = self._present(raw, mask & self._program_literals(program))
             plans = admitted_get((program, mask)) or self._rules_for(program, mask)

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from logwatch.events import normalize_ip
@@ -92,41 +92,40 @@ class RelayMap:
 
     def add(self, ips: Iterable[str]) -> None:
         """Grant relaying to these IPs; durable and visible to Postfix when it returns."""
-        keys = self._keys(ips, "add")
-        if not keys:
-            return
-        if self.dry_run:
-            for ip in keys:
-                self.log.info("action=relay-add ip=%s map=%s dry_run=1", ip, self.spec)
-            return
-        grants = self._known_grants()
-        body = "".join(f"{ip} {self.value}\n" for ip in keys)
         # -r: replace an existing entry silently (a refresh, or a changed value).
-        self._update(["-i", "-r"], body)
-        for ip in keys:
-            self.log.info("action=relay-add ip=%s map=%s", ip, self.spec)
-        if grants is not None:
+        changed = self._change(ips, "add", ["-i", "-r"], lambda ip: f"{ip} {self.value}\n")
+        if changed is not None and changed[1] is not None:
+            keys, grants = changed
             grants.update(dict.fromkeys(keys))
             self._write_text()
 
     def remove(self, ips: Iterable[str]) -> None:
         """Revoke these IPs (absent ones are fine); visible to Postfix when it returns."""
-        keys = self._keys(ips, "remove")
-        if not keys:
-            return
-        if self.dry_run:
-            for ip in keys:
-                self.log.info("action=relay-remove ip=%s map=%s dry_run=1", ip, self.spec)
-            return
-        grants = self._known_grants()
         # postmap -d exits 1 when none of the keys was present: not an error for us.
-        self._update(["-d", "-"], "".join(f"{ip}\n" for ip in keys), ok_codes=(0, 1))
-        for ip in keys:
-            self.log.info("action=relay-remove ip=%s map=%s", ip, self.spec)
-        if grants is not None:
+        changed = self._change(ips, "remove", ["-d", "-"], lambda ip: f"{ip}\n", ok_codes=(0, 1))
+        if changed is not None and changed[1] is not None:
+            keys, grants = changed
             for ip in keys:
                 grants.pop(ip, None)
             self._write_text()
+
+    def _change(self, ips: Iterable[str], action: str, args: list[str],
+                line: Callable[[str], str], ok_codes: tuple[int, ...] = (0,),
+                ) -> tuple[list[str], dict[str, None] | None] | None:
+        """One postmap batch for add or remove, each key logged: (keys, the known grants to
+        update, or None), or None when nothing was written (no keys, or a dry run)."""
+        keys = self._keys(ips, action)
+        if not keys:
+            return None
+        if self.dry_run:
+            for ip in keys:
+                self.log.info("action=relay-%s ip=%s map=%s dry_run=1", action, ip, self.spec)
+            return None
+        grants = self._known_grants()
+        self._update(args, "".join(map(line, keys)), ok_codes=ok_codes)
+        for ip in keys:
+            self.log.info("action=relay-%s ip=%s map=%s", action, ip, self.spec)
+        return keys, grants
 
     def rebuild(self, ips: Iterable[str]) -> None:
         """Replace the whole map with exactly these IPs: a new file renamed into place."""

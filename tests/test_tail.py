@@ -45,6 +45,16 @@ def nums(a: int, b: int) -> bytes:
     return b"".join(b"line %06d\n" % i for i in range(a, b))
 
 
+def follow_new(make, path: str, lines: int = 0) -> tuple[FileTailer, Sink]:
+    """A tailer on a new, empty file, after `lines` numbered lines were written and read."""
+    append(path, b"")
+    t, sink = make([path])
+    if lines:
+        append(path, nums(0, lines))
+        pump(t, lambda: len(sink.lines()) == lines)
+    return t, sink
+
+
 @pytest.fixture(params=["inotify", "polling"])
 def mode(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -128,8 +138,7 @@ def test_existing_file_read_from_end_or_start(tmp_path, make) -> None:
 
 def test_partial_line_held_back(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
+    t, sink = follow_new(make, p)
     append(p, b"complete\nhalf")
     pump(t, lambda: len(sink.lines()) == 1)
     settle(t)
@@ -142,8 +151,7 @@ def test_partial_line_held_back(tmp_path, make) -> None:
 
 def test_rename_rotation_with_late_writes_to_old_file(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
+    t, sink = follow_new(make, p)
     with open(p, "ab", buffering=0) as old:
         old.write(nums(0, 100))
         pump(t, lambda: len(sink.lines()) == 100)
@@ -166,10 +174,7 @@ def test_rename_rotation_with_late_writes_to_old_file(tmp_path, make) -> None:
 
 def test_deleted_then_recreated(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
-    append(p, nums(0, 50))
-    pump(t, lambda: len(sink.lines()) == 50)
+    t, sink = follow_new(make, p, 50)
     os.unlink(p)
     settle(t)
     append(p, nums(50, 80))
@@ -180,10 +185,7 @@ def test_deleted_then_recreated(tmp_path, make) -> None:
 
 def test_copytruncate_rest_read_from_copy(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
-    append(p, nums(0, 100))
-    pump(t, lambda: len(sink.lines()) == 100)
+    t, sink = follow_new(make, p, 100)
     # Lines written after our last read, then copy + truncate before we look again, then
     # more lines than we had read: offset alone would not reveal the truncation.
     append(p, nums(100, 150))
@@ -201,10 +203,7 @@ def test_copytruncate_rest_read_from_copy(tmp_path, make) -> None:
 
 def test_truncate_without_copy_restarts_at_zero(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
-    append(p, nums(0, 100))
-    pump(t, lambda: len(sink.lines()) == 100)
+    t, sink = follow_new(make, p, 100)
     os.truncate(p, 0)
     settle(t)
     append(p, b"fresh 1\nfresh 2\n")
@@ -230,8 +229,7 @@ def test_several_files(tmp_path, make) -> None:
 
 def test_bad_bytes_and_10mb_line(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
+    t, sink = follow_new(make, p)
     garbage = bytes(range(256)) * 8                         # NULs and every byte value
     garbage = garbage.replace(b"\n", b"") + b"\n"
     bad_utf8 = b"user \xff\xfe\xc3\x28 unknown \xed\xa0\x80\n"
@@ -256,10 +254,7 @@ def test_bad_bytes_and_10mb_line(tmp_path, make) -> None:
 
 def test_big_chunks_not_line_by_line(tmp_path, make) -> None:
     p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
-    append(p, nums(0, 100_000))
-    pump(t, lambda: len(sink.lines()) == 100_000)
+    t, sink = follow_new(make, p, 100_000)
     assert len(sink.chunks) <= 5
     assert t.stats()[p]["lines"] == 100_000
 
@@ -360,8 +355,7 @@ def test_directory_removed_and_recreated(tmp_path, make) -> None:
     d = tmp_path / "log"
     d.mkdir()
     p = str(d / "mail.log")
-    append(p, b"")
-    t, sink = make([p])
+    t, sink = follow_new(make, p)
     append(p, b"one\n")
     pump(t, lambda: len(sink.lines()) == 1)
     os.unlink(p)

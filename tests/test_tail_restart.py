@@ -202,6 +202,12 @@ def lines(sink: list[bytes]) -> list[bytes]:
     return [x[:20] for x in b"".join(sink).split(b"\n")[:-1]]
 
 
+def reopen(log: Path, sink: list[bytes], store: Store, from_start: bool = False) -> FileTailer:
+    """A tailer of `log` that appends its chunks to `sink` and keeps positions in `store`."""
+    return FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store,
+                      from_start=from_start)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "state.db")
@@ -214,8 +220,7 @@ def test_clean_stop_rename_while_down_with_partial_line(tmp_path: Path, store: S
     w = Writer(log)
     w.write(100)
     sink: list[bytes] = []
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store,
-                   from_start=True)
+    t = reopen(log, sink, store, from_start=True)
     try:
         pump(t, sink, 100)
         with open(log, "ab") as f:
@@ -228,7 +233,7 @@ def test_clean_stop_rename_while_down_with_partial_line(tmp_path: Path, store: S
     w.write(50)
     os.rename(log, str(log) + ".1")
     w.write(70)
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store)
+    t = reopen(log, sink, store)
     try:
         pump(t, sink, w.n)
         t.process()
@@ -244,14 +249,13 @@ def test_rotated_file_gone_reads_new_file_from_start(tmp_path: Path, store: Stor
     w = Writer(log)
     w.write(10)
     sink: list[bytes] = []
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store,
-                   from_start=True)
+    t = reopen(log, sink, store, from_start=True)
     pump(t, sink, 10)
     t.close()
     w.write(5)                                    # these are lost with the deleted file
     os.unlink(log)
     w.write(7)
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store)
+    t = reopen(log, sink, store)
     try:
         pump(t, sink, 17)
         assert [int(x[:8]) for x in lines(sink)] == [*range(10), *range(15, 22)]
@@ -266,15 +270,14 @@ def test_same_inode_new_content_is_read_from_start(tmp_path: Path, store: Store)
     log = tmp_path / "mail.log"
     log.write_bytes(b"first line A\n" + b"x" * 50 + b"\n")
     sink: list[bytes] = []
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store,
-                   from_start=True)
+    t = reopen(log, sink, store, from_start=True)
     t.process()
     t.close()
     with open(log, "r+b") as f:                   # same inode, other content, longer
         f.truncate(0)
         f.write(b"second file B\n" + b"y" * 100 + b"\nlast\n")
     sink.clear()
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store)
+    t = reopen(log, sink, store)
     try:
         t.process()
         assert b"".join(sink) == b"second file B\n" + b"y" * 100 + b"\nlast\n"
@@ -288,12 +291,11 @@ def test_unchanged_file_resumes_exactly(tmp_path: Path, store: Store) -> None:
     w.write(1000)
     sink: list[bytes] = []
     for _ in range(3):                            # repeated stop/start: nothing re-read
-        t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store,
-                       from_start=True)
+        t = reopen(log, sink, store, from_start=True)
         t.process()
         t.close()
         w.write(10)
-    t = FileTailer([str(log)], on_chunk=lambda n, c: sink.append(c), store=store)
+    t = reopen(log, sink, store)
     t.process()
     t.close()
     assert lines(sink) == expected(w.n)
