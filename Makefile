@@ -20,7 +20,7 @@ APT_TEST := make logrotate iproute2 procps util-linux mount systemd man-db groff
             pybuild-plugin-pyproject
 # ---------------------------------------------------------------------------------------
 
-PYTHON ?= python3
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.logwatchd-stamp
 
@@ -71,7 +71,7 @@ deps-test: deps-run
 venv: $(VENV_STAMP)
 
 $(VENV_STAMP): setup.cfg pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test,fast]'
 	touch $@
 
