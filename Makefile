@@ -79,7 +79,7 @@ test: venv
 	$(VENV)/bin/ruff check .
 	@# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 	@# The venv has hyperscan: tests that would skip without it must fail instead.
-	LOGWATCHD_REQUIRE_HYPERSCAN=1 $(VENV)/bin/pytest -q tests; rc=$$?; \
+	LOGWATCHD_REQUIRE_HYPERSCAN=1 $(VENV)/bin/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 check: deps-test
