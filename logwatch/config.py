@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .duration import parse_duration
 from .literalscan import MATCHERS, hyperscan_available
 
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
@@ -311,6 +312,14 @@ CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
 }
 
 
+# Keys read as durations (90, 30s, 10m, 1h, 7d; logwatch/duration.py); True: 0 is allowed.
+DURATION_KEYS: dict[str, bool] = {
+    "sources.poll_interval": False, "relay.grace": False, "bans.findtime": False,
+    "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
+    "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
+}
+
+
 # -- type checks ----------------------------------------------------------------
 
 def _type_name(tp: Any) -> str:
@@ -452,6 +461,12 @@ def parse_config(text: str, file: str = "<string>") -> Config:
             except yaml.YAMLError as exc:
                 problems.append(ConfigProblem(file, _line(v_node), dotted, f"invalid value: {exc}"))
                 continue
+            if dotted in DURATION_KEYS:
+                try:
+                    raw = parse_duration(raw, allow_zero=DURATION_KEYS[dotted])
+                except ValueError as exc:
+                    problems.append(ConfigProblem(file, _line(v_node), dotted, str(exc)))
+                    continue
             try:
                 value = _check_type(raw, hints[key])
             except TypeError as exc:

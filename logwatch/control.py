@@ -228,13 +228,18 @@ def request(path: str, req: dict[str, Any], timeout: float = 30.0) -> dict[str, 
             if exc.errno in (errno.ENOTSOCK, errno.ENOTDIR):
                 raise Unavailable("not-running", f"{path} is not a socket") from None
             raise
-        sock.sendall(json.dumps(req).encode() + b"\n")
         buf = bytearray()
-        while b"\n" not in buf:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
+        try:
+            sock.sendall(json.dumps(req).encode() + b"\n")
+            while b"\n" not in buf:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            # Not a BrokenPipeError for the caller: logwatchctl takes that for its stdout.
+            raise OSError(f"{path}: the daemon closed the connection without an answer "
+                          f"(too many clients?)") from None
     finally:
         sock.close()
     line, _, _ = bytes(buf).partition(b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
 from .control import Unavailable, request
+from .duration import duration_arg
 
 EXIT_OK = 0
 EXIT_FAILED = 1          # the daemon refused the command, or the config is invalid
@@ -103,6 +105,74 @@ def format_grants(grants: list[dict[str, Any]]) -> str:
     return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(grants)} grant(s)"
 
 
+def format_offenders(offenders: list[dict[str, Any]], total: int) -> str:
+    now = time.time()
+    rows = []
+    for o in offenders:
+        reasons = ",".join(f"{k}:{v}" for k, v in sorted(o.get("reasons", {}).items())) or "-"
+        if o.get("distinct_threshold"):
+            reasons += f" users:{o['distinct_users']}/{o['distinct_threshold']}"
+        decays = ("-" if o.get("decays_at") is None
+                  else f"in {_duration(o['decays_at'] - now)}, 0 in {_duration(o['clears_at'] - now)}")
+        rows.append([o["ip"], f"{o['score']:g}/{o['threshold']:g}"
+                     + (" (protected)" if o.get("protected") else ""), reasons, decays])
+    more = f" (the {len(offenders)} highest shown)" if total > len(offenders) else ""
+    return (_table(rows, ["IP", "SCORE", "REASONS", "SCORE DROPS"])
+            + f"\n{total} offender(s) not banned{more}")
+
+
+def _where(p: dict[str, Any]) -> str:
+    if p.get("file") and p.get("line"):
+        return f"{p['entry']} ({p['file']}:{p['line']})"
+    return f"{p['entry']} ({p['what']})"
+
+
+def format_check(v: dict[str, Any]) -> str:
+    """What the daemon would do with one address, one fact a line."""
+    now = time.time()
+    out = [f"{v['ip']}  (counted as offender network {v['offender_net']})"]
+    prot = v.get("protected_by") or []
+    out.append("whitelisted:   " + ("yes" if v.get("whitelisted") else "no"))
+    out.append("never banned:  " + ("yes, by " + "; ".join(
+        f"{p['what']} {_where(p)}" if p.get("file") else _where(p) for p in prot)
+        if v.get("protected") else "no"))
+    g = v.get("grant")
+    if g:
+        out.append(f"granted:       yes, {g.get('service') or '?'} login {g.get('user') or '?'}, "
+                   f"expires {_ts(g['expires'])} (in {_duration(g['expires'] - now)})")
+    elif v.get("never_granted_by"):
+        out.append("granted:       no, never: " + "; ".join(
+            f"{p['what']} {p['entry']}" for p in v["never_granted_by"]))
+    else:
+        out.append("granted:       no")
+    b = v.get("ban")
+    if b:
+        until = ("permanently" if b.get("expires") is None
+                 else f"until {_ts(b['expires'])} (in {_duration(b['expires'] - now)})")
+        reason = ",".join(f"{k}:{n}" for k, n in sorted((b.get("reason") or {}).items()))
+        out.append(f"banned:        yes, {b['ip']} {until}, {reason or b.get('source')}")
+    else:
+        out.append("banned:        no")
+    o = v.get("offender")
+    if o:
+        reasons = ",".join(f"{k}:{n}" for k, n in sorted(o["reasons"].items())) or "-"
+        line = f"score:         {o['score']:g} of {o['threshold']:g} ({reasons})"
+        if o.get("decays_at") is not None:
+            line += f", drops in {_duration(o['decays_at'] - now)}"
+        out.append(line)
+    else:
+        out.append("score:         0")
+    return "\n".join(out)
+
+
+def _ip_and_duration(s: argparse.ArgumentParser, what: str) -> None:
+    """IP [DURATION] or IP --for DURATION (90, 30s, 10m, 1h, 7d)."""
+    s.add_argument("ip")
+    s.add_argument("duration", nargs="?", type=duration_arg, metavar="DURATION", help=what)
+    s.add_argument("--for", dest="duration_flag", type=duration_arg, metavar="DURATION",
+                   help="the same as DURATION")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="logwatchctl",
@@ -126,17 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("grants", help="list live relay grants")
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("ban", help="ban an IP or CIDR now")
-    s.add_argument("ip")
-    s.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
-                   help="ban duration (default: bans.bantime)")
+    _ip_and_duration(s, "ban duration (default: bans.bantime)")
     s = sub.add_parser("unban", help="lift a ban")
     s.add_argument("ip")
     s = sub.add_parser("grant", help="let an IP relay now")
-    s.add_argument("ip")
-    s.add_argument("--for", dest="duration", type=float, metavar="SECONDS",
-                   help="grant duration (default: relay.grace)")
+    _ip_and_duration(s, "grant duration (default: relay.grace)")
     s = sub.add_parser("revoke", help="withdraw a relay grant")
     s.add_argument("ip")
+    s = sub.add_parser("offenders", help="IPs with a score that are not banned (yet)")
+    s.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="show the N highest scores (default 100; 0: all)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("check", help="what the daemon thinks of one IP: whitelisted, granted, "
+                                     "banned, score, and what protects it")
+    s.add_argument("ip")
+    s.add_argument("--json", action="store_true")
     sub.add_parser("reload", help="reload config, rules and whitelist (like SIGHUP)")
     sub.add_parser("flush", help="lift all bans (grants are kept)")
     s = sub.add_parser("check-config", help="validate a config file without starting")
@@ -186,12 +260,26 @@ def _check_config(path: str) -> int:
             load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
         except Exception as exc:
             problems.append(f"rules: {exc}")
+    problems.extend(_check_whitelist(cfg.bans.whitelist))
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
         return EXIT_FAILED
     print(f"{path}: OK")
     return EXIT_OK
+
+
+def _check_whitelist(path: str | None) -> list[str]:
+    """Every bad or doubtful whitelist line, as "FILE:LINE: ..."; a missing file is only noted."""
+    if not path:
+        return []
+    if not os.path.exists(path):
+        print(f"{path}: not found; the whitelist holds loopback only", file=sys.stderr)
+        return []
+    from .whitelist import Whitelist
+
+    _wl, warnings = Whitelist.from_file(path)
+    return [f"whitelist: {w}" for w in warnings]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,17 +291,23 @@ def run(args: argparse.Namespace) -> int:
 
         return int((ruletest.cmd_parse if cmd == "parse" else ruletest.cmd_test_rules)(args) or 0)
     req: dict[str, Any] = {"cmd": cmd}
-    if cmd in ("ban", "unban", "grant", "revoke"):
+    if cmd in ("ban", "unban", "grant", "revoke", "check"):
         req["ip"] = args.ip
-    if getattr(args, "duration", None) is not None:
-        req["for"] = args.duration
+    if cmd == "offenders" and args.limit > 0:
+        req["limit"] = args.limit
+    duration, flag = getattr(args, "duration", None), getattr(args, "duration_flag", None)
+    if duration is not None and flag is not None:
+        print(f"logwatchctl {cmd}: give the duration once (DURATION or --for)", file=sys.stderr)
+        return EXIT_USAGE
+    if duration is not None or flag is not None:
+        req["for"] = duration if duration is not None else flag
     resp = _call(args, req)
     if not resp.get("ok"):
         print(f"logwatchctl: {resp.get('error', cmd + ' failed')}", file=sys.stderr)
         return EXIT_FAILED
     if getattr(args, "json", False):
         payload = {k: v for k, v in resp.items() if k != "ok"}
-        if cmd in ("bans", "grants"):
+        if cmd in ("bans", "grants", "offenders"):
             payload = payload[cmd]
         print(json.dumps(payload, indent=2, sort_keys=True))
     elif cmd == "status":
@@ -222,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_bans(resp["bans"]))
     elif cmd == "grants":
         print(format_grants(resp["grants"]))
+    elif cmd == "offenders":
+        print(format_offenders(resp["offenders"], resp.get("total", len(resp["offenders"]))))
+    elif cmd == "check":
+        print(format_check(resp))
     else:
         print(resp.get("message", "ok"))
     return EXIT_OK
@@ -230,7 +328,16 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()      # here, so that a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:
+        # `logwatchctl bans | head`: the reader left, which is no error of ours. Point stdout
+        # at /dev/null so that the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except Unavailable as exc:
         print(f"logwatchctl: {exc}", file=sys.stderr)
         return EXIT_PERMISSION if exc.reason == "permission" else EXIT_NOT_RUNNING

@@ -35,12 +35,15 @@ from .config import (
     load_config,
 )
 from .control import ControlError, ControlServer
+from .duration import duration_arg, duration_or_zero_arg, parse_duration
 from .events import Event, normalize_ip
 from .filewatch import FileWatch
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from .queries import answer_query
 from .sdnotify import notify as _sd_notify
 from .sdnotify import watchdog_interval as _sd_watchdog_interval
 from .store import Store, StoreError
+from .targets import check_ban, check_grant
 
 log = logging.getLogger("logwatchd.daemon")
 
@@ -751,10 +754,14 @@ class Daemon:
             if not isinstance(raw, str):
                 return {"ok": False, "error": f"{cmd}: an \"ip\" string is required"}
             duration = req.get("for")
-            if duration is not None and (not isinstance(duration, int | float)
-                                         or isinstance(duration, bool) or duration <= 0):
-                return {"ok": False, "error": f"{cmd}: \"for\" must be a positive number"}
+            if duration is not None:
+                try:
+                    duration = parse_duration(duration)     # bounded: ten years at most
+                except ValueError as exc:
+                    return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
             return self._manual(cmd, raw, duration, now)
+        if cmd in ("offenders", "check"):
+            return answer_query(self.engine, req)
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _manual(self, cmd: str, raw: str, duration: float | None, now: float) -> dict[str, Any]:
@@ -764,6 +771,9 @@ class Daemon:
                 return {"ok": False, "error": f"{cmd}: not an IP address: {raw!r}"}
         else:
             ip = raw
+        refused = check_grant(ip) if cmd == "grant" else check_ban(ip) if cmd == "ban" else None
+        if refused:
+            return {"ok": False, "error": f"{cmd}: {refused}"}
         try:
             if cmd == "ban":
                 effects = self.engine.ban(ip, duration)
@@ -910,15 +920,15 @@ def build_parser() -> argparse.ArgumentParser:
     a("--logfile", metavar="FILE", action="append", help="log file to follow (repeatable)")
     a("--state-dir", metavar="DIR", help="state directory holding state.db")
     a("--relay-map", metavar="TYPE:PATH", help="Postfix relay map, e.g. hash:/etc/postfix/pop-before-smtp")
-    a("--grace", type=float, metavar="SECONDS", help="relay grant duration after a login")
+    a("--grace", type=duration_arg, metavar="DURATION", help="relay grant duration after a login")
     a("--firewall", choices=("iptables", "ipset", "nftables", "none"), help="firewall backend")
     a("--chain", metavar="NAME", help="iptables chain name")
     a("--ports", metavar="LIST", help="comma-separated TCP ports to block, e.g. 25,465,587")
     a("--maxretry", type=float, metavar="N", help="score that triggers a ban")
-    a("--findtime", type=float, metavar="SECONDS", help="scoring window")
-    a("--bantime", type=float, metavar="SECONDS", help="first ban duration")
+    a("--findtime", type=duration_arg, metavar="DURATION", help="scoring window")
+    a("--bantime", type=duration_arg, metavar="DURATION", help="first ban duration")
     a("--whitelist", metavar="FILE", help="whitelist file")
-    a("--watchdog-limit", type=float, metavar="SECONDS", help="sendmail cmd-read limit (0 disables)")
+    a("--watchdog-limit", type=duration_or_zero_arg, metavar="DURATION", help="sendmail cmd-read limit (0 disables)")
     a("--socket", metavar="PATH", help="control socket path")
     a("--rules", metavar="DIR", action="append", help="rules directory (repeatable)")
     a("--dry-run", action="store_true", help="change nothing in firewall or map; log instead")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from .config import BanConfig, RelayConfig
+from .enginequery import EngineQueries
 from .events import AUTH, LOGIN, USER_UNKNOWN, Event, normalize_ip
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
 from .whitelist import LOOPBACK, NetSet, Whitelist, net_text, parse_net, range_text
@@ -65,7 +66,7 @@ def _user_hash(user: str) -> int:
     return (hash(user.lower()) & _USER_MASK) or 1
 
 
-class Engine:
+class Engine(EngineQueries):
     """Grants, bans and offender scores; every method returns the effects the daemon must apply."""
 
     def __init__(

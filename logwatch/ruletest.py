@@ -111,6 +111,8 @@ def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                     for event in parser.parse(chunk, line_no):
                         _format(event, out, args.json)
                     line_no += chunk.count(b"\n")
+        except BrokenPipeError:
+            raise           # our stdout, not the file: logwatchctl's main ends quietly
         except OSError as exc:
             print(f"logwatchctl: {name}: {exc.strerror or exc}", file=sys.stderr)
             status = 2

@@ -10,10 +10,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from bisect import bisect_right
 from collections.abc import Iterable
-
-import netaddr
 
 log = logging.getLogger("logwatchd.whitelist")
 
@@ -65,6 +64,38 @@ def range_text(version: int, first: int, last: int) -> str:
 def normalize_net(text: str) -> str:
     """Canonical CIDR text of an address (as /32 or /128) or a network; ValueError if invalid."""
     return range_text(*parse_net(text))
+
+
+_PREFIX_RE = re.compile(r"[0-9]{1,3}")
+
+
+def parse_entry(entry: str) -> tuple[str, bool]:
+    """(canonical CIDR, host bits were set) of one whitelist entry; ValueError if not strictly
+    an address, address/prefix or address/netmask (no "10/8", "1.2.3" or hostmask shorthands)."""
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1:entry.index("]")] + entry[entry.index("]") + 1:]
+    addr_text, slash, mask = entry.partition("/")
+    try:
+        addr = ipaddress.ip_address(addr_text)     # strict: four decimal octets, no zero padding
+    except ValueError:
+        raise ValueError(f"{addr_text!r} is not a complete IP address") from None
+    if slash and not _PREFIX_RE.fullmatch(mask):
+        if addr.version != 4 or ipaddress.IPv4Network(f"0.0.0.0/{mask}").netmask != \
+                _netmask_or_none(mask):
+            raise ValueError(f"{mask!r} is neither a prefix length nor a netmask")
+    try:
+        net = ipaddress.ip_network(entry, strict=False)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    version, first, last = parse_net(str(net))
+    return range_text(version, first, last), int(net.network_address) != int(addr)
+
+
+def _netmask_or_none(mask: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(mask)
+    except ValueError:
+        return None
 
 
 class NetSet:
@@ -133,11 +164,17 @@ class NetSet:
 class Whitelist:
     """Addresses and networks never banned; loopback always included."""
 
-    __slots__ = ("nets", "source")
+    __slots__ = ("nets", "source", "_origins")
 
-    def __init__(self, nets: Iterable[str] = (), source: str = "<memory>") -> None:
+    def __init__(self, nets: Iterable[str] = (), source: str = "<memory>",
+                 lines: Iterable[int | None] | None = None) -> None:
+        """nets as CIDR text; lines: the file line of each net, for origins()."""
+        nets = list(nets)
+        numbers = list(lines) if lines is not None else [None] * len(nets)
         self.nets = NetSet([*LOOPBACK, *nets])
         self.source = source
+        self._origins = [(*parse_net(n), None, n) for n in LOOPBACK]
+        self._origins += [(*parse_net(n), line, n) for n, line in zip(nets, numbers, strict=True)]
 
     def contains(self, ip_or_net: str) -> bool:
         """An address: is it whitelisted? A network: is the whole network whitelisted?"""
@@ -160,10 +197,24 @@ class Whitelist:
     def cidrs(self) -> tuple[str, ...]:
         return self.nets.cidrs
 
+    def origins(self, ip_or_net: str) -> list[tuple[str, int | None, str]]:
+        """(file, line, entry) of every entry overlapping this address or network; loopback
+        entries have line None. A linear scan: for `logwatchctl check`, not the event path."""
+        return self.origins_range(*parse_net(ip_or_net))
+
+    def origins_range(self, version: int, first: int, last: int) -> list[tuple[str, int | None, str]]:
+        """origins() of the range [first, last]."""
+        found: list[tuple[str, int | None, str]] = []
+        for v, lo, hi, line, text in self._origins:
+            if v == version and lo <= last and first <= hi:
+                found.append((self.source if line is not None else "built-in", line, text))
+        return found
+
     @classmethod
     def from_lines(cls, lines: Iterable[str], source: str = "<string>") -> tuple[Whitelist, list[str]]:
         """Parse whitelist text; returns the whitelist and one warning per skipped line."""
         nets: list[str] = []
+        where: list[int] = []
         warnings: list[str] = []
         for lineno, raw in enumerate(lines, 1):
             text = raw.split("#", 1)[0].strip()
@@ -174,22 +225,16 @@ class Whitelist:
                 warnings.append(f"{source}:{lineno}: bad entry {text!r}: one address or CIDR "
                                 f"per line; line skipped")
                 continue
-            entry = fields[0]
-            if entry.startswith("[") and "]" in entry:
-                entry = entry[1:entry.index("]")] + entry[entry.index("]") + 1:]
             try:
-                # netaddr 1.x parses strictly (no "10/8" or "1.2.3" shorthands); it also takes
-                # a netmask ("192.0.2.0/255.255.255.0"), which we then normalise to a prefix.
-                parsed = netaddr.IPNetwork(entry)
-                parse_net(str(parsed.cidr))     # what NetSet will need must parse too
-            except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+                net, host_bits = parse_entry(fields[0])
+            except ValueError as exc:
                 warnings.append(f"{source}:{lineno}: bad entry {text!r}: {exc}; line skipped")
                 continue
-            if parsed.ip != parsed.network:
-                warnings.append(f"{source}:{lineno}: {text!r} has host bits set; "
-                                f"using {parsed.cidr}")
-            nets.append(str(parsed.cidr))
-        return cls(nets, source), warnings
+            if host_bits:
+                warnings.append(f"{source}:{lineno}: {text!r} has host bits set; using {net}")
+            nets.append(net)
+            where.append(lineno)
+        return cls(nets, source, lines=where), warnings
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> tuple[Whitelist, list[str]]:

@@ -191,18 +191,25 @@ def test_stdin_flag_alone_reads_only_stdin():
 
 
 @pytest.mark.parametrize("argv, key", [
-    (["--grace", "-3"], "--grace (relay.grace)"),
     (["--ports", "25,x"], "--ports (firewall.ports)"),
     (["--ports", "0"], "--ports (firewall.ports)"),
     (["--relay-map", "cdb:/x"], "--relay-map (relay.map)"),
     (["--chain", "has space"], "--chain (firewall.chain)"),
-    (["--bantime", "0"], "--bantime (bans.bantime)"),
 ])
 def test_bad_flags_name_the_flag(argv, key):
     with pytest.raises(ConfigError) as info:
         apply_overrides(Config(), _args(*argv))
     (problem,) = info.value.problems
     assert problem.file == "<command line>" and problem.key == key
+
+
+@pytest.mark.parametrize("argv", [["--grace", "-3"], ["--bantime", "0"]])
+def test_bad_duration_flags_are_usage_errors_naming_the_flag(argv, capsys):
+    # Duration flags are parsed by logwatch.duration in argparse (units: 30m, 1h, 7d).
+    with pytest.raises(SystemExit) as info:
+        _args(*argv)
+    assert info.value.code == 2
+    assert f"argument {argv[0]}: must be greater than 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, key", [

@@ -135,3 +135,26 @@ def test_property_netset_matches_linear_scan(nets, probe):
     s = NetSet(texts)
     expected = any(ipaddress.ip_address(probe) in ipaddress.ip_network(t) for t in texts)
     assert s.contains(str(ipaddress.ip_address(probe))) is expected
+
+
+@pytest.mark.parametrize("entry", [
+    "10/8", "172/8", "1.2.3", "10.1/16", "010.1.1.1", "0x0a000001", "10.0.0.0/0.0.0.255",
+    "1.2.3.4/8x", "1.2.3.4/-1",
+])
+def test_shorthands_are_refused_not_guessed(entry):
+    # Debian's netaddr 0.8 read "10/8" as 10.0.0.0/8 and "1.2.3" as 1.2.3.0/32: silently wrong.
+    wl, warnings = Whitelist.from_lines(["192.0.2.1", entry], "wl")
+    assert wl.cidrs == ("127.0.0.0/8", "::1/128", "192.0.2.1/32")
+    (warning,) = warnings
+    assert warning.startswith("wl:2: bad entry") and warning.endswith("line skipped")
+
+
+def test_origins_name_file_and_line(tmp_path: Path):
+    path = tmp_path / "whitelist"
+    path.write_text("# office\n192.0.2.0/24\n\n2001:db8::/32  # v6\n192.0.2.7\n")
+    wl, warnings = Whitelist.from_file(path)
+    assert warnings == []
+    assert wl.origins("192.0.2.7") == [(str(path), 2, "192.0.2.0/24"), (str(path), 5, "192.0.2.7/32")]
+    assert wl.origins("2001:db8:1::/64") == [(str(path), 4, "2001:db8::/32")]
+    assert wl.origins("127.0.0.2") == [("built-in", None, "127.0.0.0/8")]
+    assert wl.origins("198.51.100.1") == []

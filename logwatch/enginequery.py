@@ -1,0 +1,161 @@
+"""Read-only engine queries for `logwatchctl offenders` and `logwatchctl check IP`. Pure, no I/O.
+
+A mixin of Engine (logwatch/engine.py): it reads the engine's packed offender state and never
+changes it, so asking never alters a score, a ban or the least-recently-seen order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Any
+
+from .events import normalize_ip
+from .whitelist import LOOPBACK, parse_net
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def _overlapping(cidrs: tuple[str, ...], rng: tuple[int, int, int]) -> list[str]:
+    version, first, last = rng
+    found = []
+    for cidr in cidrs:
+        v, lo, hi = parse_net(cidr)
+        if v == version and lo <= last and first <= hi:
+            found.append(cidr)
+    return found
+
+
+class EngineQueries:
+    """offender(), offenders() and verdict(): what the engine knows about an address."""
+
+    def _wall(self: Engine, t: int) -> float:
+        """Wall-clock seconds of a packed hit time."""
+        from .engine import _BIAS
+
+        return (t - _BIAS + self._epoch_ms) / 1000
+
+    def _offender_view(self: Engine, key: int, value: int, now: float) -> dict[str, Any] | None:
+        """Score, threshold, reasons and decay times of one tracked offender; None if 0."""
+        from .engine import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
+
+        now_ms = self._ms(now)
+        find_cut = now_ms - self._find_ms
+        score, reasons, times = 0.0, {}, []
+        users: set[int] = set()
+        for h in _hits(value):
+            index, t = h & _KIND_MASK, h >> _TIME_SHIFT
+            if t > find_cut:
+                weight = self._weights.get(index, 0.0)
+                score += weight
+                name = self._kind_names[index]
+                reasons[name] = reasons.get(name, 0) + 1
+                if weight:
+                    times.append(t)
+            user = (h >> _USER_SHIFT) & _USER_MASK
+            if index == self._uu and self._distinct_on and user and t > now_ms - self._distinct_ms:
+                users.add(user)
+        if score <= 0 and not users:
+            return None
+        net = self._key_net(key)
+        return {
+            "ip": net, "score": round(score, 6), "threshold": self.bancfg.maxretry,
+            "reasons": reasons, "distinct_users": len(users),
+            "distinct_threshold": self.bancfg.distinct_users if self._distinct_on else None,
+            # The score drops when its oldest counted hit leaves the window, and is 0 when
+            # the newest does (unless new events come).
+            "decays_at": self._wall(min(times) + self._find_ms) if times else None,
+            "clears_at": self._wall(max(times) + self._find_ms) if times else None,
+            "last_seen": self._wall(max(h >> _TIME_SHIFT for h in _hits(value))),
+            "protected": self._protected.overlaps_range(*self._key_range(key)),
+        }
+
+    def _key_banned(self: Engine, key: int) -> bool:
+        if key in self._banned_keys:
+            return True
+        version, first, last = self._key_range(key)
+        return any(v == version and lo <= first and last <= hi for v, lo, hi in self._odd_bans)
+
+    def offender(self: Engine, ip: str) -> dict[str, Any] | None:
+        """The scoring state of this IP's offender network, or None if it has no score."""
+        key = self._ip_key(ip)
+        value = self._tracked.get(key) if key is not None else None
+        if value is None:
+            return None
+        return self._offender_view(key, value, self.clock())
+
+    def offenders(self: Engine, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """(the offenders with a score that are not banned, highest score first, at most
+        limit of them; how many there are in all). Walks every tracked network."""
+        now = self.clock()
+        views = []
+        for key, value in self._tracked.items():
+            if self._key_banned(key):
+                continue
+            view = self._offender_view(key, value, now)
+            if view is not None:
+                views.append(view)
+        total = len(views)
+        order = lambda v: (v["score"], v["distinct_users"], v["last_seen"])  # noqa: E731
+        if limit is not None and limit < total:
+            return heapq.nlargest(limit, views, key=order), total
+        return sorted(views, key=order, reverse=True), total
+
+    def _ban_covering(self: Engine, ip: str) -> str | None:
+        version, value, _ = parse_net(ip)
+        key = self._ip_key(ip)
+        if key is not None and key in self._banned_keys:
+            return self._key_net(key)
+        for net in self.bans:
+            v, lo, hi = parse_net(net)
+            if v == version and lo <= value <= hi:
+                return net
+        return None
+
+    def _protection(self: Engine, rng: tuple[int, int, int]) -> list[dict[str, Any]]:
+        """Each whitelist line, mynetworks entry, own address or loopback touching rng."""
+        found: list[dict[str, Any]] = []
+        for file, line, entry in self.whitelist.origins_range(*rng):
+            what = "loopback" if line is None else "whitelist"
+            found.append({"what": what, "entry": entry, "file": file, "line": line})
+        for entry in _overlapping(self._mynetworks.cidrs, rng):
+            found.append({"what": "mynetworks", "entry": entry})
+        for entry in _overlapping(self._own.cidrs, rng):
+            found.append({"what": "own-address", "entry": entry})
+        if not any(f["what"] == "loopback" for f in found):
+            for entry in _overlapping(LOOPBACK, rng):
+                found.append({"what": "loopback", "entry": entry})
+        return found
+
+    def verdict(self: Engine, ip: str) -> dict[str, Any]:
+        """Everything the engine would do with this address; ValueError if it is not one."""
+        norm = normalize_ip(str(ip).strip())
+        if norm is None:
+            raise ValueError(f"{ip!r} is not an IP address")
+        key = self._ip_key(norm)
+        assert key is not None
+        net = self._key_net(key)
+        own = parse_net(norm)
+        grant = self.grants.get(norm)
+        ban_net = self._ban_covering(norm)
+        ban = self.bans.get(ban_net) if ban_net else None
+        no_grant = ([{"what": "mynetworks", "entry": e}
+                     for e in _overlapping(self._mynetworks.cidrs, own)]
+                    + [{"what": "relay.exclude", "entry": e}
+                       for e in _overlapping(self._exclude.cidrs, own)])
+        return {
+            "ip": norm, "offender_net": net,
+            "whitelisted": self.whitelist.contains(norm),
+            "protected": self._protected.overlaps(net),
+            "protected_by": self._protection(self._key_range(key)),
+            "granted": grant is not None,
+            "grant": None if grant is None else {
+                "since": grant.granted_at, "expires": grant.expires_at,
+                "user": grant.user, "service": grant.service},
+            "never_granted_by": no_grant,
+            "banned": ban is not None,
+            "ban": None if ban is None else {
+                "ip": ban.net, "since": ban.since, "expires": ban.expires_at,
+                "reason": ban.reason, "source": ban.source, "offences": ban.offences},
+            "offender": None if ban is not None else self.offender(norm),
+        }
