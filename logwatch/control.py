@@ -14,6 +14,7 @@ import os
 import selectors
 import socket
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ log = logging.getLogger("logwatchd.control")
 
 MAX_REQUEST = 64 * 1024     # a request is a short command; longer lines are refused
 MAX_CLIENTS = 64
+IDLE_TIMEOUT = 10.0         # a client that neither sends nor reads for this long is dropped
 MAX_OUTPUT = 1 << 20        # stop reading from a client that does not read its answers
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -34,6 +36,7 @@ class ControlError(Exception):
 @dataclass
 class _Client:
     sock: socket.socket
+    last: float = 0.0           # last progress (connect, request bytes, answer bytes sent)
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     closing: bool = False
@@ -42,10 +45,14 @@ class _Client:
 class ControlServer:
     """Accepts clients on a Unix socket and answers each request line with handler(request)."""
 
-    def __init__(self, path: str, handler: Handler, selector: selectors.BaseSelector) -> None:
+    def __init__(self, path: str, handler: Handler, selector: selectors.BaseSelector,
+                 clock: Callable[[], float] = time.monotonic,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.path = path
         self.handler = handler
         self.selector = selector
+        self.clock = clock
+        self.idle_timeout = idle_timeout
         self.sock: socket.socket | None = None
         self.clients: dict[int, _Client] = {}
 
@@ -111,13 +118,30 @@ class ControlServer:
             conn, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return
+        self.expire_idle()          # idle clients must not keep a new one out
         if len(self.clients) >= MAX_CLIENTS:
             conn.close()
             return
         conn.setblocking(False)
-        client = _Client(conn)
+        client = _Client(conn, last=self.clock())
         self.clients[conn.fileno()] = client
         self.selector.register(conn, selectors.EVENT_READ, lambda m, c=client: self._io(c, m))
+
+    def next_deadline(self) -> float | None:
+        """When the longest-idle client times out (the daemon's "control" timer), or None."""
+        if not self.clients:
+            return None
+        return min(c.last for c in self.clients.values()) + self.idle_timeout
+
+    def expire_idle(self, now: float | None = None) -> int:
+        """Drop the clients idle for idle_timeout or longer; return how many."""
+        now = self.clock() if now is None else now
+        idle = [fd for fd, c in self.clients.items() if now - c.last >= self.idle_timeout]
+        for fd in idle:
+            self._drop(fd)
+        if idle:
+            log.info("action=control-idle-close clients=%d", len(idle))
+        return len(idle)
 
     def _drop(self, fd: int) -> None:
         client = self.clients.pop(fd, None)
@@ -142,12 +166,15 @@ class ControlServer:
             if data == b"":
                 client.closing = True
             elif data:
+                client.last = self.clock()
                 client.inbuf += data
                 self._answer(client)
         if client.outbuf:
             try:
                 sent = client.sock.send(client.outbuf)
                 del client.outbuf[:sent]
+                if sent:
+                    client.last = self.clock()
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:

@@ -223,7 +223,8 @@ class Daemon:
             self.watchdog = self._make_watchdog(cfg)
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc
-        self.control = ControlServer(cfg.daemon.socket, self.handle_request, self.selector)
+        self.control = ControlServer(cfg.daemon.socket, self.handle_request, self.selector,
+                                     clock=self.clock)
         try:
             self.control.start()
         except ControlError as exc:
@@ -357,7 +358,18 @@ class Daemon:
                     if src.fileno() is None:
                         self._pump(src)
                 self.timers["poll"] = now + self.cfg.sources.poll_interval
+            elif name == "control":
+                self.control.expire_idle(now)
         self._schedule_engine()
+        self._schedule_control()
+
+    def _schedule_control(self) -> None:
+        """Idle control clients are closed (64 idle connections would lock everyone out)."""
+        deadline = self.control.next_deadline()
+        if deadline is None:
+            self.timers.pop("control", None)
+        else:
+            self.timers["control"] = deadline
 
     # -- the data path --------------------------------------------------------------
 

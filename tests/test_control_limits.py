@@ -1,0 +1,129 @@
+"""Control socket slots: idle clients are closed, so 64 idle connections cannot lock out
+logwatchctl for good (issue 12.18)."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from daemon_harness import DaemonProc
+
+from logwatch.control import IDLE_TIMEOUT, MAX_CLIENTS, ControlServer, request
+
+
+def connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)           # blocking: waits while the listen backlog is full
+    s.settimeout(30)
+    return s
+
+
+def closed_by_peer(s: socket.socket, timeout: float) -> bool:
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+class DaemonLikeLoop:
+    """Serves a ControlServer as logwatchd does: select up to the next idle deadline, expire."""
+
+    def __init__(self, path: str, idle_timeout: float) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.server = ControlServer(path, lambda req: {"ok": True}, self.sel,
+                                    idle_timeout=idle_timeout)
+        self.server.start()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            deadline = self.server.next_deadline()
+            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+            for key, mask in self.sel.select(wait):
+                key.data(mask)
+            self.server.expire_idle()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.server.close()
+        self.sel.close()
+
+
+@pytest.fixture
+def loop(tmp_path):
+    lp = DaemonLikeLoop(str(tmp_path / "ctl.sock"), idle_timeout=0.5)
+    try:
+        yield lp
+    finally:
+        lp.close()
+
+
+def test_idle_clients_are_closed_and_busy_ones_are_not(loop):
+    path = loop.server.path
+    idle = [connect(path) for _ in range(MAX_CLIENTS)]
+    try:
+        busy = idle.pop()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:       # keeps asking: never idle for 0.5 s
+            busy.sendall(b'{"cmd": "status"}\n')
+            assert busy.recv(100).startswith(b'{"ok":true')
+            time.sleep(0.1)
+        assert all(closed_by_peer(s, 5) for s in idle)
+        assert len(loop.server.clients) == 1
+        busy.sendall(b'{"cmd": "status"}\n')
+        assert busy.recv(100).startswith(b'{"ok":true')
+    finally:
+        for s in [*idle, busy]:
+            s.close()
+
+
+def test_a_full_table_of_idle_clients_makes_room(loop):
+    path = loop.server.path
+    loop.stop.set()            # no timer runs: only the check made at accept() frees slots
+    loop.thread.join(5)
+    held = []
+    try:
+        for _ in range(MAX_CLIENTS):
+            held.append(connect(path))
+            loop.server._accept(0)
+        assert len(loop.server.clients) == MAX_CLIENTS
+        time.sleep(0.6)
+        late = connect(path)
+        loop.server._accept(0)
+        assert len(loop.server.clients) == 1
+        late.close()
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_idle_connections_do_not_lock_out_logwatchctl(tmp_path):
+    """A real daemon: 64 idle connections take every slot; they are closed after the idle
+    timeout and logwatchctl is served again."""
+    d = DaemonProc(tmp_path).start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CLIENTS):
+            held.append(connect(d.socket))
+        time.sleep(0.3)                      # let the daemon accept them all
+        with pytest.raises(OSError):
+            request(d.socket, {"cmd": "status"}, timeout=5)
+        started = time.monotonic()
+        assert all(closed_by_peer(s, IDLE_TIMEOUT + 10) for s in held)
+        assert time.monotonic() - started < IDLE_TIMEOUT + 10
+        proc = d.ctl("status")
+        assert proc.returncode == 0, proc.stderr
+        assert "action=control-idle-close clients=" in d.stderr()
+    finally:
+        for s in held:
+            s.close()
+        d.stop()
