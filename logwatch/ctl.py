@@ -63,8 +63,11 @@ def format_status(st: dict[str, Any]) -> str:
         f"grants:        {st.get('grants', 0)}",
         f"bans:          {st.get('bans', 0)}",
     ]
-    lag = st.get("lag")
-    out.append("lag:           " + ("no event yet" if lag is None else f"{lag:.1f}s behind the log"))
+    lag, unread = st.get("lag"), st.get("lag_bytes")
+    out.append("lag:           " + (
+        "n/a (no log files followed)" if lag is None
+        else "0 (at the end of every log file)" if not unread
+        else f"{lag:.1f}s behind the log ({unread} bytes unread)"))
     if st.get("watchdog_kills") is not None:
         out.append(f"watchdog:      {st['watchdog_kills']} stuck sessions killed")
     events = st.get("events") or {}

@@ -38,6 +38,8 @@ from .control import ControlError, ControlServer
 from .duration import duration_arg, duration_or_zero_arg, parse_duration
 from .events import Event, normalize_ip
 from .filewatch import FileWatch
+from .hints import access_hint
+from .lag import LagMeter
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
 from .queries import answer_query
 from .sdnotify import notify as _sd_notify
@@ -104,6 +106,7 @@ class Daemon:
         self.args = args
         self.clock = clock
         self.counters = Counters(started=clock())
+        self.lag = LagMeter(started=self.counters.started)
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.pending_signals: list[int] = []
@@ -197,7 +200,8 @@ class Daemon:
             os.makedirs(cfg.daemon.state_dir, exist_ok=True)
             self.store = Store(os.path.join(cfg.daemon.state_dir, "state.db"))
         except (OSError, StoreError) as exc:
-            raise StartupError(f"state: {exc}") from exc
+            hint = access_hint(cfg.daemon.state_dir, "daemon.state_dir (--state-dir)")
+            raise StartupError(f"state: {exc}{hint}") from exc
         try:
             self.parser = self._load_parser(cfg)
         except Exception as exc:
@@ -228,7 +232,8 @@ class Daemon:
         try:
             self.control.start()
         except ControlError as exc:
-            raise StartupError(f"control socket: {exc}") from exc
+            hint = access_hint(os.path.dirname(cfg.daemon.socket), "daemon.socket (--socket)")
+            raise StartupError(f"control socket: {exc}{hint}") from exc
         try:
             self.sources = self._make_sources(cfg)
         except Exception as exc:
@@ -336,6 +341,7 @@ class Daemon:
                 self._apply(self.engine.sweep())
             elif name == "positions":
                 self._save_positions()
+                self.lag.update(now, self.sources)
                 self.timers["positions"] = now + POSITION_SAVE_INTERVAL
             elif name == "whitelist":
                 self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
@@ -703,6 +709,7 @@ class Daemon:
                     entry.update(offset=pos.offset, inode=pos.inode)
                 files.append(entry)
         pstats = self.parser.stats
+        self.lag.update(now, self.sources)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -721,7 +728,8 @@ class Daemon:
             "bans": len(self.engine.bans),
             "files": files,
             "newest_event": c.newest_event,
-            "lag": None if c.newest_event is None else max(0.0, now - c.newest_event),
+            "lag": self.lag.lag(now),
+            "lag_bytes": self.lag.behind,
             "watchdog_kills": (self.watchdog.stats().get("kills", 0)
                                if self.watchdog is not None else None),
             "reloads": c.reloads,
