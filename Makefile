@@ -116,11 +116,12 @@ install:
 	    echo "systemd: systemctl enable --now logwatchd"; fi
 	@echo "installed: $(SBIN)/logwatchd, $(SBIN)/logwatchctl, config in $(CONF_DIR)"
 
-# Leaves the configuration, the state and the logs in place.
+# Leaves the configuration (/etc/logwatchd and /etc/logrotate.d/logwatchd, both installed
+# only when absent and maybe edited), the state and the logs in place.
 uninstall:
 	-@[ -d /run/systemd/system ] && systemctl disable --now logwatchd 2>/dev/null || true
 	rm -f $(UNIT_DIR)/logwatchd.service $(MAN_DIR)/logwatchd.8 $(MAN_DIR)/logwatchctl.8
-	rm -rf $(DOC_DIR) /usr/share/logwatchd $(INSTALL_VENV) /etc/logrotate.d/logwatchd
+	rm -rf $(DOC_DIR) /usr/share/logwatchd $(INSTALL_VENV)
 	@for f in logwatchd logwatchctl; do \
 	    [ -L $(SBIN)/$$f ] && rm -f $(SBIN)/$$f || true; done
 

@@ -321,6 +321,7 @@ def test_make_install_in_throwaway_root(tmp_path: Path) -> None:
         ["test", "!", "-e", "/opt/logwatchd"],
         ["test", "!", "-e", "/usr/local/lib/systemd/system/logwatchd.service"],
         ["test", "-f", conf],
+        ["test", "-f", "/etc/logrotate.d/logwatchd"],    # configuration too (issue 11.5f)
         ["test", "-d", "/var/lib/logwatchd"],
     ]
     src = tmp_path / "src"
