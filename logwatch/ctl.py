@@ -296,8 +296,8 @@ def run(args: argparse.Namespace) -> int:
     req: dict[str, Any] = {"cmd": cmd}
     if cmd in ("ban", "unban", "grant", "revoke", "check"):
         req["ip"] = args.ip
-    if cmd == "offenders" and args.limit > 0:
-        req["limit"] = args.limit
+    if cmd == "offenders":
+        req["limit"] = args.limit if args.limit > 0 else None      # null: all of them
     duration, flag = getattr(args, "duration", None), getattr(args, "duration_flag", None)
     if duration is not None and flag is not None:
         print(f"logwatchctl {cmd}: give the duration once (DURATION or --for)", file=sys.stderr)

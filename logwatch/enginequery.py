@@ -87,19 +87,32 @@ class EngineQueries:
     def offenders(self: Engine, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the offenders with a score that are not banned, highest score first, at most
         limit of them; how many there are in all). Walks every tracked network."""
+        from .engine import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
+
         now = self.clock()
-        views = []
+        now_ms = self._ms(now)
+        find_cut, distinct_cut = now_ms - self._find_ms, now_ms - self._distinct_ms
+        weights, uu, distinct_on = self._weights, self._uu, self._distinct_on
+        ranked = []
+        # A cheap first pass ranks everyone; full views are built only for those shown.
         for key, value in self._tracked.items():
-            if self._key_banned(key):
-                continue
-            view = self._offender_view(key, value, now)
-            if view is not None:
-                views.append(view)
-        total = len(views)
-        order = lambda v: (v["score"], v["distinct_users"], v["last_seen"])  # noqa: E731
-        if limit is not None and limit < total:
-            return heapq.nlargest(limit, views, key=order), total
-        return sorted(views, key=order, reverse=True), total
+            score, users, newest = 0.0, set(), 0
+            for h in _hits(value):
+                index, t = h & _KIND_MASK, h >> _TIME_SHIFT
+                newest = t
+                if t > find_cut:
+                    score += weights.get(index, 0.0)
+                if distinct_on and index == uu and t > distinct_cut:
+                    user = (h >> _USER_SHIFT) & _USER_MASK
+                    if user:
+                        users.add(user)
+            if (score > 0 or users) and not self._key_banned(key):
+                ranked.append((score, len(users), newest, key))
+        total = len(ranked)
+        top = (heapq.nlargest(limit, ranked) if limit is not None and limit < total
+               else sorted(ranked, reverse=True))
+        views = [self._offender_view(key, self._tracked[key], now) for *_, key in top]
+        return [v for v in views if v is not None], total
 
     def _ban_covering(self: Engine, ip: str) -> str | None:
         version, value, _ = parse_net(ip)

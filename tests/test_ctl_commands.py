@@ -155,6 +155,9 @@ def test_offenders_lists_scores_not_yet_banned(daemon):
     assert "203.0.113.50/32  3/5" in table and "user-unknown:3" in table
     limited = daemon.req(cmd="offenders", limit=1)
     assert len(limited["offenders"]) == 1 and limited["total"] >= 2
+    everyone = json.loads(daemon.ctl("offenders", "--limit", "0", "--json").stdout)
+    assert len(everyone) == limited["total"]
+    assert daemon.req(cmd="offenders", limit=0)["ok"] is False
     daemon.ctl("unban", "203.0.113.52")
 
 
