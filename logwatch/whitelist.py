@@ -232,6 +232,11 @@ class Whitelist:
                 continue
             if host_bits:
                 warnings.append(f"{source}:{lineno}: {text!r} has host bits set; using {net}")
+            widest = 8 if ":" not in net else 16
+            if int(net.rsplit("/", 1)[1]) < widest:
+                # Applied as written, but said: usually a typo (0.0.0.0/0 disables every ban).
+                warnings.append(f"{source}:{lineno}: {text!r} is wider than /{widest}: nothing "
+                                f"in {net} will ever be banned")
             nets.append(net)
             where.append(lineno)
         return cls(nets, source, lines=where), warnings

@@ -158,3 +158,11 @@ def test_origins_name_file_and_line(tmp_path: Path):
     assert wl.origins("2001:db8:1::/64") == [(str(path), 4, "2001:db8::/32")]
     assert wl.origins("127.0.0.2") == [("built-in", None, "127.0.0.0/8")]
     assert wl.origins("198.51.100.1") == []
+
+
+def test_very_wide_entries_apply_with_a_warning():
+    wl, warnings = Whitelist.from_lines(["0.0.0.0/0", "10.0.0.0/8", "::/0", "2001::/16"], "wl")
+    assert "203.0.113.1" in wl and "2002::1" in wl
+    assert warnings == [
+        "wl:1: '0.0.0.0/0' is wider than /8: nothing in 0.0.0.0/0 will ever be banned",
+        "wl:3: '::/0' is wider than /16: nothing in ::/0 will ever be banned"]
