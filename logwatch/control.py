@@ -136,12 +136,26 @@ class ControlServer:
     def expire_idle(self, now: float | None = None) -> int:
         """Drop the clients idle for idle_timeout or longer; return how many."""
         now = self.clock() if now is None else now
-        idle = [fd for fd, c in self.clients.items() if now - c.last >= self.idle_timeout]
+        idle = [fd for fd, c in self.clients.items()
+                if now - c.last >= self.idle_timeout and not self._input_waiting(c, now)]
         for fd in idle:
             self._drop(fd)
         if idle:
             log.info("action=control-idle-close clients=%d", len(idle))
         return len(idle)
+
+    @staticmethod
+    def _input_waiting(client: _Client, now: float) -> bool:
+        """A request that arrived while the loop was busy (a long reload) is not idleness."""
+        try:
+            waiting = bool(client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        if waiting:
+            client.last = now
+        return waiting
 
     def _drop(self, fd: int) -> None:
         client = self.clients.pop(fd, None)

@@ -127,3 +127,27 @@ def test_idle_connections_do_not_lock_out_logwatchctl(tmp_path):
         for s in held:
             s.close()
         d.stop()
+
+
+def test_a_request_waiting_after_a_busy_spell_is_not_idleness(tmp_path):
+    """The loop was busy (a long reload) longer than the idle timeout while a client's
+    request sat unread in the socket: that client is served, not dropped."""
+    sel = selectors.DefaultSelector()
+    server = ControlServer(str(tmp_path / "ctl.sock"), lambda req: {"ok": True}, sel,
+                           idle_timeout=0.2)
+    server.start()
+    try:
+        client = connect(server.path)
+        server._accept(0)
+        client.sendall(b'{"cmd": "status"}\n')
+        time.sleep(0.4)                         # the loop did not look at it meanwhile
+        assert server.expire_idle() == 0
+        for key, mask in sel.select(1):
+            key.data(mask)
+        assert client.recv(100).startswith(b'{"ok":true')
+        time.sleep(0.4)                         # now truly idle
+        assert server.expire_idle() == 1
+        client.close()
+    finally:
+        server.close()
+        sel.close()
