@@ -162,6 +162,17 @@ class RelayMap:
                          problem)
         return False
 
+    def listing(self) -> set[str]:
+        """The IPs the map holds now (empty when it is missing or unreadable, or in dry run)."""
+        if self.dry_run or not os.path.isfile(self.spec.file):
+            return set()
+        proc = self._run(["-s", str(self.spec)], "", check=False)
+        if proc.returncode != 0:
+            return set()
+        ips = (normalize_ip(line.split(None, 1)[0]) for line in proc.stdout.splitlines()
+               if line.strip())
+        return {ip for ip in ips if ip is not None}
+
     # -- internals ----------------------------------------------------------------------
 
     def _keys(self, ips: Iterable[str], action: str) -> list[str]:
