@@ -306,7 +306,7 @@ class RelayMap:
                 # No fsync: this copy is informational and is rewritten by every rebuild at
                 # start; ext4 and others flush a file renamed over another anyway.
                 fh.write("".join(f"{ip}\t{self.value}\n" for ip in self._grants))
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o640)     # client IPs: not world-readable (Postfix never reads it)
             os.replace(tmp, self.text_file)
         except BaseException:
             try:

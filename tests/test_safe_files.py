@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from daemon_harness import pyenv
+from daemon_harness import postfix_config_dir, pyenv
 
 from logwatch.actionlog import ActionLog
 from logwatch.config import ConfigError, load_config
+from logwatch.relaymap import open_relay_map
 from logwatch.safeio import CONFIG_MAX_BYTES
 from logwatch.statelock import StateLock, StateLockError
 from logwatch.store import Store
@@ -167,6 +168,16 @@ def test_actions_log_is_not_world_readable(tmp_path: Path) -> None:
     alog.write("ban", ip="192.0.2.8/32")
     alog.close()
     assert mode(path) == 0o640
+
+
+def test_relay_text_file_is_not_world_readable_and_map_lists_back(tmp_path: Path) -> None:
+    text = tmp_path / "grants.txt"
+    with umask(0):
+        rmap = open_relay_map(f"hash:{tmp_path / 'relay'}", text_file=str(text),
+                              postfix_config_dir=str(postfix_config_dir(tmp_path)))
+        rmap.rebuild(["192.0.2.1", "2001:db8::1"])
+    assert mode(text) == 0o640
+    assert rmap.listing() == {"192.0.2.1", "2001:db8::1"}
 
 
 # -- the state directory lock -------------------------------------------------------------
