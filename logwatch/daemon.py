@@ -39,6 +39,7 @@ from .control import ControlError, ControlServer
 from .events import Event, normalize_ip
 from .filewatch import FileWatch
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from .pending import PendingWrites
 from .sdnotify import notify as _sd_notify
 from .sdnotify import watchdog_interval as _sd_watchdog_interval
 from .statelock import StateLock, StateLockError
@@ -117,6 +118,7 @@ class Daemon:
         # True while the store lags behind the engine (a commit failed): positions are then
         # not saved, so a restart re-reads the lines whose effects are not durable yet.
         self.store_dirty = False
+        self.pending = PendingWrites()
         self.store_retry_delay = STORE_RETRY_DELAY
         self.state_lock: StateLock | None = None
         self.actions = ActionLog(cfg.daemon.actions_log)
@@ -517,13 +519,11 @@ class Daemon:
             self.timers["storesync"] = self.clock() + self.store_retry_delay
 
     def _resync_store(self) -> bool:
-        """Write the engine's whole state, then the positions, in one transaction."""
+        """Write the changes the store lacks, then the positions, in one transaction."""
         self.store.positions_held = False
         try:
             with self.store.transaction():
-                self.store.replace_state(list(self.engine.grants.values()),
-                                         list(self.engine.bans.values()),
-                                         self.engine.offender_rows())
+                self.pending.write(self.store, self.engine.offender_rows)
                 for src in self.sources:
                     src.save_positions()
         except Exception as exc:
@@ -534,6 +534,7 @@ class Daemon:
                       self.store_retry_delay, exc)
             return False
         self.store_dirty = False
+        self.pending = PendingWrites()
         self.store_retry_delay = STORE_RETRY_DELAY
         log.info("action=store-resync result=ok grants=%d bans=%d", len(self.engine.grants),
                  len(self.engine.bans))
@@ -542,8 +543,8 @@ class Daemon:
     def _persist(self, grants: dict[str, Grant], revoked: dict[str, str], bans: dict[str, Ban],
                  lifted: dict[str, str], positions: bool = False) -> None:
         if self.store_dirty:
-            # Only the full resync (on its timer) makes the store whole again; the engine
-            # keeps this batch meanwhile, and no position moves past it.
+            # Kept for the resync (on its timer); no position moves past this batch.
+            self.pending.merge(grants, revoked, bans, lifted)
             return
         try:
             with self.store.transaction():
@@ -565,6 +566,7 @@ class Daemon:
             self.error(f"store: {exc}")
             log.error("action=store-error error=%s (positions held back until it is written)",
                       exc)
+            self.pending.merge(grants, revoked, bans, lifted)
             self._store_failed()
 
     def _log_actions(self, grants: dict[str, Grant], new_map: list[str], revoked: dict[str, str],
