@@ -201,23 +201,7 @@ class Daemon:
         cfg = self.cfg
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self._setup_signals()
-        try:
-            os.makedirs(cfg.daemon.state_dir, exist_ok=True)
-            # Before anything else: a second instance must not touch the map or the firewall.
-            self.state_lock = StateLock(cfg.daemon.state_dir)
-            self.state_lock.acquire()
-            self.store = Store(os.path.join(cfg.daemon.state_dir, "state.db"))
-            if getattr(self.args, "reset_state", False):
-                self.store.replace_state([], [], [])
-                log.warning("action=reset-state store=%s (saved grants and bans discarded)",
-                            self.store.path)
-            saved = (self.store.load_grants(), self.store.load_bans(),
-                     self.store.load_offenders())
-        except sqlite3.Error as exc:   # a corrupt page shows only when it is read
-            raise StartupError(f"state: {self.store.path}: {exc} (move it aside to start "
-                               "afresh: live bans and grants are then adopted)") from exc
-        except (OSError, StoreError, StateLockError) as exc:
-            raise StartupError(f"state: {exc}") from exc
+        saved = self._open_state(cfg.daemon.state_dir)
         try:
             self.parser = self._load_parser(cfg)
         except Exception as exc:
@@ -258,6 +242,26 @@ class Daemon:
         log.info("action=start version=%s config=%s dry_run=%s grants=%d bans=%d sources=%d",
                  __version__, self.config_path or "(defaults)", int(self.dry_run),
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
+
+    def _open_state(self, state_dir: str) -> tuple[list[Grant], list[Ban], list[Any]]:
+        """Lock the state directory, open the store, read the saved grants, bans, history."""
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+            # Before anything else: a second instance must not touch the map or the firewall.
+            self.state_lock = StateLock(state_dir)
+            self.state_lock.acquire()
+            self.store = Store(os.path.join(state_dir, "state.db"))
+            if getattr(self.args, "reset_state", False):
+                self.store.replace_state([], [], [])
+                log.warning("action=reset-state store=%s (saved grants and bans discarded)",
+                            self.store.path)
+            return (self.store.load_grants(), self.store.load_bans(),
+                    self.store.load_offenders())
+        except sqlite3.Error as exc:   # a corrupt page shows only when it is read
+            raise StartupError(f"state: {self.store.path}: {exc} (move it aside to start "
+                               "afresh: live bans and grants are then adopted)") from exc
+        except (OSError, StoreError, StateLockError) as exc:
+            raise StartupError(f"state: {exc}") from exc
 
     def _adopt_live_entries(self) -> None:
         """A new store (state.db missing or 0-byte) must not make the reconcile delete every
