@@ -44,8 +44,7 @@ def read_capped(path: str | os.PathLike[str], limit: int) -> bytes:
 
 def make_private(path: str | os.PathLike[str], mode: int = 0o600) -> None:
     """Create path if absent and set its mode to `mode` (an old 0644 file is tightened too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)   # O_CREAT's mode is filtered by the umask; fchmod is not
     finally:
