@@ -528,6 +528,7 @@ class Daemon:
         try:
             with self.store.transaction():
                 self.pending.write(self.store, self.engine.offender_rows)
+                self.store.write_held_cursors()
                 for src in self.sources:
                     src.save_positions()
         except Exception as exc:
@@ -539,6 +540,7 @@ class Daemon:
             return False
         self.store_dirty = False
         self.pending = PendingWrites()
+        self.store.held_cursors.clear()
         self.store_retry_delay = STORE_RETRY_DELAY
         log.info("action=store-resync result=ok grants=%d bans=%d", len(self.engine.grants),
                  len(self.engine.bans))

@@ -93,6 +93,7 @@ class Store:
         # Set by the daemon while grants/bans failed to commit (disk full): a position saved
         # then would skip, after a restart, the lines whose effects were lost.
         self.positions_held = False
+        self.held_cursors: dict[str, str] = {}   # cursors given while held, newest each
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -220,11 +221,19 @@ class Store:
 
     def set_cursor(self, name: str, cursor: str) -> None:
         if self.positions_held:
+            # Kept for write_held_cursors(): the journal source gives a cursor only once.
+            self.held_cursors[name] = cursor
             return
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, cursor))
 
     # -- resync after a failed write (disk full) -----------------------------
+
+    def write_held_cursors(self) -> None:
+        """Write the cursors given while positions were held (in the caller's transaction);
+        the caller clears held_cursors once that transaction committed."""
+        for name, cursor in self.held_cursors.items():
+            self.set_cursor(name, cursor)
 
     def replace_state(self, grants: Iterable[Grant], bans: Iterable[Ban],
                       offenders: Iterable[tuple[str, int, float]]) -> None:

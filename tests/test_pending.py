@@ -47,3 +47,19 @@ def test_merged_batches_equal_the_batches_applied_in_order(tmp_path: Path) -> No
     assert [g.ip for g in merged.load_grants()] == ["192.0.2.1", "192.0.2.3"]
     assert merged.load_grants()[0].expires_at == 200.0
     assert sorted(r[0] for r in merged.load_offenders()) == ["203.0.113.1/32", "203.0.113.2/32"]
+
+
+def test_cursor_given_while_held_is_written_on_release(tmp_path: Path) -> None:
+    # The journal source hands each cursor over once; one given while a commit failed must
+    # still reach the store with the resync, or a restart would replay those records.
+    store = Store(tmp_path / "state.db")
+    store.set_cursor("journal", "c1")
+    store.positions_held = True
+    store.set_cursor("journal", "c2")
+    store.save_positions([])
+    assert store.get_cursor("journal") == "c1"
+    store.positions_held = False
+    with store.transaction():
+        store.write_held_cursors()
+    assert store.get_cursor("journal") == "c2"
+    store.close()
