@@ -36,6 +36,8 @@ def adopt(engine: Any, nets: list[str], ips: list[str]) -> Adoption:
     (their real expiry died with the store); protected or nested entries are skipped."""
     result = Adoption()
     for net in nets:
+        if net in engine.bans:
+            continue          # the store had it (a store without the start mark)
         try:
             effects = engine.ban(net)
         except ValueError as exc:
@@ -48,6 +50,8 @@ def adopt(engine: Any, nets: list[str], ips: list[str]) -> Adoption:
                 result.bans += 1
         result.effects.extend(effects)
     for ip in ips:
+        if ip in engine.grants:
+            continue
         try:
             effects = engine.grant(ip, service=ADOPTED)
         except ValueError as exc:

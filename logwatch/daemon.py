@@ -224,6 +224,10 @@ class Daemon:
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
             raise StartupError(f"effectors: {exc}") from exc
         try:
+            self.store.mark_started()
+        except sqlite3.Error as exc:   # an empty store then stays "new" for the next start
+            log.error("action=store-error error=%s", exc)
+        try:
             self.watchdog = self._make_watchdog(cfg)
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc

@@ -13,6 +13,9 @@ from .model import Ban, Grant, Position
 from .safeio import make_private, tighten
 
 SCHEMA_VERSION = 1
+# Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
+# on the store: an empty store without it was never used, whatever its schema.
+APPLICATION_ID = 0x4C575344
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append one.
 MIGRATIONS: list[str] = [
@@ -77,10 +80,12 @@ class Store:
             self.db.execute("PRAGMA busy_timeout=5000")
             for suffix in ("-wal", "-shm"):
                 tighten(f"{self.path}{suffix}")
-            # A store without a schema was just created (missing or 0-byte file): the daemon
-            # must not reconcile the kernel and the map down to it (see daemon.adopt).
-            self.fresh = self.schema_version == 0
+            # A store just created (missing or 0-byte file), or left empty by a start that
+            # died before its first reconcile: the daemon must not reconcile the kernel and
+            # the map down to it (see adopt.py).
+            created = self.schema_version == 0
             self._migrate()
+            self.fresh = created or (not self._marked() and self._empty())
         except BaseException as exc:
             # Do not leak the connection (and its file descriptors) when the daemon retries.
             db = getattr(self, "db", None)
@@ -113,6 +118,18 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def _marked(self) -> bool:
+        return self.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+    def _empty(self) -> bool:
+        return not any(self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                       for table in ("grants", "bans", "positions", "cursors"))
+
+    def mark_started(self) -> None:
+        """Record that a daemon started (and reconciled) on this store."""
+        if not self._marked():
+            self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     @property
     def schema_version(self) -> int:

@@ -191,8 +191,9 @@ def test_disk_full_loses_nothing(tmp_path: Path, ns: str, kill_while_full: bool)
 
 # -- 9: a missing or 0-byte state.db -------------------------------------------------------
 
+@pytest.mark.parametrize("how", ["zero-bytes", "schema-only"])
 def test_empty_state_db_adopts_live_entries_and_reset_state_drops_them(
-        tmp_path: Path, ns: str) -> None:
+        tmp_path: Path, ns: str, how: str) -> None:
     d = make(tmp_path, ns)
     try:
         d.start()
@@ -203,6 +204,11 @@ def test_empty_state_db_adopts_live_entries_and_reset_state_drops_them(
         db.write_bytes(b"")                       # 0 bytes, as after a failed copy
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if how == "schema-only":
+            # The first start on the empty file died after making the schema, before it
+            # adopted anything: the next start must not take that store for the truth.
+            from logwatch.store import Store
+            Store(db).close()
         mark = len(d.stderr())
         d.start()
         assert "action=adopt bans=1 grants=2" in d.stderr()[mark:]
