@@ -38,8 +38,16 @@ class ActionLog:
     def _open(self) -> None:
         assert self.path is not None
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # kept open between writes
-        st = os.fstat(self._fh.fileno())
+        # User names and IPs: never world-readable, whatever the umask or an older 0644 file.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            st = os.fstat(fd)
+            if st.st_mode & 0o027:
+                os.fchmod(fd, st.st_mode & 0o7750)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fh = open(fd, "a", encoding="utf-8")  # kept open between writes
         self._ident = (st.st_dev, st.st_ino)
 
     def _rotated(self) -> bool:

@@ -14,6 +14,8 @@ import yaml
 
 from .duration import parse_duration
 from .literalscan import MATCHERS, hyperscan_available
+from .safeio import CONFIG_MAX_BYTES, read_capped
+from .yamlsrc import MAX_EXPANDED_NODES, expanded_size_ok
 
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
 DEFAULT_RULES_DIR = "/usr/share/logwatchd/rules"
@@ -404,7 +406,7 @@ def _cross_checks(cfg: Config, file: str, lines: dict[str, int],
     return problems
 
 
-def parse_config(text: str, file: str = "<string>") -> Config:
+def parse_config(text: str, file: str = "<string>", *, empty_ok: bool = True) -> Config:
     """Parse YAML text into a Config on top of the defaults; raise ConfigError listing all errors."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -416,10 +418,18 @@ def parse_config(text: str, file: str = "<string>") -> Config:
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigProblem(file, line, "(syntax)", f"invalid YAML: {reason}")]) from exc
+    if not expanded_size_ok(root):
+        raise ConfigError([ConfigProblem(file, None, "(syntax)", (
+            f"refused: more than {MAX_EXPANDED_NODES} nodes once its YAML aliases are "
+            "expanded (an alias bomb?)"))])
     cfg = Config()
     problems: list[ConfigProblem] = []
     lines: dict[str, int] = {}
     if root is None:
+        if not empty_ok:
+            raise ConfigError([ConfigProblem(file, None, "(file)", (
+                "empty: no settings at all (a file truncated while being saved?); refused, "
+                "as it would switch everything to the built-in defaults"))])
         return cfg
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError([ConfigProblem(file, _line(root), "(top level)",
@@ -488,19 +498,22 @@ def parse_config(text: str, file: str = "<string>") -> Config:
     return cfg
 
 
-def load_config(path: str | None = None, *, missing_ok: bool = False) -> Config:
-    """Load the YAML file at path (default DEFAULT_CONFIG_PATH); missing_ok gives the defaults."""
+def load_config(path: str | None = None, *, missing_ok: bool = False,
+                empty_ok: bool = True) -> Config:
+    """Load the YAML file at path (default DEFAULT_CONFIG_PATH); missing_ok gives the defaults
+    for an absent file; empty_ok=False (reload) refuses a file without any setting."""
     path = path or DEFAULT_CONFIG_PATH
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        # Regular files only, size-capped, opened without blocking: a FIFO or /dev/zero is
+        # refused instead of hanging the loop or exhausting memory.
+        text = read_capped(path, CONFIG_MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         if missing_ok:
             return Config()
         raise ConfigError([ConfigProblem(path, None, "(file)", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path, None, "(file)", f"cannot read: {exc}")]) from None
-    return parse_config(text, path)
+    return parse_config(text, path, empty_ok=empty_ok)
 
 
 # -- command-line overrides -------------------------------------------------------

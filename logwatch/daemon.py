@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import selectors
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter, deque
@@ -41,9 +42,11 @@ from .filewatch import FileWatch
 from .hints import access_hint
 from .lag import LagMeter
 from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from .pending import PendingWrites
 from .queries import answer_query
 from .sdnotify import notify as _sd_notify
 from .sdnotify import watchdog_interval as _sd_watchdog_interval
+from .statelock import StateLock, StateLockError
 from .store import Store, StoreError
 from .targets import check_ban, check_grant
 
@@ -54,6 +57,8 @@ WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotif
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
 REPAIR_DELAY = 2.0               # first reconcile after a failed firewall/map write ...
 REPAIR_MAX_DELAY = 300.0         # ... doubling while it keeps failing, up to this
+STORE_RETRY_DELAY = 1.0          # resync of the store after a failed commit (disk full) ...
+STORE_RETRY_MAX_DELAY = 30.0     # ... doubling while it keeps failing, up to this
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
 
 def sd_notify(state: str) -> None:
@@ -116,6 +121,12 @@ class Daemon:
         self.whitelist_mtime: float | None = None
         self.whitelist_watch: FileWatch | None = None
         self.repair_delay = REPAIR_DELAY
+        # True while the store lags behind the engine (a commit failed): positions are then
+        # not saved, so a restart re-reads the lines whose effects are not durable yet.
+        self.store_dirty = False
+        self.pending = PendingWrites()
+        self.store_retry_delay = STORE_RETRY_DELAY
+        self.state_lock: StateLock | None = None
         self.actions = ActionLog(cfg.daemon.actions_log)
         self.dry_run = cfg.daemon.dry_run
         self.firewall: Any = None
@@ -196,12 +207,7 @@ class Daemon:
         cfg = self.cfg
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self._setup_signals()
-        try:
-            os.makedirs(cfg.daemon.state_dir, exist_ok=True)
-            self.store = Store(os.path.join(cfg.daemon.state_dir, "state.db"))
-        except (OSError, StoreError) as exc:
-            hint = access_hint(cfg.daemon.state_dir, "daemon.state_dir (--state-dir)")
-            raise StartupError(f"state: {exc}{hint}") from exc
+        saved = self._open_state(cfg.daemon.state_dir)
         try:
             self.parser = self._load_parser(cfg)
         except Exception as exc:
@@ -215,14 +221,18 @@ class Daemon:
                              clock=self.clock)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
-        self._apply(self.engine.load(self.store.load_grants(), self.store.load_bans(),
-                                     self.store.load_offenders()))
+        self._apply(self.engine.load(*saved))
         self._apply(self.engine.sweep())
         try:
             self._make_effectors(cfg)
+            self._adopt_live_entries()
             self._reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
             raise StartupError(f"effectors: {exc}") from exc
+        try:
+            self.store.mark_started()
+        except sqlite3.Error as exc:   # an empty store then stays "new" for the next start
+            log.error("action=store-error error=%s", exc)
         try:
             self.watchdog = self._make_watchdog(cfg)
         except ValueError as exc:
@@ -244,6 +254,54 @@ class Daemon:
         log.info("action=start version=%s config=%s dry_run=%s grants=%d bans=%d sources=%d",
                  __version__, self.config_path or "(defaults)", int(self.dry_run),
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
+
+    def _open_state(self, state_dir: str) -> tuple[list[Grant], list[Ban], list[Any]]:
+        """Lock the state directory, open the store, read the saved grants, bans, history."""
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+            # Before anything else: a second instance must not touch the map or the firewall.
+            self.state_lock = StateLock(state_dir)
+            self.state_lock.acquire()
+            self.store = Store(os.path.join(state_dir, "state.db"))
+            if getattr(self.args, "reset_state", False):
+                self.store.replace_state([], [], [])
+                log.warning("action=reset-state store=%s (saved grants and bans discarded)",
+                            self.store.path)
+            return (self.store.load_grants(), self.store.load_bans(),
+                    self.store.load_offenders())
+        except sqlite3.Error as exc:   # a corrupt page shows only when it is read
+            raise StartupError(f"state: {self.store.path}: {exc} (move it aside to start "
+                               "afresh: live bans and grants are then adopted)") from exc
+        except (OSError, StoreError) as exc:
+            hint = access_hint(state_dir, "daemon.state_dir (--state-dir)")
+            raise StartupError(f"state: {exc}{hint}") from exc
+        except StateLockError as exc:
+            raise StartupError(f"state: {exc}") from exc
+
+    def _adopt_live_entries(self) -> None:
+        """A new store (state.db missing or 0-byte) must not make the reconcile delete every
+        live ban and grant: adopt them, unless --reset-state asks for a clean slate."""
+        if not self.store.fresh or getattr(self.args, "reset_state", False):
+            return
+        from .adopt import adopt, live_entries
+
+        nets, ips = live_entries(self.firewall, self.relay_map)
+        if not nets and not ips:
+            return
+        found = adopt(self.engine, nets, ips)
+        grants = {e.grant.ip: e.grant for e in found.effects if isinstance(e, GrantAdded)}
+        bans = {e.ban.net: e.ban for e in found.effects if isinstance(e, BanAdded)}
+        # Persisted only: the entries are in the kernel and the map already.
+        self._persist(grants, {}, bans, {})
+        self._log_actions(grants, list(grants), {}, bans, {}, self.clock())
+        for why in found.skipped:
+            log.warning("action=adopt-skipped entry=%s", why)
+        message = (f"state store {self.store.path} was empty or new while the firewall held "
+                   f"{len(nets)} and the map {len(ips)} of our entries: adopted "
+                   f"{found.bans} ban(s) and {found.grants} grant(s); --reset-state drops them")
+        self.error(message)
+        log.warning("action=adopt bans=%d grants=%d skipped=%d store=%s", found.bans,
+                    found.grants, len(found.skipped), self.store.path)
 
     def _reconcile(self) -> None:
         """Kernel and map := the store's live state (start, reload)."""
@@ -350,6 +408,9 @@ class Daemon:
             elif name == "repair":
                 del self.timers["repair"]
                 self._repair()
+            elif name == "storesync":
+                del self.timers["storesync"]
+                self._resync_store()
             elif name == "mapcheck":
                 self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
                 self._check_map()
@@ -481,8 +542,43 @@ class Daemon:
         log.info("action=repair result=ok grants=%d bans=%d", len(self.engine.grants),
                  len(self.engine.bans))
 
+    def _store_failed(self) -> None:
+        """A commit failed: the engine is ahead of the store until a resync succeeds."""
+        self.store_dirty = True
+        self.store.positions_held = True
+        if "storesync" not in self.timers:
+            self.timers["storesync"] = self.clock() + self.store_retry_delay
+
+    def _resync_store(self) -> bool:
+        """Write the changes the store lacks, then the positions, in one transaction."""
+        self.store.positions_held = False
+        try:
+            with self.store.transaction():
+                self.pending.write(self.store, self.engine.offender_rows)
+                self.store.write_held_cursors()
+                for src in self.sources:
+                    src.save_positions()
+        except Exception as exc:
+            self.store.positions_held = True
+            self.store_retry_delay = min(self.store_retry_delay * 2, STORE_RETRY_MAX_DELAY)
+            self.timers["storesync"] = self.clock() + self.store_retry_delay
+            log.error("action=store-resync result=failed retry_in=%.0f error=%s",
+                      self.store_retry_delay, exc)
+            return False
+        self.store_dirty = False
+        self.pending = PendingWrites()
+        self.store.held_cursors.clear()
+        self.store_retry_delay = STORE_RETRY_DELAY
+        log.info("action=store-resync result=ok grants=%d bans=%d", len(self.engine.grants),
+                 len(self.engine.bans))
+        return True
+
     def _persist(self, grants: dict[str, Grant], revoked: dict[str, str], bans: dict[str, Ban],
                  lifted: dict[str, str], positions: bool = False) -> None:
+        if self.store_dirty:
+            # Kept for the resync (on its timer); no position moves past this batch.
+            self.pending.merge(grants, revoked, bans, lifted)
+            return
         try:
             with self.store.transaction():
                 if positions:
@@ -501,7 +597,10 @@ class Daemon:
                     self.store.put_offenders(self.engine.offender_rows(list(bans)))
         except Exception as exc:
             self.error(f"store: {exc}")
-            log.error("action=store-error error=%s", exc)
+            log.error("action=store-error error=%s (positions held back until it is written)",
+                      exc)
+            self.pending.merge(grants, revoked, bans, lifted)
+            self._store_failed()
 
     def _log_actions(self, grants: dict[str, Grant], new_map: list[str], revoked: dict[str, str],
                      bans: dict[str, Ban], lifted: dict[str, str], now: float) -> None:
@@ -566,6 +665,8 @@ class Daemon:
             log.error("action=relaymap-error error=%s", exc)
 
     def _save_positions(self) -> None:
+        if self.store_dirty:
+            return     # the positions are written with the resync, never ahead of it
         try:
             with self.store.transaction():
                 for src in self.sources:
@@ -584,7 +685,9 @@ class Daemon:
         path = self.config_path
         try:
             # Only the absent default file means "built-in defaults"; a named file must exist.
-            cfg = load_config(path or DEFAULT_CONFIG_PATH, missing_ok=path is None)
+            # An empty file (truncated mid-save) is refused: it would switch to the defaults.
+            cfg = load_config(path or DEFAULT_CONFIG_PATH, missing_ok=path is None,
+                              empty_ok=False)
             cfg = apply_overrides(cfg, self.args)
             parser = self._load_parser(cfg)
             whitelist = self._load_whitelist(cfg)
@@ -858,9 +961,12 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        if self.store_dirty:
+            self._resync_store()
         self._save_positions()
         try:
-            self.store.put_offenders(self.engine.offender_rows())
+            if not self.store_dirty:
+                self.store.put_offenders(self.engine.offender_rows())
         except Exception as exc:
             log.error("action=store-error error=%s", exc)
         if self.watchdog is not None:
@@ -876,6 +982,8 @@ class Daemon:
             self._effect("firewall", self.firewall.flush)
         self.actions.close()
         self.store.close()
+        if self.state_lock is not None:
+            self.state_lock.release()
         log.info("action=stopped grants=%d bans=%d", len(self.engine.grants),
                  len(self.engine.bans))
 
@@ -958,6 +1066,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--daemonize", action="store_true", help="fork into the background, write --pidfile")
     a("--pidfile", metavar="FILE", help="pid file (written with --daemonize or when given)")
     a("--actions-log", metavar="FILE", help="LTSV actions log ('none' disables)")
+    a("--reset-state", action="store_true",
+      help="start with no grants or bans: discard the saved ones and, with a new or empty "
+           "state.db, remove the firewall's and map's entries instead of adopting them")
     a("--log", choices=("syslog", "stderr"), help="where to log (default syslog)")
     a("--debug", action="store_true", help="log debug messages too")
     return p
@@ -1081,7 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.daemonize or args.pidfile:
             write_pidfile(cfg.daemon.pidfile)
         daemon.setup()
-    except (StartupError, ConfigError, OSError) as exc:
+    except (StartupError, ConfigError, OSError, sqlite3.Error) as exc:
         log.error("action=startup-failed error=%s", exc)
         _report_start(ready_fd, str(exc))
         if cfg.daemon.log != "stderr" and not args.daemonize:

@@ -162,6 +162,17 @@ class RelayMap:
                          problem)
         return False
 
+    def listing(self) -> set[str]:
+        """The IPs the map holds now (empty when it is missing or unreadable, or in dry run)."""
+        if self.dry_run or not os.path.isfile(self.spec.file):
+            return set()
+        proc = self._run(["-s", str(self.spec)], "", check=False)
+        if proc.returncode != 0:
+            return set()
+        ips = (normalize_ip(line.split(None, 1)[0]) for line in proc.stdout.splitlines()
+               if line.strip())
+        return {ip for ip in ips if ip is not None}
+
     # -- internals ----------------------------------------------------------------------
 
     def _keys(self, ips: Iterable[str], action: str) -> list[str]:
@@ -295,7 +306,7 @@ class RelayMap:
                 # No fsync: this copy is informational and is rewritten by every rebuild at
                 # start; ext4 and others flush a file renamed over another anyway.
                 fh.write("".join(f"{ip}\t{self.value}\n" for ip in self._grants))
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o640)     # client IPs: not world-readable (Postfix never reads it)
             os.replace(tmp, self.text_file)
         except BaseException:
             try:

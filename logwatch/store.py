@@ -10,8 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .model import Ban, Grant, Position
+from .safeio import make_private, tighten
 
 SCHEMA_VERSION = 1
+# Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
+# on the store: an empty store without it was never used, whatever its schema.
+APPLICATION_ID = 0x4C575344
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append one.
 MIGRATIONS: list[str] = [
@@ -64,6 +68,9 @@ class Store:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # User names and IPs: 0600 whatever the umask; SQLite gives the -wal and -shm
+            # files the database file's mode, and old 0644 ones are tightened below.
+            make_private(self.path)
             # isolation_level=None: we open transactions ourselves, so a batch is one commit.
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -71,16 +78,27 @@ class Store:
             # last transactions, which reconcile at start repairs from the firewall's own state.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
+            for suffix in ("-wal", "-shm"):
+                tighten(f"{self.path}{suffix}")
+            # A store just created (missing or 0-byte file), or left empty by a start that
+            # died before its first reconcile: the daemon must not reconcile the kernel and
+            # the map down to it (see adopt.py).
+            created = self.schema_version == 0
             self._migrate()
+            self.fresh = created or (not self._marked() and self._empty())
         except BaseException as exc:
             # Do not leak the connection (and its file descriptors) when the daemon retries.
             db = getattr(self, "db", None)
             if db is not None:
                 db.close()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StoreError(f"{self.path}: {exc}") from exc
             raise
         self._depth = 0
+        # Set by the daemon while grants/bans failed to commit (disk full): a position saved
+        # then would skip, after a restart, the lines whose effects were lost.
+        self.positions_held = False
+        self.held_cursors: dict[str, str] = {}   # cursors given while held, newest each
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -100,6 +118,18 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def _marked(self) -> bool:
+        return self.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+    def _empty(self) -> bool:
+        return not any(self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                       for table in ("grants", "bans", "positions", "cursors"))
+
+    def mark_started(self) -> None:
+        """Record that a daemon started (and reconciled) on this store."""
+        if not self._marked():
+            self.db.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     @property
     def schema_version(self) -> int:
@@ -190,6 +220,8 @@ class Store:
     # -- tail positions and journal cursors ----------------------------------
 
     def save_positions(self, positions: Iterable[Position]) -> None:
+        if self.positions_held:
+            return
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
@@ -205,5 +237,29 @@ class Store:
         return row[0] if row else None
 
     def set_cursor(self, name: str, cursor: str) -> None:
+        if self.positions_held:
+            # Kept for write_held_cursors(): the journal source gives a cursor only once.
+            self.held_cursors[name] = cursor
+            return
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, cursor))
+
+    # -- resync after a failed write (disk full) -----------------------------
+
+    def write_held_cursors(self) -> None:
+        """Write the cursors given while positions were held (in the caller's transaction);
+        the caller clears held_cursors once that transaction committed."""
+        for name, cursor in self.held_cursors.items():
+            self.set_cursor(name, cursor)
+
+    def replace_state(self, grants: Iterable[Grant], bans: Iterable[Ban],
+                      offenders: Iterable[tuple[str, int, float]]) -> None:
+        """Make grants, bans and offender history exactly these, in the caller's transaction
+        (or one of its own): the engine's memory is the truth after a failed commit."""
+        with self.transaction():
+            self.db.execute("DELETE FROM grants")
+            self.db.execute("DELETE FROM bans")
+            self.db.execute("DELETE FROM offenders")
+            self.put_grants(grants)
+            self.put_bans(bans)
+            self.put_offenders(offenders)

@@ -14,6 +14,8 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 
+from .safeio import WHITELIST_MAX_BYTES, read_capped
+
 log = logging.getLogger("logwatchd.whitelist")
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -245,13 +247,12 @@ class Whitelist:
     def from_file(cls, path: str | os.PathLike[str]) -> tuple[Whitelist, list[str]]:
         """Read a whitelist file; a missing or unreadable file gives loopback only plus a warning."""
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = read_capped(path, WHITELIST_MAX_BYTES)   # no FIFO, no /dev/zero
         except FileNotFoundError:
             return cls(source=str(path)), [f"{path}: not found; whitelist holds loopback only"]
         except OSError as exc:
             return cls(source=str(path)), [
-                f"{path}: cannot read ({exc.strerror}); whitelist holds loopback only"]
+                f"{path}: cannot read ({exc.strerror or exc}); whitelist holds loopback only"]
         # Undecodable bytes become U+FFFD and make that one line invalid, not the whole file.
         text = data.decode("utf-8", errors="replace")
         return cls.from_lines(text.splitlines(), str(path))

@@ -7,11 +7,38 @@ from typing import Any
 
 import yaml
 
+from .safeio import RULES_MAX_BYTES, read_capped
+
+# A real config or rules file has a few thousand nodes; aliases may repeat a subtree, and a
+# 446-byte "billion laughs" expands to 10^9 nodes that every later walk would visit.
+MAX_EXPANDED_NODES = 200_000
+
 Marks = dict[tuple, int]
 
 
 class YamlError(Exception):
     """A YAML file that cannot be read or parsed; the message names file and line."""
+
+
+def expanded_size_ok(root: yaml.Node | None, limit: int = MAX_EXPANDED_NODES) -> bool:
+    """Whether the document, with every alias expanded, has at most `limit` nodes (stops
+    counting at the limit, so a bomb costs no more than a legitimate file)."""
+    if root is None:
+        return True
+    count = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return False
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.append(key_node)
+                stack.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return True
 
 
 def _walk(node: yaml.Node, path: tuple, marks: Marks) -> None:
@@ -32,12 +59,17 @@ def load_yaml(path: str | Path) -> tuple[Any, Marks]:
     """Parse a YAML file with yaml.safe_load; also return {key path: line number}."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, RULES_MAX_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if not expanded_size_ok(root):
+            raise YamlError(f"{path}: refused: more than {MAX_EXPANDED_NODES} nodes once "
+                            "its aliases are expanded")
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise YamlError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
