@@ -698,6 +698,9 @@ class Daemon:
             "lines_read": pstats.lines,
             "lines_skipped": skipped,
             "lines_unparsed": pstats.unknown_framing,
+            "lines_too_long": pstats.too_long,
+            "rules_over_budget": dict(pstats.over_budget),
+            "rules_quarantined": self.parser.quarantine_left(),
             "matcher": f"{self.parser.matcher.name} ({self.parser.matcher.passes} "
                        f"pass{'es' if self.parser.matcher.passes != 1 else ''})",
             "events": dict(c.events),
