@@ -156,27 +156,37 @@ def hostile_lines(rule: Any, seeds: Iterable[str], size: int, **kwargs: Any) -> 
     return [build(spec, size) for spec in hostile_specs(rule, seeds, **kwargs)]
 
 
-def _probe(rule: Any, seeds: list[str], size: int, budget: float) -> str | None:
-    """A problem if the regex blows the budget on a hostile line of `size` characters. Two
-    stages keep this cheap at load time: every hostile line at size/16, then the slowest few
-    at full size (a super-linear case is the slowest at any size)."""
-    specs = hostile_specs(rule, seeds, units_max=6, cuts_max=3, tails=False)
+def worst_hostile(rule: Any, seeds: list[str], size: int, finalists: int = 6,
+                  budget: float = 0.0, **spec_kwargs: Any) -> tuple[float, str]:
+    """The slowest hostile line of `size` characters for the rule's regex and its CPU time
+    (best of 3 when over `budget`). Two stages keep this cheap: every hostile line at size/16,
+    then the slowest few at full size (a super-linear case is the slowest at any size)."""
     search, clock = rule.regex.search, time.thread_time
     small = []
-    for spec in specs:
+    for spec in hostile_specs(rule, seeds, **spec_kwargs):
         line = build(spec, size // 16)
         started = clock()
         search(line)
         small.append((clock() - started, spec))
     small.sort(key=lambda pair: pair[0], reverse=True)
-    for _took, spec in small[:PROBE_FINALISTS]:
+    worst, worst_line = 0.0, ""
+    for _took, spec in small[:finalists]:
         line = build(spec, size)
         took = _best_time(lambda s=line: search(s), budget)
-        if took > budget:
-            return (f"{rule.source}: rule {rule.id!r}: regex took {took * 1000:.0f} ms on a "
-                    f"{len(line)}-character line starting {line[:60]!r} (budget "
-                    f"{budget * 1000:.0f} ms): it backtracks; see README, 'Log rules'")
-    return None
+        if took >= worst:
+            worst, worst_line = took, line
+    return worst, worst_line
+
+
+def _probe(rule: Any, seeds: list[str], size: int, budget: float) -> str | None:
+    """A problem if the regex blows the budget on a hostile line of `size` characters."""
+    took, line = worst_hostile(rule, seeds, size, PROBE_FINALISTS, budget,
+                               units_max=6, cuts_max=3, tails=False)
+    if took <= budget:
+        return None
+    return (f"{rule.source}: rule {rule.id!r}: regex took {took * 1000:.0f} ms on a "
+            f"{len(line)}-character line starting {line[:60]!r} (budget "
+            f"{budget * 1000:.0f} ms): it backtracks; see README, 'Log rules'")
 
 
 def sample_message(rule: Any, sample: Sample) -> str | None:
