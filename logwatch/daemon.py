@@ -123,7 +123,9 @@ class Daemon:
         from .rules import load_ruleset
 
         ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
-        return Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
+        parser = Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
+        parser.on_quarantine = self.error      # a rule over the time budget shows in status
+        return parser
 
     def _load_whitelist(self, cfg: Config) -> Any:
         from .whitelist import Whitelist

@@ -68,6 +68,7 @@ class Parser:
         self.ruleset = ruleset
         self.max_message, self.budget, self.quarantine = max_message, budget, quarantine
         self.quarantined: dict[str, float] = {}      # rule id -> time.monotonic() it ends
+        self.on_quarantine: Callable[[str], None] | None = None   # the daemon's error list
         self.framer = Framer(clock)
         self.stats = ParserStats()
         self.last_unknown: bytes | None = None
@@ -199,9 +200,14 @@ class Parser:
             return
         self.stats.over_budget[rule_id] += 1
         self.quarantined[rule_id] = time.monotonic() + self.quarantine
+        text = (f"rule {rule_id} quarantined for {self.quarantine:.0f}s: one search took "
+                f"{max(took, cpu):.3f}s (budget {self.budget:.3f}s) on a {len(message)}-character "
+                f"line; its regex backtracks on such lines: fix the rule")
         log.error("action=rule-quarantined rule=%s took=%.3fs budget=%.3fs line=%d length=%d "
                   "for=%.0fs (its regex backtracks on such lines: fix the rule)",
                   rule_id, max(took, cpu), self.budget, line_no, len(message), self.quarantine)
+        if self.on_quarantine is not None:
+            self.on_quarantine(text)
         self._replan()
 
     def quarantine_left(self) -> dict[str, float]:

@@ -127,5 +127,7 @@ def test_daemon_reports_the_quarantine_and_keeps_going(tmp_path, slow_rules):
         assert st["rules_over_budget"] == {"site-slow": 1}
         assert set(st["rules_quarantined"]) == {"site-slow"}
         assert "action=rule-quarantined rule=site-slow" in d.stderr()
+        assert any(e["message"].startswith("rule site-slow quarantined for 600s: one search took")
+                   for e in st["errors"])
     finally:
         d.stop(signal.SIGKILL)
