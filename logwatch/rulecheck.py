@@ -12,7 +12,7 @@ from typing import Any
 from .events import Event, normalize_ip
 
 # Samples use year-less syslog dates: a fixed "now" late in a year places them all the same way.
-SAMPLE_NOW = 1795305600.0          # 2026-11-21
+SAMPLE_NOW = 1795305600.0          # 2026-11-22 00:00 UTC
 # A sample line, or a hostile probe line, may cost a rule at most this (CPU seconds of this
 # thread, so a busy machine does not fail a rule; best of 3 runs): linear rules take ~1.5 ms on a
 # 16 KB probe, a quadratic one ~150 ms (uw-imap's old regex).
