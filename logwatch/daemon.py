@@ -140,7 +140,9 @@ class Daemon:
         from .rules import load_ruleset
 
         ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
-        return Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
+        parser = Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
+        parser.on_quarantine = self.error      # a rule over the time budget shows in status
+        return parser
 
     def _load_whitelist(self, cfg: Config) -> Any:
         from .whitelist import Whitelist
@@ -823,6 +825,9 @@ class Daemon:
             "lines_read": pstats.lines,
             "lines_skipped": skipped,
             "lines_unparsed": pstats.unknown_framing,
+            "lines_too_long": pstats.too_long,
+            "rules_over_budget": dict(pstats.over_budget),
+            "rules_quarantined": self.parser.quarantine_left(),
             "matcher": f"{self.parser.matcher.name} ({self.parser.matcher.passes} "
                        f"pass{'es' if self.parser.matcher.passes != 1 else ''})",
             "events": dict(c.events),

@@ -32,9 +32,14 @@ _STAMP = re.compile(
 # which often starts with a message id (1VxPit-000MMd-U4) that must not be taken for a host.
 _EXIM_OWN = re.compile(r"(?:\[(?P<pid>\d+)\] )?(?P<msg>(?P<msgid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-"
                        r"[0-9A-Za-z]{2,4} )?.*)$", re.S)
-# After the stamp: RFC 5424 "HOST APP PROCID MSGID [SD]|- MSG".
+# After the stamp: RFC 5424 "HOST APP PROCID MSGID [SD]|- MSG". An SD-ELEMENT is exactly
+# [SD-ID *(SP PARAM-NAME="PARAM-VALUE")], names without SP = ] "; inside a value '"', '\' and
+# ']' must be escaped with '\'. Anything else (an unescaped ] in a value, as in [m v="a]
+# reject: ... [6.6.6.6] ..."]) is malformed: no frame, so its text never becomes the message.
+_SD_NAME = r'[^\s=\]"]+'
+_SD_ELEMENT = rf'\[{_SD_NAME}(?: {_SD_NAME}="(?:[^"\\\]]|\\.)*")*\]'
 _R5424 = re.compile(
-    r"(?P<host>\S+) (?P<prog>\S+) (?P<pid>\S+) \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$",
+    rf"(?P<host>\S+) (?P<prog>\S+) (?P<pid>\S+) \S+ (?:-|(?:{_SD_ELEMENT})+)(?: (?P<msg>.*))?$",
     re.S,
 )
 # Dovecot's own log: "TAG: Level: msg"; the tag may carry "(ids)" and "<session>".

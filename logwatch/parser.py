@@ -9,6 +9,7 @@ program whose literal it holds. All other lines cost nothing but the matcher's p
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -32,6 +33,16 @@ _rule_of = attrgetter("rule")
 _UNSEEN = object()
 _new_object, _set_attribute = object.__new__, object.__setattr__
 _ip_cache_get = IP_CACHE.get
+log = logging.getLogger("logwatchd.parser")
+
+# The longest message (text after the syslog tag) handed to the rules; longer lines are skipped
+# and counted. It bounds what any regex can cost on one line; the load-time probe
+# (logwatch.rulecheck) times every rule on hostile lines of this length.
+MAX_MESSAGE = 16384
+# One regex search may take this much (seconds); a rule over it is quarantined (not run) for
+# QUARANTINE seconds. Python's re cannot be interrupted, so this is measured after the fact.
+RULE_BUDGET = 0.05
+QUARANTINE = 600.0
 
 
 @dataclass
@@ -41,6 +52,9 @@ class ParserStats:
     events: int = 0
     unknown_framing: int = 0      # lines with a literal whose syslog framing is not understood
     invalid_ip: int = 0           # a rule matched but its ip group is no valid address
+    too_long: int = 0             # lines whose message is over max_message: not given to rules
+    over_budget: Counter = field(default_factory=Counter)   # rule id -> searches over budget
+    quarantined_lines: int = 0    # lines a quarantined rule was not tried on
     by_rule: Counter = field(default_factory=Counter)
     by_kind: Counter = field(default_factory=Counter)
 
@@ -49,8 +63,12 @@ class Parser:
     """Turns bytes of log lines into Events with a compiled Ruleset."""
 
     def __init__(self, ruleset: Ruleset, clock: Callable[[], float] = time.time,
-                 matcher: str = "auto") -> None:
+                 matcher: str = "auto", max_message: int = MAX_MESSAGE,
+                 budget: float = RULE_BUDGET, quarantine: float = QUARANTINE) -> None:
         self.ruleset = ruleset
+        self.max_message, self.budget, self.quarantine = max_message, budget, quarantine
+        self.quarantined: dict[str, float] = {}      # rule id -> time.monotonic() it ends
+        self.on_quarantine: Callable[[str], None] | None = None   # the daemon's error list
         self.framer = Framer(clock)
         self.stats = ParserStats()
         self.last_unknown: bytes | None = None
@@ -73,6 +91,8 @@ class Parser:
         """Events of a chunk of whole lines; `first_line` numbers the chunk's first line."""
         if not chunk:
             return []
+        if self.quarantined:
+            self._release()
         starts, masks = self.matcher.candidates(chunk)
         count, find = chunk.count, chunk.find
         # C-level map()s, no Python step per line: the newlines before each candidate line
@@ -112,6 +132,7 @@ class Parser:
         candidates = 0
         stats, framer = self.stats, self.framer
         admitted_get = self._admitted.get
+        max_message, budget, now = self.max_message, self.budget, time.perf_counter
         texts = list(map(bytes.decode, raws, repeat("utf-8"), repeat("replace")))
         for raw, frame, mask, line_no in zip(raws, framer.frame_lines(texts), masks, line_nos,
                                              strict=True):
@@ -120,14 +141,24 @@ class Parser:
                 self.last_unknown = raw[:500]
                 continue
             when, host, program, message = frame
+            if len(message) > max_message:
+                stats.too_long += 1
+                continue
             if check:
                 mask = self._present(raw, mask & self._program_literals(program))
             plans = admitted_get((program, mask)) or self._rules_for(program, mask)
             if not plans:
                 continue                # no literal of this program's rules
             candidates += 1
+            started = now()
             for search, rule_id, kind, service, service_map, ip_group, user_group, service_group in plans:
                 rm = search(message)
+                took = now() - started
+                if took > budget:
+                    self._over_budget(search, rule_id, message, took, line_no)
+                    started = now()
+                else:
+                    started += took
                 if rm is None:
                     continue
                 ip = _ip_cache_get(rm.group(ip_group), _UNSEEN)
@@ -157,6 +188,54 @@ class Parser:
             for rule_id, n in by_rule.items():
                 stats.by_kind[self._kind_of_rule[rule_id]] += n
         return events, candidates
+
+    def _over_budget(self, search: Callable[[str], object], rule_id: str, message: str,
+                     took: float, line_no: int) -> None:
+        """A search took longer than the budget: if the CPU time of a second run confirms it
+        (not just a descheduled process), quarantine the rule."""
+        started = time.thread_time()
+        search(message)
+        cpu = time.thread_time() - started
+        if cpu <= self.budget or not self.quarantine:
+            return
+        self.stats.over_budget[rule_id] += 1
+        self.quarantined[rule_id] = time.monotonic() + self.quarantine
+        text = (f"rule {rule_id} quarantined for {self.quarantine:.0f}s: one search took "
+                f"{max(took, cpu):.3f}s (budget {self.budget:.3f}s) on a {len(message)}-character "
+                f"line; its regex backtracks on such lines: fix the rule")
+        log.error("action=rule-quarantined rule=%s took=%.3fs budget=%.3fs line=%d length=%d "
+                  "for=%.0fs (its regex backtracks on such lines: fix the rule)",
+                  rule_id, max(took, cpu), self.budget, line_no, len(message), self.quarantine)
+        if self.on_quarantine is not None:
+            self.on_quarantine(text)
+        self._replan()
+
+    def quarantine_left(self) -> dict[str, float]:
+        """Seconds each quarantined rule stays out of use (for `status`)."""
+        now = time.monotonic()
+        return {rule_id: round(max(0.0, until - now), 1) for rule_id, until in self.quarantined.items()}
+
+    def _release(self) -> None:
+        """End the quarantines that are over."""
+        now = time.monotonic()
+        over = [rule_id for rule_id, until in self.quarantined.items() if until <= now]
+        for rule_id in over:
+            del self.quarantined[rule_id]
+            log.warning("action=rule-released rule=%s", rule_id)
+        if over:
+            self._replan()
+
+    def _replan(self) -> None:
+        """Rebuild the rule plans: a quarantined rule's search only counts the line."""
+        def skipped(_message: str) -> None:
+            self.stats.quarantined_lines += 1
+
+        for rule in self.ruleset.rules:
+            plan = self._plans[rule]
+            search = skipped if rule.id in self.quarantined else rule.regex.search
+            self._plans[rule] = (search, *plan[1:])
+        self._program_rules.clear()
+        self._admitted.clear()
 
     def _present(self, raw: bytes, mask: int) -> int:
         """The literals of `mask` (a matcher's over-report) that really are in the line."""

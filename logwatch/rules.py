@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .events import KINDS, STUCK_SESSION
+from .rulecheck import EVENT_FIELDS, Sample, check_rules, forbidden_constructs
 from .yamlsrc import YamlError, line_of, load_yaml
 
 RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
 SERVICES = ("pop3", "imap", "smtp", "submission", "sieve")
-_RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description"}
+_RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description",
+              "samples"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A prefilter must be rarer than this: these words occur on most mail-log lines.
 _TOO_COMMON = {"from", "to", "mail", "smtp", "postfix", "dovecot", "user", "=", ":", " "}
@@ -35,6 +38,7 @@ class Rule:
     regex: re.Pattern[str]
     service_map: dict[str, str] = field(default_factory=dict)
     source: str = ""              # "file:line", for messages
+    samples: tuple[Sample, ...] = ()
 
     def applies_to(self, program: str) -> bool:
         return any(fnmatch.fnmatchcase(program, glob) for glob in self.programs)
@@ -123,6 +127,11 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
         regex = re.compile(pattern)
     except re.error as exc:
         raise _fail(path, where("regex"), rule_id, f"regex does not compile: {exc}") from exc
+    bad = forbidden_constructs(pattern)
+    if bad:
+        raise _fail(path, where("regex"), rule_id,
+                    f"regex uses {' and '.join(bad)}: these behave differently across the "
+                    "supported Python versions; write the plain equivalent (README, 'Log rules')")
     if "ip" not in regex.groupindex:
         raise _fail(path, where("regex"), rule_id, "regex has no (?P<ip>...) group")
     extra = set(regex.groupindex) - {"ip", "user", "service"}
@@ -144,7 +153,36 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
         regex=regex,
         service_map={k.lower(): v for k, v in service_map.items()},
         source=f"{path}:{line}",
+        samples=_samples(path, base, raw.get("samples"), marks, rule_id),
     )
+
+
+def _samples(path: Path, base: tuple, raw: object, marks: dict, rule_id: str) -> tuple[Sample, ...]:
+    """The validated `samples:` list of a rule: at least one with an expected event."""
+    where = line_of(marks, base + ("samples",))
+    if not isinstance(raw, list) or not raw:
+        raise _fail(path, where, rule_id, "samples: missing; every rule needs a list of "
+                    "{line: full log line, expect: {field: value, ...} or null}, at least one "
+                    "expecting an event")
+    samples = []
+    for index, item in enumerate(raw):
+        at = line_of(marks, base + ("samples", index))
+        if not isinstance(item, dict) or set(item) != {"line", "expect"}:
+            raise _fail(path, at, rule_id, "a sample is a mapping with exactly the keys line "
+                        "and expect")
+        line, expect = item["line"], item["expect"]
+        if not isinstance(line, str) or not line or "\n" in line:
+            raise _fail(path, at, rule_id, "sample line must be one non-empty log line")
+        if expect is not None:
+            unknown = sorted(set(map(str, expect)) - set(EVENT_FIELDS)) if isinstance(
+                expect, dict) else ["(not a mapping)"]
+            if unknown or not expect:
+                raise _fail(path, at, rule_id, f"sample expect must be null or a mapping of "
+                            f"event fields ({', '.join(EVENT_FIELDS)}); bad: {unknown or '{}'}")
+        samples.append(Sample(line, expect, f"{path}:{at}"))
+    if all(s.expect is None for s in samples):
+        raise _fail(path, where, rule_id, "samples: at least one must expect an event")
+    return tuple(samples)
 
 
 def load_rule_file(path: str | Path) -> list[Rule]:
@@ -175,8 +213,10 @@ def _yaml_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if p.is_file())
 
 
-def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None) -> Ruleset:
-    """All rules of the given directories in file order; local_dir's rules replace by id or add."""
+def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None,
+                 check: bool = True) -> Ruleset:
+    """All rules of the given directories in file order; local_dir's rules replace by id or add.
+    `check`: run every rule's samples and probes (rulecheck); RuleError lists the failures."""
     rules: list[Rule] = []
     files: list[Path] = []
     origin: dict[str, Path] = {}
@@ -205,6 +245,11 @@ def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None
                 else:
                     position[rule.id] = len(rules)
                     rules.append(rule)
+    if check:
+        problems = check_rules(rules)
+        if problems:
+            raise RuleError(f"{len(problems)} rule self-test failure(s) on Python "
+                            f"{sys.version.split()[0]}:\n" + "\n".join(problems))
     return Ruleset(rules, files)
 
 

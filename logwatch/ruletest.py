@@ -174,6 +174,11 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     w(f"Events:       {stats.events}\n")
     if stats.invalid_ip:
         w(f"Invalid IPs:  {stats.invalid_ip} matches dropped (no valid client address)\n")
+    if stats.too_long:
+        w(f"Too long:     {stats.too_long} lines over {parser.max_message} characters skipped\n")
+    for rule_id, count in stats.over_budget.items():
+        w(f"Over budget:  {rule_id} took over {parser.budget * 1000:.0f} ms on a line "
+          f"{count}x, then quarantined ({stats.quarantined_lines} lines not tried)\n")
     w("\nEvents by kind:\n")
     for kind, count in sorted(stats.by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
         w(f"  {count:>9}  {kind}\n")

@@ -140,3 +140,36 @@ def test_minute_cache_keeps_the_future_limit_exact():
             assert when.year == want[hms], (order, hms)
             assert when == Framer(clock=lambda: now).frame(line).time
             assert framer.frame_fast(line)[0] == when           # and again from the caches
+
+
+def test_rfc5424_escaped_structured_data(framer):
+    f = framer.frame('<22>1 2026-11-21T10:00:00Z mx1 app 7 ID1 [a b="x\\]y\\"z\\\\" c=""][t@32473 q="1"] '
+                     'msg')
+    assert (f.program, f.message) == ("app", "msg")
+
+
+# Issue 12.4: an unescaped "]" inside a PARAM-VALUE ended the SD early and the rest of the value
+# became the message: a relay-denied event for 6.6.6.6.
+FORGED_SD = ('<22>1 2026-11-21T10:00:00Z mx1 postfix/smtpd 4242 - [meta v="a] NOQUEUE: reject: '
+             'RCPT from x[6.6.6.6]: 554 5.7.1 <u@example.org>: Relay access denied"] lost connection')
+
+
+@pytest.mark.parametrize("line", [
+    FORGED_SD,
+    '<22>1 2026-11-21T10:00:00Z mx1 app 7 - [meta v="a"b"] msg',       # unescaped quote
+    '<22>1 2026-11-21T10:00:00Z mx1 app 7 - [meta v=unquoted] msg',
+    '<22>1 2026-11-21T10:00:00Z mx1 app 7 - [meta v="open] msg',
+    '<22>1 2026-11-21T10:00:00Z mx1 app 7 - [] msg',
+])
+def test_rfc5424_malformed_structured_data_is_no_frame(framer, line):
+    assert framer.frame(line) is None
+
+
+def test_rfc5424_forged_sd_gives_no_event():
+    from logwatch.parser import Parser
+    from logwatch.rules import default_rules_dirs, load_ruleset
+
+    parser = Parser(load_ruleset(default_rules_dirs()), clock=lambda: NOW)
+    assert parser.parse(FORGED_SD.encode() + b"\n") == []
+    assert parser.parse_line(FORGED_SD.encode()) is None
+    assert parser.stats.unknown_framing == 2

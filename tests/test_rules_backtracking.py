@@ -4,6 +4,12 @@ For every rule, hostile messages are built from the rule's own fixture lines and
 100 KB of repeated tokens the regex is made of ("[", "<", ",", ":", digits and dots, and the
 literal words of the pattern) spliced in where attacker text goes. The bound is loose (seconds):
 it only catches super-linear behaviour, which on 100 KB takes minutes.
+
+A second sweep (logwatch.rulecheck.hostile_specs, the generator of the load-time probe at full
+width) cuts each rule's samples and fixture messages at every field boundary and fills 100 KB
+from there with the pattern's literal words, the sample's own fields and syntax tokens, with
+and without the rest of the line: "Login failed user=" + 100 KB of one word is what made
+uw-imap-login-failed take seconds. bench/rules_bench.py prints the worst rule's figure.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from logwatch.framing import Framer
+from logwatch.rulecheck import sample_message, worst_hostile
 from logwatch.rules import Rule, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +102,28 @@ def test_rule_is_linear_on_hostile_input(rule: Rule) -> None:
     total = time.perf_counter() - started
     assert total < BOUND * 5, f"{rule.id}: {total:.2f}s for {len(messages)} hostile lines"
     assert worst < BOUND, f"{rule.id}: {worst:.2f}s on one hostile line starting {worst_msg!r}"
+
+
+def seeds_of(rule: Rule) -> list[str]:
+    """The messages of a rule's positive samples and fixture lines."""
+    samples = [sample_message(rule, s) for s in rule.samples if s.expect is not None]
+    return list(dict.fromkeys([m for m in samples if m] + MESSAGES.get(rule.id, [])))[:3]
+
+
+@pytest.mark.parametrize("rule", RULESET.rules, ids=[r.id for r in RULESET.rules])
+def test_rule_is_linear_on_lines_of_its_own_literals(rule: Rule) -> None:
+    took, line = worst_hostile(rule, seeds_of(rule), SIZE, finalists=8, budget=BOUND / 10)
+    assert took < BOUND, f"{rule.id}: {took:.2f}s CPU on a 100 KB line starting {line[:80]!r}"
+
+
+def test_old_uw_imap_regex_is_caught_by_the_sweep() -> None:
+    """The sweep finds what issue 12.5 reported (2.4 s on 65 KB), so it can fail."""
+    rule = RULESET.by_id["uw-imap-login-failed"]
+    old = Rule(**{**rule.__dict__, "regex": re.compile(
+        r"^(?:Login failed|Login excessive login failures|Login disabled|Failed \w+ override of)"
+        r" user=(?P<user>\S*)[^\n]* host=[^\s\[\]]* ?\[(?P<ip>[0-9A-Fa-f.:]+)\]\s*$")})
+    took, line = worst_hostile(old, seeds_of(rule), 16384, finalists=1, budget=0.1)
+    assert took > 0.1, (took, line[:80])
 
 
 def test_every_rule_has_a_seed_message() -> None:

@@ -14,12 +14,18 @@ rules:
     programs: [dovecot]
     prefilter: "-login: Login: "
     regex: '^(?P<service>pop3|imap)-login: Login: user=<(?P<user>[^>]*)>, method=\\S+, rip=(?P<ip>[0-9a-fA-F.:]+), lip='
+    samples:
+      - line: 'Nov 21 10:00:00 mx dovecot: pop3-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1'
+        expect: {kind: login, ip: 192.0.2.7, user: bob, service: pop3}
   - id: demo-unknown
     kind: user-unknown
     service: smtp
     programs: ["postfix*/smtpd"]
     prefilter: "User unknown"
     regex: '^NOQUEUE: reject: RCPT from [^\\[\\]\\s]*\\[(?P<ip>[0-9a-fA-F.:]+)\\]: 550 5\\.1\\.1 <(?P<user>[^>]*)>: Recipient address rejected: User unknown'
+    samples:
+      - line: 'Nov 21 10:00:01 mx postfix/smtpd[7]: NOQUEUE: reject: RCPT from x.example[192.0.2.8]: 550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown'
+        expect: {kind: user-unknown, ip: 192.0.2.8, user: nobody@example.org}
 """
 
 
@@ -82,11 +88,15 @@ def test_local_dir_overrides_and_adds_by_id(tmp_path):
             programs: [sm-mta]
             prefilter: "Nope nope"
             regex: '^x \\[(?P<ip>[0-9.]+)\\] Nope nope'
+            samples:
+              - {line: 'Nov 21 10:00:02 mx sm-mta[3]: x [192.0.2.9] Nope nope', expect: {kind: rejected}}
           - id: site-extra
             kind: auth-failed
             programs: [myd]
             prefilter: "bad password"
             regex: '^bad password from (?P<ip>[0-9.]+)$'
+            samples:
+              - {line: 'Nov 21 10:00:03 mx myd: bad password from 192.0.2.10', expect: {ip: 192.0.2.10}}
         """)
     rs = load_ruleset([shipped], local_dir=local)
     assert [r.id for r in rs.rules] == ["demo-login", "demo-unknown", "site-extra"]

@@ -100,3 +100,23 @@ def test_test_rules_names_the_matcher_and_finds_the_same(log, matcher):
 def test_asking_for_a_missing_matcher_is_a_clear_error(log):
     out = ctl("test-rules", "--matcher", "pcre", str(log))
     assert out.returncode == 2 and b"invalid choice" in out.stderr
+
+
+def test_test_rules_reports_lines_too_long(tmp_path):
+    path = tmp_path / "long.log"
+    path.write_bytes(LOG + b"Nov 21 10:00:09 mx postfix/smtpd[9]: NOQUEUE: reject: " + b"x" * 20000 + b"\n")
+    text = ctl("test-rules", str(path)).stdout.decode()
+    assert "Too long:     1 lines over 16384 characters skipped" in text
+
+
+def test_test_rules_reports_a_quarantined_rule(tmp_path):
+    from test_parser_budget import SLOW_RULE
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "slow.yaml").write_text(SLOW_RULE.lstrip())
+    path = tmp_path / "slow.log"
+    path.write_text("".join(f"Nov 21 10:00:0{i} mx myd: bad from 198.51.100.{i} " + "~" * 16000 + "\n"
+                            for i in range(3)))
+    text = ctl("test-rules", "--rules", str(rules), str(path)).stdout.decode()
+    assert "Over budget:  site-slow took over 50 ms on a line 1x, then quarantined (2 lines not tried)" in text
