@@ -78,8 +78,9 @@ def test_deb_control_and_conffiles(deb: Path, tmp_path: Path) -> None:
     assert {"/etc/logwatchd/logwatchd.yaml", "/etc/logwatchd/whitelist",
             "/etc/logrotate.d/logwatchd"} <= set(conffiles)
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture",
-                             "Depends"], capture_output=True, text=True, check=True).stdout
-    info = dict(line.split(": ", 1) for line in fields.splitlines())
+                             "Depends", "Recommends", "Description"],
+                            capture_output=True, text=True, check=True).stdout
+    info = dict(line.split(": ", 1) for line in fields.splitlines() if not line.startswith(" "))
     assert info["Package"] == "logwatchd"
     assert info["Version"] == VERSION
     assert info["Architecture"] == "all"
@@ -87,6 +88,12 @@ def test_deb_control_and_conffiles(deb: Path, tmp_path: Path) -> None:
     assert {"python3-yaml", "python3-netaddr", "python3-psutil"} <= depends
     # Debian 12 has no python3-inotify-simple: depending on it would make the .deb uninstallable.
     assert not any("inotify" in d for d in depends), depends
+    # What the default config drives: postmap, a firewall tool, a syslog writing mail.log.
+    recommends = {alt.strip().split()[0] for d in info["Recommends"].split(",")
+                  for alt in d.split("|")}
+    assert {"postfix", "iptables", "nftables", "ipset", "rsyslog"} <= recommends, recommends
+    # inotify is built in: the description no longer explains a polling fallback.
+    assert "inotify" not in fields, fields
     postrm = (tmp_path / "DEBIAN" / "postrm").read_text()
     assert "rm -rf /var/lib/logwatchd" in postrm
 
