@@ -170,6 +170,8 @@ def latencies(d: Daemon, samples: int, gap: float) -> list[float | None]:
         t0 = d.append(courier_login(ip))
         at = d.wait_for(f"action=grant ip={ip} ", 5.0, after=mark)
         found.append(None if at is None else max(0.0, at - t0))
+        if found[-3:] == [None, None, None]:
+            break                   # the daemon reads nothing: do not wait out every sample
         time.sleep(gap * (0.5 + random.random()))     # no lock-step with a poll timer
     return found
 
