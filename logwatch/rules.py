@@ -254,8 +254,18 @@ def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None
 
 
 def default_rules_dirs() -> list[Path]:
-    """Where the shipped rules live: a source tree's rules/ beside the package, else the share dir."""
+    """Where the shipped rules live: inside the package, else the share dir (.deb, make install)."""
     from .config import DEFAULT_RULES_DIR
 
-    candidates = [Path(__file__).resolve().parent.parent / "rules", Path(DEFAULT_RULES_DIR)]
+    candidates = [p for p in (packaged_rules_dir(),) if p is not None]
+    candidates.append(Path(DEFAULT_RULES_DIR))
     return [p for p in candidates if p.is_dir()][:1] or candidates[:1]
+
+
+def packaged_rules_dir() -> Path | None:
+    """logwatch/shipped-rules, read through importlib.resources: in a wheel or .deb a directory
+    of copies, in a source tree a symlink to rules/. None when not on a file system (a zip)."""
+    from importlib.resources import files
+
+    found = files(__package__) / "shipped-rules"
+    return found.resolve() if isinstance(found, Path) else None

@@ -1,6 +1,6 @@
 """The literal matchers the parser tests run with: re always, hyperscan where it is installed.
 
-`make check` installs hyperscan and sets LOGWATCHD_REQUIRE_HYPERSCAN=1, so there a missing
+`make check` installs hyperscan and sets LOGWATCHD_STRICT=1 (tests/needs.py), so there a missing
 hyperscan fails tests/test_literalscan.py instead of quietly testing one matcher only.
 """
 

@@ -197,7 +197,7 @@ def test_ctl_not_a_socket(tmp_path):
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as nobody")
+@pytest.mark.needs("root")              # to run a command as nobody
 def test_ctl_permission_denied(server, tmp_path):
     # The venv's interpreter may live in root's home; nobody runs the system one on our tree.
     try:

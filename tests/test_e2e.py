@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,9 +17,7 @@ from logwatch.store import Store
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("postmap") is None,
-                       reason="needs iproute2 and postfix"),
+    pytest.mark.needs("root", "ip", "postmap"),
 ]
 
 CHAIN = "LWD_E2E"

@@ -238,7 +238,7 @@ def test_parse_mynetworks_postfix_syntax():
 POSTCONF = shutil.which("postconf") or shutil.which("postconf", path="/usr/sbin")
 
 
-@pytest.mark.skipif(POSTCONF is None, reason="postfix not installed")
+@pytest.mark.needs("postconf")
 def test_read_mynetworks_real_postconf(tmp_path: Path):
     (tmp_path / "main.cf").write_text(
         "mynetworks = 127.0.0.0/8 [::1]/128, 192.0.2.0/24 cidr:/etc/postfix/nets.cidr\n")
@@ -246,7 +246,7 @@ def test_read_mynetworks_real_postconf(tmp_path: Path):
     assert read_mynetworks(str(tmp_path)) == ["127.0.0.0/8", "::1/128", "192.0.2.0/24"]
 
 
-@pytest.mark.skipif(POSTCONF is None, reason="postfix not installed")
+@pytest.mark.needs("postconf")
 def test_read_mynetworks_expands_references(tmp_path: Path):
     (tmp_path / "main.cf").write_text("office = 198.51.100.0/24\n"
                                       "mynetworks = 127.0.0.0/8 $office\n")
@@ -254,7 +254,7 @@ def test_read_mynetworks_expands_references(tmp_path: Path):
     assert read_mynetworks(str(tmp_path)) == ["127.0.0.0/8", "198.51.100.0/24"]
 
 
-@pytest.mark.skipif(POSTCONF is None, reason="postfix not installed")
+@pytest.mark.needs("postconf")
 def test_read_mynetworks_failures(tmp_path: Path):
     assert read_mynetworks(str(tmp_path / "missing")) is None     # postconf exits non-zero
     assert read_mynetworks(postconf="no-such-postconf-binary") is None

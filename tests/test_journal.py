@@ -110,8 +110,7 @@ def test_args(tmp_path: Path) -> None:
         "SYSLOG_IDENTIFIER=postfix/smtpd", "+", "_SYSTEMD_UNIT=dovecot.service"]
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/journalctl")
-                    and shutil.which("journalctl") is None, reason="no journalctl installed")
+@pytest.mark.needs("journalctl")
 @pytest.mark.parametrize("kw", [
     {"identifiers": ["postfix/smtpd", "dovecot"]},
     {"units": ["dovecot", "postfix@-.service"]},

@@ -1,144 +1,26 @@
 """The Debian package and `make install`: build, inspect, install into a throwaway root, run.
 
-The throwaway root is an overlay of / on a tmpfs inside a private mount namespace
-(`unshare --mount`): dpkg and make write only to the tmpfs, which vanishes with the
-namespace even if the test is killed. Everything the machine has installed is visible, so
-no mirror is needed. Without overlay support the .deb goes onto the machine itself, only if
-nothing of logwatchd is there yet, and is purged afterwards.
+The throwaway roots are explained in tests/pkgroot.py; the .deb is built once per session
+(the `deb` fixture in conftest.py). Without overlay support the .deb goes onto the machine
+itself, only if nothing of logwatchd is there yet, and is purged afterwards.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import require
+from pkgroot import REPO, SKIP_COPY, clean_env, in_throwaway_root, overlay_works
 
 import logwatch
 
-REPO = Path(__file__).resolve().parent.parent
 VERSION = logwatch.__version__
-CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-IN_CI = bool(os.environ.get("CI"))
-SKIP_COPY = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
-                                   ".pytest_cache", ".ruff_cache", ".hypothesis", ".pybuild")
-
-# Runs inside `unshare --mount --fork`: builds the overlay root, copies files in, runs the
-# steps chrooted, prints one JSON list of results. Argument lists only, no shell.
-OVERLAY_SCRIPT = r"""
-import json, os, shutil, subprocess, sys
-spec = json.loads(sys.argv[1])
-base = spec["base"]
-def sh(*argv):
-    subprocess.run(list(argv), check=True, capture_output=True)
-sh("mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", base)
-for d in ("upper", "work", "root"):
-    os.mkdir(os.path.join(base, d))
-root = os.path.join(base, "root")
-sh("mount", "-t", "overlay", "overlay", "-o",
-   "lowerdir=/,upperdir=%s/upper,workdir=%s/work" % (base, base), root)
-for api in ("proc", "sys", "dev"):
-    sh("mount", "--rbind", "/" + api, os.path.join(root, api))
-# A fresh /run: no systemd seen as running, so maintainer scripts start nothing.
-sh("mount", "-t", "tmpfs", "tmpfs", os.path.join(root, "run"))
-for src, dst in spec["copy"]:
-    target = root + dst
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if os.path.isdir(src):
-        shutil.copytree(src, target, symlinks=True)
-    else:
-        shutil.copy(src, target)
-results = []
-for step in spec["steps"]:
-    try:
-        p = subprocess.run(["chroot", root] + step, capture_output=True, text=True,
-                           env=spec["env"], timeout=spec["timeout"], stdin=subprocess.DEVNULL)
-        results.append({"argv": step, "rc": p.returncode, "out": p.stdout, "err": p.stderr})
-    except subprocess.TimeoutExpired:
-        results.append({"argv": step, "rc": -1, "out": "", "err": "timeout"})
-print(json.dumps(results))
-"""
-
-
-@dataclass
-class Step:
-    """One command's outcome in the throwaway root."""
-
-    argv: list[str]
-    rc: int
-    out: str
-    err: str
-
-    def explain(self) -> str:
-        return f"{self.argv} -> rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-
-
-def _env() -> dict[str, str]:
-    return {"PATH": CLEAN_PATH, "HOME": "/root", "LANG": "C.UTF-8",
-            "DEBIAN_FRONTEND": "noninteractive"}
-
-
-def _need(tool: str) -> None:
-    """Missing tools fail in CI (make deps-test installs them) and skip elsewhere."""
-    if shutil.which(tool, path=CLEAN_PATH) is None:
-        msg = f"{tool} not installed (make deps-test installs it)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def _unshare(spec: dict[str, object], timeout: float) -> subprocess.CompletedProcess[str]:
-    """OVERLAY_SCRIPT in a private mount namespace; --kill-child ends it with us."""
-    return subprocess.run(["unshare", "--mount", "--fork", "--kill-child", "/usr/bin/python3",
-                           "-c", OVERLAY_SCRIPT, json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _overlay_works(tmp: Path) -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    tmp.mkdir()
-    spec = {"base": str(tmp), "copy": [], "steps": [["true"]], "env": _env(), "timeout": 30}
-    try:
-        proc = _unshare(spec, timeout=60)
-        return proc.returncode == 0 and json.loads(proc.stdout)[0]["rc"] == 0
-    except (subprocess.SubprocessError, ValueError, IndexError, KeyError):
-        return False
-
-
-def in_throwaway_root(base: Path, steps: list[list[str]], copy: list[tuple[str, str]],
-                      timeout: float = 300) -> list[Step]:
-    """Run each step chrooted in an overlay of / that is discarded afterwards."""
-    base.mkdir()
-    spec = {"base": str(base), "copy": copy, "steps": steps, "env": _env(), "timeout": timeout}
-    proc = _unshare(spec, timeout=timeout * len(steps) + 120)
-    assert proc.returncode == 0, f"overlay root failed: {proc.stderr}"
-    return [Step(**r) for r in json.loads(proc.stdout)]
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Builds the .deb from a copy of the work tree (which stays untouched)."""
-    _need("dpkg-buildpackage")
-    _need("dh")
-    top = tmp_path_factory.mktemp("debbuild")
-    src = top / f"logwatchd-{VERSION}"
-    shutil.copytree(REPO, src, ignore=SKIP_COPY, symlinks=True)
-    env = dict(_env(), DEB_BUILD_OPTIONS="nocheck")
-    proc = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, f"dpkg-buildpackage failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    debs = sorted(top.glob("logwatchd_*_all.deb"))
-    assert len(debs) == 1, f"expected one .deb, found {debs}"
-    yield debs[0]
-    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +63,10 @@ def test_deb_contents(contents: set[str]) -> None:
     shipped = sorted(p.rsplit("/", 1)[1] for p in contents
                      if re.fullmatch(r"/usr/share/logwatchd/rules/[^/]+\.yaml", p))
     assert shipped == rules
+    # ... and inside the package too, where importlib.resources finds them (wheel or .deb).
+    packaged = sorted(p.rsplit("/", 1)[1] for p in contents if re.fullmatch(
+        r"/usr/lib/python3/dist-packages/logwatch/shipped-rules/[^/]+\.yaml", p))
+    assert packaged == rules
     # Nothing of the test suite or the build leaks into the package.
     leaked = [p for p in contents if "/tests/" in p or "__pycache__" in p or p.endswith(".pyc")]
     assert not leaked, leaked
@@ -192,8 +78,9 @@ def test_deb_control_and_conffiles(deb: Path, tmp_path: Path) -> None:
     assert {"/etc/logwatchd/logwatchd.yaml", "/etc/logwatchd/whitelist",
             "/etc/logrotate.d/logwatchd"} <= set(conffiles)
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture",
-                             "Depends"], capture_output=True, text=True, check=True).stdout
-    info = dict(line.split(": ", 1) for line in fields.splitlines())
+                             "Depends", "Recommends", "Description"],
+                            capture_output=True, text=True, check=True).stdout
+    info = dict(line.split(": ", 1) for line in fields.splitlines() if not line.startswith(" "))
     assert info["Package"] == "logwatchd"
     assert info["Version"] == VERSION
     assert info["Architecture"] == "all"
@@ -201,6 +88,12 @@ def test_deb_control_and_conffiles(deb: Path, tmp_path: Path) -> None:
     assert {"python3-yaml", "python3-netaddr", "python3-psutil"} <= depends
     # Debian 12 has no python3-inotify-simple: depending on it would make the .deb uninstallable.
     assert not any("inotify" in d for d in depends), depends
+    # What the default config drives: postmap, a firewall tool, a syslog writing mail.log.
+    recommends = {alt.strip().split()[0] for d in info["Recommends"].split(",")
+                  for alt in d.split("|")}
+    assert {"postfix", "iptables", "nftables", "ipset", "rsyslog"} <= recommends, recommends
+    # inotify is built in: the description no longer explains a polling fallback.
+    assert "inotify" not in fields, fields
     postrm = (tmp_path / "DEBIAN" / "postrm").read_text()
     assert "rm -rf /var/lib/logwatchd" in postrm
 
@@ -209,7 +102,7 @@ def test_deb_installs_runs_and_purges(deb: Path, tmp_path: Path) -> None:
     """dpkg -i, the commands from the package, the unit, then a clean purge."""
     if os.geteuid() != 0:
         pytest.skip("installing a .deb needs root")
-    if _overlay_works(tmp_path / "probe"):
+    if overlay_works(tmp_path / "probe"):
         _install_in_overlay(deb, tmp_path / "root")
     else:
         _install_on_host(deb)
@@ -261,7 +154,7 @@ def _install_on_host(deb: Path) -> None:
               if os.path.lexists(p)]
     if traces:
         pytest.skip(f"no overlayfs here, and {traces} exist: not installing over them")
-    env = _env()
+    env = clean_env()
     try:
         subprocess.run(["dpkg", "-i", str(deb)], check=True, env=env, capture_output=True)
         ver = subprocess.run(["/usr/sbin/logwatchd", "--version"], env=env,
@@ -278,9 +171,9 @@ def _install_on_host(deb: Path) -> None:
 
 def test_make_install_in_throwaway_root(tmp_path: Path) -> None:
     """`make install` (the README's first command runs it) installs a working daemon."""
-    if not _overlay_works(tmp_path / "probe"):
+    if not overlay_works(tmp_path / "probe"):
         pytest.skip("needs root and overlayfs for a throwaway root")
-    _need("make")
+    require("make")
     conf = "/etc/logwatchd/logwatchd.yaml"
     make = ["make", "-C", "/tmp/src", "install"]
     # `make run` ends in this command: it must keep running on the installed default
@@ -373,7 +266,7 @@ def test_inittab_example_line() -> None:
 
 @pytest.mark.parametrize("page", ["logwatchd.8", "logwatchctl.8"])
 def test_man_pages_render_without_warnings(page: str) -> None:
-    _need("groff")
+    require("groff")
     proc = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(REPO / "man" / page)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr

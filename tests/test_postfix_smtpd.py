@@ -8,7 +8,6 @@ smtpd (demonstrated by the control test at the end).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,9 +28,8 @@ from logwatch.relaymap import RelayMap, open_relay_map
 CLIENT = "127.0.0.5"          # the SMTP client's source address; not in the instance's mynetworks
 ALLOWED, DENIED = 250, 554
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("postfix") is None,
-    reason="needs root and an installed postfix to run a private instance")
+# Root and an installed postfix to run a private instance.
+pytestmark = pytest.mark.needs("root", "postfix")
 
 
 @contextmanager

@@ -319,7 +319,7 @@ def test_parent_and_lookalikes_survive(spawn: Spawn) -> None:
         assert proc.poll() is None
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as nobody")
+@pytest.mark.needs("root")              # to start a process as nobody
 def test_other_users_survive(spawn: Spawn) -> None:
     proc = spawn(STUCK_V4, user="nobody")
     assert psutil.Process(proc.pid).username() == "nobody"
