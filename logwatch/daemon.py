@@ -503,6 +503,10 @@ class Daemon:
             c["ban"] += 1
             duration = "permanent" if b.expires_at is None else f"{b.expires_at - b.since:.0f}"
             reason = _reason_text(b.reason) or b.source
+            if "prefix-fallback" in b.reason:
+                # The offender network holds a protected address: say so, never silently.
+                log.warning("action=ban-prefix-fallback ip=%s configured_prefix=/%s "
+                            "why=protected-address-in-prefix", net, b.reason["prefix-fallback"])
             log.info("action=ban ip=%s reason=%s score=%g duration=%s offences=%d source=%s%s",
                      net, reason, b.score, duration, b.offences, b.source, dry)
             self.actions.write("ban", now, ip=net, reason=reason, score=f"{b.score:g}",
