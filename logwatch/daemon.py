@@ -391,10 +391,22 @@ class Daemon:
             self.counters.events[ev.kind] += 1
             effects.extend(handle(ev))
         if events:
-            newest = events[-1].time.timestamp()
-            if self.counters.newest_event is None or newest > self.counters.newest_event:
-                self.counters.newest_event = newest
+            self._note_newest(events[-1])
         self._apply(effects, positions=positions)
+
+    def _note_newest(self, event: Event) -> None:
+        """Track the newest log time for `lag`; a line dated in the future beyond the clock
+        skew (a bogus 2099) is not believed, or it would pin the lag at 0 for good."""
+        from .engine import LOG_CLOCK_SKEW
+
+        try:
+            newest = event.time.timestamp()
+        except (AttributeError, ValueError, OverflowError, OSError):
+            return
+        if newest > self.clock() + LOG_CLOCK_SKEW:
+            return          # the engine counts it (time_future)
+        if self.counters.newest_event is None or newest > self.counters.newest_event:
+            self.counters.newest_event = newest
 
     def _apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
         """Hand one batch of effects to the effectors, then persist it in one transaction."""

@@ -205,3 +205,26 @@ def test_narrowed_ban_never_covers_a_protected_address(ip):
     assert not engine.is_protected(ban.net)
     wider = int(ban.net.split("/")[1]) - 1
     assert engine.narrowest_unprotected(ip) == ban.net and wider >= 64
+
+
+# -- the daemon's lag ---------------------------------------------------------------------------
+
+def test_one_line_dated_2099_does_not_pin_the_lag_at_zero():
+    import argparse
+    import types
+
+    from logwatch.config import Config
+    from logwatch.daemon import Daemon
+
+    cfg = Config()
+    cfg.daemon.actions_log = None
+    clock = Clock()
+    d = Daemon(cfg, None, argparse.Namespace(), clock=clock)
+    d.engine = types.SimpleNamespace(handle=lambda ev: [])
+    d.parser = types.SimpleNamespace(stats=None)
+    d.feed([at(NOW - 30, "rejected", "192.0.2.7")])
+    d.feed([at(datetime(2099, 1, 1, tzinfo=UTC).timestamp(), "rejected", "192.0.2.7")])
+    assert d.counters.newest_event == NOW - 30
+    clock.now += 60
+    d.feed([at(NOW + 50, "rejected", "192.0.2.7")])
+    assert d.counters.newest_event == NOW + 50       # real lines keep moving it
