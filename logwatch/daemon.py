@@ -240,6 +240,7 @@ class Daemon:
         """Kernel and map := the store's live state (start, reload)."""
         if self.relay_map is not None:
             self.relay_map.rebuild(list(self.engine.grants))
+        self._retire_firewall()
         if self.firewall is not None:
             self.firewall.setup()
             self.firewall.reconcile(list(self.engine.bans.values()), self.clock())
@@ -302,6 +303,7 @@ class Daemon:
         if self.whitelist_watch is None or self.whitelist_watch.fileno() is None:
             self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
         self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
+        self.timers["fwcheck"] = now + self.cfg.firewall.check_interval
         self._schedule_engine()
         self._schedule_watchdog(now)
         period = _sd_watchdog_interval()
@@ -343,6 +345,9 @@ class Daemon:
             elif name == "mapcheck":
                 self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
                 self._check_map()
+            elif name == "fwcheck":
+                self.timers["fwcheck"] = now + self.cfg.firewall.check_interval
+                self._check_firewall()
             elif name == "watchdog":
                 self._run_watchdog(now)
                 self._schedule_watchdog(self.clock())
@@ -560,6 +565,54 @@ class Daemon:
             self.error(f"relaymap check: {exc}")
             log.error("action=relaymap-error error=%s", exc)
 
+    def _check_firewall(self) -> None:
+        """Someone flushed or edited our chain/sets/table: put the engine's bans back."""
+        if self.firewall is None:
+            return
+        from .fwdrift import drift
+
+        bans = list(self.engine.bans.values())
+        try:
+            found = drift(self.firewall, bans, self.clock())
+            if not found:
+                return
+            log.warning("action=firewall-repair backend=%s drift=%s bans=%d",
+                        self.firewall.backend, ",".join(found), len(bans))
+            self.counters.actions["firewall-repair"] += 1
+            self.firewall.setup()
+            self.firewall.reconcile(bans, self.clock())
+        except Exception as exc:
+            self.error(f"firewall check: {exc}")
+            log.error("action=firewall-error error=%s", exc)
+            self._schedule_repair()
+
+    def _retire_firewall(self) -> None:
+        """Remove what an earlier run or config created in the kernel under another backend or
+        other names (kept in the store), before ours is set up: both may share a name."""
+        if self.dry_run:
+            return                       # a dry run changes nothing, and remembers nothing
+        current = _firewall_identity(self.cfg, self.dry_run)
+        stored = self.store.get_firewall_identity()
+        if stored is not None and tuple(stored) != current:
+            try:
+                old = _old_firewall(stored)
+            except Exception as exc:     # not a usable identity (names now refused): forget it
+                log.error("action=firewall-retire result=skipped old=%s error=%s",
+                          ":".join(stored), exc)
+                old = None
+            try:
+                if old is not None:
+                    old.flush()
+            except Exception as exc:     # the identity stays: the next start/reload retries
+                self.error(f"old firewall {stored}: {exc}")
+                log.error("action=firewall-retire result=failed old=%s error=%s",
+                          ":".join(stored), exc)
+                return
+            log.info("action=firewall-retire old=%s new=%s", ":".join(stored),
+                     ":".join(current) if current else "none")
+        if stored is None or tuple(stored) != current:
+            self.store.set_firewall_identity(current)
+
     def _save_positions(self) -> None:
         try:
             with self.store.transaction():
@@ -603,18 +656,13 @@ class Daemon:
         self.actions.close()
         self.actions = ActionLog(cfg.daemon.actions_log)
         dry_changed = old.daemon.dry_run != cfg.daemon.dry_run
-        old_firewall, old_relay_map = self.firewall, self.relay_map
+        old_relay_map = self.relay_map
         try:
             if (old.firewall != cfg.firewall or old.relay != cfg.relay
                     or old.bans.enabled != cfg.bans.enabled or dry_changed):
                 self._make_effectors(cfg)
-            old_id = _firewall_identity(old, old.daemon.dry_run)
-            if (old_firewall is not None and self.firewall is not old_firewall
-                    and old_id is not None and old_id != _firewall_identity(cfg, self.dry_run)):
-                # The new firewall only reconciles its own chain/sets/table: the old ones
-                # would keep dropping the banned addresses for good. Removed before the new
-                # one is set up, as both may share a name (one ipset of two kept).
-                self._effect("firewall", old_firewall.flush)
+            # A firewall that moved away (backend, names) is removed by _reconcile, from the
+            # identity kept in the store: the same path as at start.
             if (old_relay_map is not None and self.relay_map is not old_relay_map
                     and (self.relay_map is None or old.relay.map != cfg.relay.map)):
                 # Postfix may still use the old map: empty it rather than leave it granting
@@ -873,6 +921,17 @@ def _firewall_identity(cfg: Config, dry_run: bool) -> tuple[str, ...] | None:
     if not cfg.bans.enabled or dry_run or fw.backend == "none":
         return None
     return (fw.backend, fw.chain, fw.ipset_v4, fw.ipset_v6, fw.nft_table)
+
+
+def _old_firewall(identity: Sequence[str]) -> Any:
+    """A firewall for a stored identity, only to flush it (ports do not matter to flush)."""
+    from .config import FirewallConfig
+    from .firewall import make_firewall
+
+    backend, chain, ipset_v4, ipset_v6, nft_table = identity
+    return make_firewall(FirewallConfig(backend=backend, chain=chain, ipset_v4=ipset_v4,
+                                        ipset_v6=ipset_v6, nft_table=nft_table),
+                         log=logging.getLogger("logwatchd.firewall"))
 
 
 def effective_rules_dirs(cfg: Config) -> list[str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from .model import Ban, Grant, Position
 
 SCHEMA_VERSION = 1
+# Kept in the key/value `cursors` table (no schema change): no journal cursor has this name.
+FIREWALL_IDENTITY_KEY = "logwatchd:firewall-identity"
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append one.
 MIGRATIONS: list[str] = [
@@ -207,3 +209,25 @@ class Store:
     def set_cursor(self, name: str, cursor: str) -> None:
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, cursor))
+
+    # -- firewall identity: the kernel objects we created (backend and names) ----------
+
+    def get_firewall_identity(self) -> list[str] | None:
+        """What the last run's firewall created, or None (nothing, or unreadable)."""
+        raw = self.get_cursor(FIREWALL_IDENTITY_KEY)
+        try:
+            value = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None
+        return value
+
+    def set_firewall_identity(self, identity: Iterable[str] | None) -> None:
+        """Remember (or forget, with None) what our firewall created in the kernel."""
+        with self.transaction():
+            if identity is None:
+                self.db.execute("DELETE FROM cursors WHERE name = ?", (FIREWALL_IDENTITY_KEY,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                (FIREWALL_IDENTITY_KEY, json.dumps(list(identity))))
