@@ -39,12 +39,16 @@ def drift(fw: Firewall, bans: Sequence[Ban], now: float) -> list[str]:
     return []          # dry run / backend none: nothing held in the kernel
 
 
-def _wanted(fw: Firewall, bans: Sequence[Ban], now: float) -> tuple[set[str], set[str]]:
-    """(nets that must be in the kernel, nets that may be): the second adds those about to end."""
+def _wanted(fw: Firewall, bans: Sequence[Ban], now: float,
+            collapse: bool = False) -> tuple[set[str], set[str]]:
+    """(nets that must be in the kernel, nets that may be): bans ending within EXPIRY_SLACK
+    either way need not be there and may still be."""
     live = fw._live(bans, now)
-    may = set(live)
+    recent = fw._live(bans, now - EXPIRY_SLACK)
+    if collapse:                        # nftables holds no prefix inside another one
+        live, recent = _collapse(live), _collapse(recent)
     must = {t for t, (_n, left) in live.items() if left is None or left > EXPIRY_SLACK}
-    return must, may
+    return must, set(recent)
 
 
 def _diff(family: str, have: set[str], must: set[str], may: set[str]) -> list[str]:
@@ -145,8 +149,6 @@ def _nftables(fw: NftablesFirewall, bans: Sequence[Ban], now: float) -> list[str
     if sorted(r for r in rules if r) != sorted((ports, name) for name in NFT_SETS) \
             or None in rules:
         out.append(f"rules={len(rules)}")
-    live = _collapse(fw._live(bans, now))
-    may = set(live)
-    must = {t for t, (_n, left) in live.items() if left is None or left > EXPIRY_SLACK}
+    must, may = _wanted(fw, bans, now, collapse=True)
     out += _diff("elements", set().union(*sets.values()) if sets else set(), must, may)
     return out
