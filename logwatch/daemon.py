@@ -47,6 +47,7 @@ log = logging.getLogger("logwatchd.daemon")
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
 WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotify is missing
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
+FWCHECK_DUTY = 20.0              # the firewall check waits at least 20x its own duration
 REPAIR_DELAY = 2.0               # first reconcile after a failed firewall/map write ...
 REPAIR_MAX_DELAY = 300.0         # ... doubling while it keeps failing, up to this
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
@@ -346,8 +347,10 @@ class Daemon:
                 self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
                 self._check_map()
             elif name == "fwcheck":
-                self.timers["fwcheck"] = now + self.cfg.firewall.check_interval
-                self._check_firewall()
+                took = self._check_firewall()
+                # Reading 100,000 rules back takes seconds: keep the check under 1/20 of the time.
+                self.timers["fwcheck"] = self.clock() + max(self.cfg.firewall.check_interval,
+                                                            FWCHECK_DUTY * took)
             elif name == "watchdog":
                 self._run_watchdog(now)
                 self._schedule_watchdog(self.clock())
@@ -565,17 +568,19 @@ class Daemon:
             self.error(f"relaymap check: {exc}")
             log.error("action=relaymap-error error=%s", exc)
 
-    def _check_firewall(self) -> None:
-        """Someone flushed or edited our chain/sets/table: put the engine's bans back."""
+    def _check_firewall(self) -> float:
+        """Someone flushed or edited our chain/sets/table: put the engine's bans back.
+        Returns the seconds the check took."""
         if self.firewall is None:
-            return
+            return 0.0
         from .fwdrift import drift
 
+        started = time.monotonic()
         bans = list(self.engine.bans.values())
         try:
             found = drift(self.firewall, bans, self.clock())
             if not found:
-                return
+                return time.monotonic() - started
             log.warning("action=firewall-repair backend=%s drift=%s bans=%d",
                         self.firewall.backend, ",".join(found), len(bans))
             self.counters.actions["firewall-repair"] += 1
@@ -585,6 +590,7 @@ class Daemon:
             self.error(f"firewall check: {exc}")
             log.error("action=firewall-error error=%s", exc)
             self._schedule_repair()
+        return time.monotonic() - started
 
     def _retire_firewall(self) -> None:
         """Remove what an earlier run or config created in the kernel under another backend or

@@ -9,7 +9,8 @@ kernel. Each backend is read with the same tools and parsing the backend itself 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from .firewall import (
     NFT_SETS,
@@ -17,9 +18,13 @@ from .firewall import (
     FirewallError,
     IpsetFirewall,
     IptablesFirewall,
+    Network,
     NftablesFirewall,
-    _collapse,
+    _contained,
     _nft_nets,
+    net_text,
+    normalize_net,
+    remaining,
 )
 from .model import Ban
 
@@ -39,61 +44,103 @@ def drift(fw: Firewall, bans: Sequence[Ban], now: float) -> list[str]:
     return []          # dry run / backend none: nothing held in the kernel
 
 
-def _wanted(fw: Firewall, bans: Sequence[Ban], now: float,
-            collapse: bool = False) -> tuple[set[str], set[str]]:
-    """(nets that must be in the kernel, nets that may be): bans ending within EXPIRY_SLACK
-    either way need not be there and may still be."""
-    live = fw._live(bans, now)
-    recent = fw._live(bans, now - EXPIRY_SLACK)
-    if collapse:                        # nftables holds no prefix inside another one
-        live, recent = _collapse(live), _collapse(recent)
-    must = {t for t, (_n, left) in live.items() if left is None or left > EXPIRY_SLACK}
-    return must, set(recent)
+# The check runs every minute at up to 1,000,000 bans: texts are compared as the tools print
+# them (the engine's nets are canonical already) and only mismatches are parsed with ipaddress.
+
+def _quick(text: str) -> str:
+    """A kernel listing's address or CIDR as CIDR text, without parsing it."""
+    return text if "/" in text else text + ("/128" if ":" in text else "/32")
 
 
-def _diff(family: str, have: set[str], must: set[str], may: set[str]) -> list[str]:
+def _canonical(text: str) -> str:
+    try:
+        return net_text(normalize_net(text))
+    except ValueError:
+        return text
+
+
+@dataclass
+class _Want:
+    """Nets that must be in the kernel, and those that may be (ending within EXPIRY_SLACK)."""
+
+    must: set[str] = field(default_factory=set)
+    may: set[str] = field(default_factory=set)
+
+
+def _wanted(bans: Sequence[Ban], now: float) -> dict[int, _Want]:
+    out = {4: _Want(), 6: _Want()}
+    for ban in bans:
+        left = remaining(ban, now)
+        if left is not None and left <= -EXPIRY_SLACK:
+            continue
+        want = out[6 if ":" in ban.net else 4]
+        want.may.add(ban.net)
+        if left is None or left > EXPIRY_SLACK:
+            want.must.add(ban.net)
+    return out
+
+
+def _diff(tag: str, have: set[str], want: _Want,
+          covered: Callable[[str], bool] | None = None) -> list[str]:
+    """Missing and extra counts; a pair that differs only in spelling is no difference."""
+    missing, extra = want.must - have, have - want.may
+    if missing and extra:
+        extra_canon = {_canonical(t) for t in extra}
+        missing_canon = {_canonical(t) for t in missing}
+        missing = {t for t in missing if _canonical(t) not in extra_canon}
+        extra = {t for t in extra if _canonical(t) not in missing_canon}
+    if missing and covered is not None:
+        missing = {t for t in missing if not covered(t)}
     out = []
-    missing, extra = must - have, have - may
     if missing:
-        out.append(f"{family}-missing={len(missing)}")
+        out.append(f"{tag}-missing={len(missing)}")
     if extra:
-        out.append(f"{family}-extra={len(extra)}")
+        out.append(f"{tag}-extra={len(extra)}")
     return out
 
 
 def _iptables(fw: IptablesFirewall, bans: Sequence[Ban], now: float) -> list[str]:
-    must, may = _wanted(fw, bans, now)
+    wanted = _wanted(bans, now)
+    chain = fw.cfg.chain
     out: list[str] = []
     for family in (4, 6):
-        st = fw._load(family)           # a fresh read, which also refreshes the ban cache
+        st = fw._read(family)
         tag = f"ipv{family}"
         if not st.chain_exists:
             out.append(f"{tag}-chain-missing")
         if st.input_rules != [fw._input_rule(family)]:
             out.append(f"{tag}-jump-rules={len(st.input_rules)}")
-        counts = st.nets(fw.cfg.chain)
-        if len(st.chain_rules) != sum(counts.values()) or any(n > 1 for n in counts.values()):
-            out.append(f"{tag}-foreign-or-duplicate-rules")
-        fam_must = {t for t in must if (":" in t) == (family == 6)}
-        fam_may = {t for t in may if (":" in t) == (family == 6)}
-        out += _diff(tag, set(counts), fam_must, fam_may)
+        have: set[str] = set()
+        odd = 0
+        for line in st.chain_rules:
+            parts = line.split()
+            if len(parts) == 6 and parts[:3] == ["-A", chain, "-s"] and parts[4:] == ["-j", "DROP"]:
+                net = _quick(parts[3])
+                odd += net in have
+                have.add(net)
+            else:
+                odd += 1
+        if odd:
+            out.append(f"{tag}-foreign-or-duplicate-rules={odd}")
+        out += _diff(tag, have, wanted[family])
     return out
 
 
 def _ipset(fw: IpsetFirewall, bans: Sequence[Ban], now: float) -> list[str]:
-    must, may = _wanted(fw, bans, now)
+    wanted = _wanted(bans, now)
     out: list[str] = []
     have_sets = fw._existing_sets()
     for family, name in fw._names.items():
         tag = f"ipv{family}"
+        held: set[str] = set()
         if name not in have_sets:
             out.append(f"{tag}-set-missing")
-            held: set[str] = set()
         else:
-            held = set(fw._read_set(name))
-        fam_must = {t for t in must if (":" in t) == (family == 6)}
-        fam_may = {t for t in may if (":" in t) == (family == 6)}
-        out += _diff(tag, held, fam_must, fam_may)
+            for line in fw._run(["ipset", "save", name]).splitlines():
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[0] == "add" and parts[1] == name:
+                    held.add(_quick(parts[2]))
+        out += _diff(tag, held, wanted[family])
         rules = fw._read(family).input_rules
         if rules != [fw._input_rule(family)]:
             out.append(f"{tag}-match-rules={len(rules)}")
@@ -119,6 +166,16 @@ def _nft_rule_key(rule: dict) -> tuple[tuple[int, ...], str] | None:
     return ports, target[1:]
 
 
+def _nft_elem_text(elem: object) -> list[str]:
+    if isinstance(elem, dict) and "elem" in elem:
+        elem = elem["elem"]["val"]
+    if isinstance(elem, str):
+        return [_quick(elem)]
+    if isinstance(elem, dict) and "prefix" in elem:
+        return [f"{elem['prefix']['addr']}/{elem['prefix']['len']}"]
+    return _nft_nets(elem)        # a range: rare, parsed
+
+
 def _nftables(fw: NftablesFirewall, bans: Sequence[Ban], now: float) -> list[str]:
     try:
         raw = fw._run(["nft", "-j", "list", "table", "inet", fw.cfg.nft_table])
@@ -133,9 +190,7 @@ def _nftables(fw: NftablesFirewall, bans: Sequence[Ban], now: float) -> list[str
         if "set" in obj and obj["set"].get("name") in NFT_SETS:
             held = sets.setdefault(obj["set"]["name"], set())
             for elem in obj["set"].get("elem", []):
-                if isinstance(elem, dict) and "elem" in elem:
-                    elem = elem["elem"]["val"]
-                held.update(_nft_nets(elem))
+                held.update(_nft_elem_text(elem))
         elif "chain" in obj and obj["chain"].get("name") == "input":
             hooked = obj["chain"].get("hook") == "input"
         elif "rule" in obj and obj["rule"].get("chain") == "input":
@@ -146,9 +201,26 @@ def _nftables(fw: NftablesFirewall, bans: Sequence[Ban], now: float) -> list[str
     if missing_sets := sorted(set(NFT_SETS) - set(sets)):
         out.append("sets-missing=" + ",".join(missing_sets))
     ports = tuple(sorted(fw.ports))
-    if sorted(r for r in rules if r) != sorted((ports, name) for name in NFT_SETS) \
-            or None in rules:
+    if None in rules or sorted(r for r in rules if r) != sorted((ports, n) for n in NFT_SETS):
         out.append(f"rules={len(rules)}")
-    must, may = _wanted(fw, bans, now, collapse=True)
-    out += _diff("elements", set().union(*sets.values()) if sets else set(), must, may)
-    return out
+    have = set().union(*sets.values()) if sets else set()
+    wanted = _wanted(bans, now)
+    both = _Want(wanted[4].must | wanted[6].must, wanted[4].may | wanted[6].may)
+    return out + _diff("elements", have, both, _covered_by(have))
+
+
+def _covered_by(have: set[str]) -> Callable[[str], bool]:
+    """Whether a net lies inside a broader prefix held (nft keeps no nested prefixes)."""
+    prefixes: list[tuple[set[Network], set[int]]] = []
+
+    def covered(text: str) -> bool:
+        if not prefixes:
+            kept = {normalize_net(t) for t in have if not t.endswith(("/32", "/128"))}
+            prefixes.append((kept, {n.prefixlen for n in kept}))
+        try:
+            net = normalize_net(text)
+        except ValueError:
+            return False
+        return _contained(net, *prefixes[0])
+
+    return covered

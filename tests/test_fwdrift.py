@@ -116,3 +116,29 @@ def test_dry_run_firewall_has_no_drift() -> None:
 
     fw = make_firewall(FirewallConfig(backend="iptables"), dry_run=True)
     assert drift(fw, [ban("192.0.2.7")], time.time()) == []
+
+
+def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
+    """At 100,000 rules one read takes seconds: the check must not hog the event loop."""
+    import argparse
+    import types
+
+    import logwatch.fwdrift
+    from logwatch.config import Config
+    from logwatch.daemon import FWCHECK_DUTY, Daemon
+
+    def slow_drift(fw: object, bans: object, now: float) -> list[str]:
+        time.sleep(0.05)
+        return []
+
+    monkeypatch.setattr(logwatch.fwdrift, "drift", slow_drift)
+    cfg = Config()
+    cfg.daemon.actions_log = None
+    cfg.firewall.check_interval = 0.1
+    d = Daemon(cfg, None, argparse.Namespace())
+    d.firewall = object()
+    d.engine = types.SimpleNamespace(bans={}, next_deadline=lambda: None)
+    d.timers["fwcheck"] = 0.0
+    before = time.time()
+    d._run_timers(time.time())
+    assert d.timers["fwcheck"] >= before + 0.05 * FWCHECK_DUTY
