@@ -777,6 +777,7 @@ class Daemon:
             "files": files,
             "newest_event": c.newest_event,
             "lag": None if c.newest_event is None else max(0.0, now - c.newest_event),
+            "log_time": self.engine.log_time_counts(),
             "watchdog_kills": (self.watchdog.stats().get("kills", 0)
                                if self.watchdog is not None else None),
             "reloads": c.reloads,

@@ -720,6 +720,12 @@ class Engine:
         key = self._ip_key(ip)
         return key is not None and key in self._tracked
 
+    def log_time_counts(self) -> dict[str, int]:
+        """Lines whose own time was not used as is (see event_time), for logwatchctl status."""
+        c = self._counters
+        return {"future": c["time_future"], "unreadable": c["time_invalid"],
+                "stale_logins": c["grants_stale"], "stale_failures": c["ignored_stale"]}
+
     def stats(self) -> dict:
         """Counters and sizes for logwatchctl status."""
         return {

@@ -228,3 +228,12 @@ def test_one_line_dated_2099_does_not_pin_the_lag_at_zero():
     clock.now += 60
     d.feed([at(NOW + 50, "rejected", "192.0.2.7")])
     assert d.counters.newest_event == NOW + 50       # real lines keep moving it
+
+
+def test_log_time_counts_for_status():
+    engine, _ = make()
+    engine.handle(at(datetime(2099, 1, 1, tzinfo=UTC).timestamp(), "login", "192.0.2.7"))
+    engine.handle(at(NOW - DAY, "login", "192.0.2.8"))
+    engine.handle(at(NOW - 2 * DAY, "auth-failed", "192.0.2.9"))
+    assert engine.log_time_counts() == {"future": 1, "unreadable": 0, "stale_logins": 1,
+                                        "stale_failures": 1}
