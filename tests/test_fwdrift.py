@@ -142,3 +142,21 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
     before = time.time()
     d._run_timers(time.time())
     assert d.timers["fwcheck"] >= before + 0.05 * FWCHECK_DUTY
+
+
+def test_a_hung_tool_is_an_error_not_a_hang(monkeypatch, tmp_path) -> None:
+    """The periodic check runs the tools: one that never answers must end in FirewallError."""
+    import logwatch.firewall
+    from logwatch.config import FirewallConfig
+    from logwatch.firewall import FirewallError, IptablesFirewall
+
+    hang = tmp_path / "iptables-save"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(logwatch.firewall, "TOOL_TIMEOUT", 0.5)
+    fw = IptablesFirewall(FirewallConfig(backend="iptables"))
+    started = time.monotonic()
+    with pytest.raises(FirewallError, match="no answer"):
+        drift(fw, [ban("192.0.2.7")], time.time())
+    assert time.monotonic() - started < 20
