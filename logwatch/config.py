@@ -84,6 +84,7 @@ class FirewallConfig:
     ipset_maxelem: int = 1_048_576
     nft_table: str = "logwatchd"
     flush_on_stop: bool = False
+    check_interval: float = 60.0      # seconds between checks of the kernel against the bans
 
 
 @dataclass
@@ -302,6 +303,7 @@ CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "firewall.ipset_v6": _name,
     "firewall.ipset_maxelem": _positive,
     "firewall.nft_table": _name,
+    "firewall.check_interval": _positive,
     "watchdog.limit": _non_negative,
     "watchdog.interval": _positive,
     "watchdog.grace": _non_negative,

@@ -55,6 +55,7 @@ log = logging.getLogger("logwatchd.daemon")
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
 WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotify is missing
 MAP_CHECK_INTERVAL = 60.0        # a missing or corrupt relay map is rebuilt from the store
+FWCHECK_DUTY = 20.0              # the firewall check waits at least 20x its own duration
 REPAIR_DELAY = 2.0               # first reconcile after a failed firewall/map write ...
 REPAIR_MAX_DELAY = 300.0         # ... doubling while it keeps failing, up to this
 STORE_RETRY_DELAY = 1.0          # resync of the store after a failed commit (disk full) ...
@@ -309,6 +310,7 @@ class Daemon:
         """Kernel and map := the store's live state (start, reload)."""
         if self.relay_map is not None:
             self.relay_map.rebuild(list(self.engine.grants))
+        self._retire_firewall()
         if self.firewall is not None:
             self.firewall.setup()
             self.firewall.reconcile(list(self.engine.bans.values()), self.clock())
@@ -371,6 +373,7 @@ class Daemon:
         if self.whitelist_watch is None or self.whitelist_watch.fileno() is None:
             self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
         self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
+        self.timers["fwcheck"] = now + self.cfg.firewall.check_interval
         self._schedule_engine()
         self._schedule_watchdog(now)
         period = _sd_watchdog_interval()
@@ -416,6 +419,11 @@ class Daemon:
             elif name == "mapcheck":
                 self.timers["mapcheck"] = now + MAP_CHECK_INTERVAL
                 self._check_map()
+            elif name == "fwcheck":
+                took = self._check_firewall()
+                # Reading 100,000 rules back takes seconds: keep the check under 1/20 of the time.
+                self.timers["fwcheck"] = self.clock() + max(self.cfg.firewall.check_interval,
+                                                            FWCHECK_DUTY * took)
             elif name == "watchdog":
                 self._run_watchdog(now)
                 self._schedule_watchdog(self.clock())
@@ -475,10 +483,22 @@ class Daemon:
             self.counters.events[ev.kind] += 1
             effects.extend(handle(ev))
         if events:
-            newest = events[-1].time.timestamp()
-            if self.counters.newest_event is None or newest > self.counters.newest_event:
-                self.counters.newest_event = newest
+            self._note_newest(events[-1])
         self._apply(effects, positions=positions)
+
+    def _note_newest(self, event: Event) -> None:
+        """Track the newest log time for `lag`; a line dated in the future beyond the clock
+        skew (a bogus 2099) is not believed, or it would pin the lag at 0 for good."""
+        from .engine import LOG_CLOCK_SKEW
+
+        try:
+            newest = event.time.timestamp()
+        except (AttributeError, ValueError, OverflowError, OSError):
+            return
+        if newest > self.clock() + LOG_CLOCK_SKEW:
+            return          # the engine counts it (time_future)
+        if self.counters.newest_event is None or newest > self.counters.newest_event:
+            self.counters.newest_event = newest
 
     def _apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
         """Hand one batch of effects to the effectors, then persist it in one transaction."""
@@ -625,6 +645,10 @@ class Daemon:
             c["ban"] += 1
             duration = "permanent" if b.expires_at is None else f"{b.expires_at - b.since:.0f}"
             reason = _reason_text(b.reason) or b.source
+            if "prefix-fallback" in b.reason:
+                # The offender network holds a protected address: say so, never silently.
+                log.warning("action=ban-prefix-fallback ip=%s configured_prefix=/%s "
+                            "why=protected-address-in-prefix", net, b.reason["prefix-fallback"])
             log.info("action=ban ip=%s reason=%s score=%g duration=%s offences=%d source=%s%s",
                      net, reason, b.score, duration, b.offences, b.source, dry)
             self.actions.write("ban", now, ip=net, reason=reason, score=f"{b.score:g}",
@@ -665,6 +689,57 @@ class Daemon:
         except Exception as exc:
             self.error(f"relaymap check: {exc}")
             log.error("action=relaymap-error error=%s", exc)
+
+    def _check_firewall(self) -> float:
+        """Someone flushed or edited our chain/sets/table: put the engine's bans back.
+        Returns the seconds the check took."""
+        if self.firewall is None:
+            return 0.0
+        from .fwdrift import drift
+
+        started = time.monotonic()
+        bans = list(self.engine.bans.values())
+        try:
+            found = drift(self.firewall, bans, self.clock())
+            if not found:
+                return time.monotonic() - started
+            log.warning("action=firewall-repair backend=%s drift=%s bans=%d",
+                        self.firewall.backend, ",".join(found), len(bans))
+            self.counters.actions["firewall-repair"] += 1
+            self.firewall.setup()
+            self.firewall.reconcile(bans, self.clock())
+        except Exception as exc:
+            self.error(f"firewall check: {exc}")
+            log.error("action=firewall-error error=%s", exc)
+            self._schedule_repair()
+        return time.monotonic() - started
+
+    def _retire_firewall(self) -> None:
+        """Remove what an earlier run or config created in the kernel under another backend or
+        other names (kept in the store), before ours is set up: both may share a name."""
+        if self.dry_run:
+            return                       # a dry run changes nothing, and remembers nothing
+        current = _firewall_identity(self.cfg, self.dry_run)
+        stored = self.store.get_firewall_identity()
+        if stored is not None and tuple(stored) != current:
+            try:
+                old = _old_firewall(stored)
+            except Exception as exc:     # not a usable identity (names now refused): forget it
+                log.error("action=firewall-retire result=skipped old=%s error=%s",
+                          ":".join(stored), exc)
+                old = None
+            try:
+                if old is not None:
+                    old.flush()
+            except Exception as exc:     # the identity stays: the next start/reload retries
+                self.error(f"old firewall {stored}: {exc}")
+                log.error("action=firewall-retire result=failed old=%s error=%s",
+                          ":".join(stored), exc)
+                return
+            log.info("action=firewall-retire old=%s new=%s", ":".join(stored),
+                     ":".join(current) if current else "none")
+        if stored is None or tuple(stored) != current:
+            self.store.set_firewall_identity(current)
 
     def _save_positions(self) -> None:
         if self.store_dirty:
@@ -713,18 +788,13 @@ class Daemon:
         self.actions.close()
         self.actions = ActionLog(cfg.daemon.actions_log)
         dry_changed = old.daemon.dry_run != cfg.daemon.dry_run
-        old_firewall, old_relay_map = self.firewall, self.relay_map
+        old_relay_map = self.relay_map
         try:
             if (old.firewall != cfg.firewall or old.relay != cfg.relay
                     or old.bans.enabled != cfg.bans.enabled or dry_changed):
                 self._make_effectors(cfg)
-            old_id = _firewall_identity(old, old.daemon.dry_run)
-            if (old_firewall is not None and self.firewall is not old_firewall
-                    and old_id is not None and old_id != _firewall_identity(cfg, self.dry_run)):
-                # The new firewall only reconciles its own chain/sets/table: the old ones
-                # would keep dropping the banned addresses for good. Removed before the new
-                # one is set up, as both may share a name (one ipset of two kept).
-                self._effect("firewall", old_firewall.flush)
+            # A firewall that moved away (backend, names) is removed by _reconcile, from the
+            # identity kept in the store: the same path as at start.
             if (old_relay_map is not None and self.relay_map is not old_relay_map
                     and (self.relay_map is None or old.relay.map != cfg.relay.map)):
                 # Postfix may still use the old map: empty it rather than leave it granting
@@ -838,6 +908,7 @@ class Daemon:
             "newest_event": c.newest_event,
             "lag": self.lag.lag(now),
             "lag_bytes": self.lag.behind,
+            "log_time": self.engine.log_time_counts(),
             "watchdog_kills": (self.watchdog.stats().get("kills", 0)
                                if self.watchdog is not None else None),
             "reloads": c.reloads,
@@ -1000,6 +1071,17 @@ def _firewall_identity(cfg: Config, dry_run: bool) -> tuple[str, ...] | None:
     if not cfg.bans.enabled or dry_run or fw.backend == "none":
         return None
     return (fw.backend, fw.chain, fw.ipset_v4, fw.ipset_v6, fw.nft_table)
+
+
+def _old_firewall(identity: Sequence[str]) -> Any:
+    """A firewall for a stored identity, only to flush it (ports do not matter to flush)."""
+    from .config import FirewallConfig
+    from .firewall import make_firewall
+
+    backend, chain, ipset_v4, ipset_v6, nft_table = identity
+    return make_firewall(FirewallConfig(backend=backend, chain=chain, ipset_v4=ipset_v4,
+                                        ipset_v6=ipset_v6, nft_table=nft_table),
+                         log=logging.getLogger("logwatchd.firewall"))
 
 
 def effective_rules_dirs(cfg: Config) -> list[str]:

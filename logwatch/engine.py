@@ -1,12 +1,13 @@
 """The state engine: relay grants after logins, offender scoring and bans. Pure: no I/O, clock injected.
 
 The engine only returns effects (logwatch.model); the daemon applies them to the Postfix map,
-the firewall and the store. All times come from the injected clock (the time an event is
-handled), not from log timestamps, which may lack a year or a time zone.
+the firewall and the store. Grants and scores run on the line's own time (see event_time for the
+clock-skew rules); bans and expiries on the injected clock, the time the daemon acts.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import ipaddress
 import math
@@ -40,7 +41,11 @@ _V6_FLAG = 1 << 128          # offender keys: IPv4 network int, or this flag | I
 _EPS = 1e-9                  # float weights (0.1 * 10) must still reach maxretry
 
 PRUNE_INTERVAL = 60.0        # seconds between sweeps that only forget stale offenders
+# A line may be dated this far ahead of our clock (another host's syslog, a clock step) and keep
+# its time; beyond that it is taken as "now" and counted: a bogus date must not pin anything.
+LOG_CLOCK_SKEW = 300.0
 
+PREFIX_FALLBACK = "prefix-fallback"   # Ban.reason key: the offender prefix a ban was narrowed from
 _KEEP = object()             # reconfigure(): "leave this setting as it is"
 
 
@@ -99,7 +104,8 @@ class Engine(EngineQueries):
         self._counters: dict[str, int] = dict.fromkeys(
             ("events", "grants_added", "grants_refreshed", "grants_excluded", "grants_expired",
              "bans_added", "bans_lifted", "bans_expired", "ignored_banned", "ignored_protected",
-             "ignored_invalid", "evicted", "pruned"), 0)
+             "ignored_invalid", "evicted", "pruned", "time_future", "time_invalid",
+             "grants_stale", "ignored_stale", "bans_narrowed"), 0)
         self._configure(relay, bans)
         self._rebuild_protected()
 
@@ -326,7 +332,8 @@ class Engine(EngineQueries):
             if self._no_grant.contains(ip):
                 self._counters["grants_excluded"] += 1
                 return []
-            return self._grant(ip, event.user, event.service, self.relay.grace, extend_only=True)
+            return self._grant(ip, event.user, event.service, self.relay.grace, extend_only=True,
+                               at=self.event_time(event))
         if not self.bancfg.enabled:
             return []
         index = self._kind_index.get(kind)
@@ -335,6 +342,21 @@ class Engine(EngineQueries):
         if index not in self._weights and not (index == self._uu and self._distinct_on):
             return []            # weight 0 costs no memory at all (unless user names count)
         return self._score(event, index)
+
+    def event_time(self, event: Event, now: float | None = None) -> float:
+        """The line's own time; one more than LOG_CLOCK_SKEW ahead of the clock (or unreadable)
+        is taken as now and counted. Old times stay: each caller has its own age limit."""
+        if now is None:
+            now = self.clock()
+        try:
+            when = event.time.timestamp()
+        except (AttributeError, ValueError, OverflowError, OSError):
+            self._counters["time_invalid"] += 1
+            return now
+        if not when <= now + LOG_CLOCK_SKEW:       # also NaN
+            self._counters["time_future"] += 1
+            return now
+        return when
 
     def _score(self, event: Event, index: int) -> list[Effect]:
         key = self._ip_key(event.ip)
@@ -345,11 +367,16 @@ class Engine(EngineQueries):
             self._counters["ignored_banned"] += 1
             return []
         now = self.clock()
-        now_ms = self._ms(now)
+        when = self.event_time(event, now)
+        if when * 1000 <= round(now * 1000) - self._horizon_ms:
+            # Older than every window: it can take part in no ban that matters now.
+            self._counters["ignored_stale"] += 1
+            return []
+        when_ms = self._ms(when)
         user = 0
         if index == self._uu and event.user and self._distinct_on:
             user = _user_hash(event.user)
-        hit = (now_ms << _TIME_SHIFT) | (user << _USER_SHIFT) | index
+        hit = (when_ms << _TIME_SHIFT) | (user << _USER_SHIFT) | index
         tracked = self._tracked
         old = tracked.get(key)
         if old is None:
@@ -359,11 +386,14 @@ class Engine(EngineQueries):
                 tracked.popitem(last=False)
                 self._counters["evicted"] += 1
         else:
-            hits = self._pruned_hits(_hits(old), now_ms)
-            hits.append(hit)
+            hits = _hits(old)
+            # Lines of several logs interleave out of time order: hits stay sorted by time
+            # (the top bits), and windows end at the newest hit's log time.
+            bisect.insort(hits, hit)
+            hits = self._pruned_hits(hits, hits[-1] >> _TIME_SHIFT)
             tracked[key] = _pack(hits)
             tracked.move_to_end(key)
-        return self._check(key, hits, now)
+        return self._check(key, hits, now, event.ip)
 
     def _pruned_hits(self, hits: list[int], now_ms: int) -> list[int]:
         find_cut = now_ms - self._find_ms
@@ -383,8 +413,9 @@ class Engine(EngineQueries):
         kept.reverse()
         return kept
 
-    def _check(self, key: int, hits: list[int], now: float) -> list[Effect]:
-        now_ms = self._ms(now)
+    def _check(self, key: int, hits: list[int], now: float, ip: str) -> list[Effect]:
+        # Windows in log time: they end at the newest hit, not at the clock.
+        now_ms = hits[-1] >> _TIME_SHIFT
         find_cut = now_ms - self._find_ms
         score = 0.0
         counts: dict[int, int] = {}
@@ -405,18 +436,41 @@ class Engine(EngineQueries):
             return []
         net = self._key_net(key)
         self._tracked.pop(key, None)   # counting starts afresh after this ban (or refusal)
-        if self._protected.overlaps_range(*self._key_range(key)):
-            self._counters["ignored_protected"] += 1
-            return []
         reason = {self._kind_names[i]: n for i, n in sorted(counts.items())}
         if by_users and not by_score:
             reason["distinct-users"] = len(users)
+        if self._protected.overlaps_range(*self._key_range(key)):
+            narrow = self.narrowest_unprotected(ip)
+            if narrow is None:
+                self._counters["ignored_protected"] += 1
+                return []
+            # A protected address shares the offender network: ban a narrower one than
+            # refuse silently; the reason records the prefix it was narrowed from.
+            self._counters["bans_narrowed"] += 1
+            reason[PREFIX_FALLBACK] = self._v4_prefix if ":" not in net else self._v6_prefix
+            net = narrow
         wider, _inside = self._nesting(net)
         if wider is not None:          # a manual ban already covers it: nothing to add
             return []
         return self._add_ban(net, now, score, reason, "auto", None)
 
     # -- bans ----------------------------------------------------------------
+
+    def narrowest_unprotected(self, ip: str) -> str | None:
+        """The shortest prefix around ip, longer than the offender prefix, that holds no
+        protected address; None when even the address alone is protected."""
+        try:
+            version, value, _ = parse_net(ip)
+        except ValueError:
+            return None
+        bits = 32 if version == 4 else 128
+        start = self._v4_prefix if version == 4 else self._v6_prefix
+        for prefix in range(start + 1, bits + 1):
+            host = (1 << (bits - prefix)) - 1
+            first = value & ~host
+            if not self._protected.overlaps_range(version, first, first | host):
+                return net_text(version, first, prefix)
+        return None
 
     def _duration(self, previous: int) -> float | None:
         cfg = self.bancfg
@@ -554,13 +608,18 @@ class Engine(EngineQueries):
     # -- grants ----------------------------------------------------------------
 
     def _grant(self, ip: str, user: str | None, service: str | None, duration: float,
-               extend_only: bool) -> list[Effect]:
+               extend_only: bool, at: float | None = None) -> list[Effect]:
         now = self.clock()
-        expires_at = now + duration
+        start = now if at is None else at
+        expires_at = start + duration
+        if expires_at <= now:
+            # Grace runs from the login's own time: a replayed or late old login grants nothing.
+            self._counters["grants_stale"] += 1
+            return []
         old = self.grants.get(ip)
         if old is not None and extend_only:
             expires_at = max(expires_at, old.expires_at)
-        grant = Grant(ip=ip, user=user, service=service, granted_at=now, expires_at=expires_at)
+        grant = Grant(ip=ip, user=user, service=service, granted_at=start, expires_at=expires_at)
         self.grants[ip] = grant
         if old is None or old.expires_at != expires_at:
             self._push(expires_at, "g", ip)
@@ -661,6 +720,12 @@ class Engine(EngineQueries):
     def is_tracked(self, ip: str) -> bool:
         key = self._ip_key(ip)
         return key is not None and key in self._tracked
+
+    def log_time_counts(self) -> dict[str, int]:
+        """Lines whose own time was not used as is (see event_time), for logwatchctl status."""
+        c = self._counters
+        return {"future": c["time_future"], "unreadable": c["time_invalid"],
+                "stale_logins": c["grants_stale"], "stale_failures": c["ignored_stale"]}
 
     def stats(self) -> dict:
         """Counters and sizes for logwatchctl status."""

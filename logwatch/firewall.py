@@ -29,6 +29,9 @@ BACKENDS = ("iptables", "ipset", "nftables", "none")
 # ipset stores timeouts in milliseconds in a signed 32-bit value: longer ones are refused.
 IPSET_MAX_TIMEOUT = 2_147_483
 NFT_MAX_TIMEOUT = 365 * 86400
+# One tool run: reading or rewriting 1,000,000 rules takes minutes on a loaded host; a tool
+# hung on a lock must not stop the daemon for ever (the periodic check calls these too).
+TOOL_TIMEOUT = 600.0
 # multiport accepts at most 15 ports.
 MAX_PORTS = 15
 # nftables: prefixes go to interval sets; single addresses to plain hash sets, because nft reads
@@ -122,9 +125,12 @@ class Firewall:
         """Run one tool (inside the namespace if any); return stdout or raise FirewallError."""
         full = (["ip", "netns", "exec", self.netns] if self.netns else []) + argv
         try:
-            proc = subprocess.run(full, input=stdin, capture_output=True, text=True, check=False)
+            proc = subprocess.run(full, input=stdin, capture_output=True, text=True, check=False,
+                                  timeout=TOOL_TIMEOUT)
         except OSError as exc:
             raise FirewallError(f"{argv[0]}: cannot run: {exc}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise FirewallError(f"{argv[0]}: no answer within {TOOL_TIMEOUT:.0f} s") from exc
         if proc.returncode != 0:
             raise FirewallError(f"{' '.join(argv)} failed (exit {proc.returncode}): "
                                 f"{proc.stderr.strip() or proc.stdout.strip()}")

@@ -63,8 +63,14 @@ FAST_FRAME = re.compile(
 
 _SECONDS = {f"{s:02d}": timedelta(seconds=s) for s in range(60)}
 
-# A syslog date with no year is taken as the latest one not ahead of "now" by more than this.
-FUTURE_SLACK = 300.0
+# A syslog date with no year gets the year that puts it closest to "now" (Jan  1 00:00:10 seen
+# at Dec 31 23:59:30 is next year's), except that a year putting it more than
+# YEAR_FUTURE_LIMIT ahead is never chosen: a line from last December read in November is old,
+# not from the future (which the engine would take as "now"). Only dates this close to now are
+# cached: the choice for them cannot flip before the caches are dropped, at least once a day.
+YEAR_FUTURE_LIMIT = 86400.0
+YEAR_CACHE_SPAN = 30 * 86400.0
+YEAR_CACHE_LIFE = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ class Framer:
         self._minute_bases: dict[str, datetime] = {}     # "Nov 21 10:00" -> its time at :00
         self._hour_bases: dict[tuple[int, int, int], list[tuple[datetime, float]]] = {}
         self._year, self._year_start, self._year_end = 0, 0.0, 0.0
+        self._caches_until = 0.0
 
     def frame_fast(self, line: str) -> tuple[datetime, str | None, str, str] | None:
         """(time, host, program, message) of a line, or None; frame_lines of one line."""
@@ -93,6 +100,7 @@ class Framer:
     def frame_lines(self, lines: list[str]) -> list[tuple[datetime, str | None, str, str] | None]:
         """frame_fast of each line: the common RFC 3164 form by one regex and the stamp caches,
         the rest through frame()."""
+        self._expire_caches()
         frames: list[tuple[datetime, str | None, str, str] | None] = []
         append, stamp_get = frames.append, self.stamp_cache.get
         for line, m in zip(lines, map(FAST_FRAME.match, lines), strict=True):
@@ -111,13 +119,15 @@ class Framer:
         m = _STAMP.match(line)
         if m is None:
             return None
+        self._expire_caches()
         stamp = m.group(0).rstrip(" ")
         when = self.stamp_cache.get(stamp)
         if when is None:
             when = self._time(m)
             if when is None:
                 return None
-            self._remember(stamp, when)
+            if not (m.group("mon") and not m.group("byear")) or self._cacheable(when):
+                self._remember(stamp, when)
         rest = line[m.end():]
         if m.group("v5424"):
             r = _R5424.match(rest)
@@ -160,13 +170,21 @@ class Framer:
                 return None
             if when is None:
                 return None
-            # A minute wholly in the past of the current year stays there as the clock moves on.
-            if when.year == self._year and when.timestamp() - when.second + 60 <= self.clock() + FUTURE_SLACK:
-                if len(self._minute_bases) > 4096:
-                    self._minute_bases.clear()
-                self._minute_bases[stamp[:-3]] = when.replace(second=0)
+            if not self._cacheable(when):
+                return when
+            # Every second of a minute near now gets the same year: one base serves them all.
+            if len(self._minute_bases) > 4096:
+                self._minute_bases.clear()
+            self._minute_bases[stamp[:-3]] = when.replace(second=0)
         self._remember(stamp, when)
         return when
+
+    def _cacheable(self, when: datetime) -> bool:
+        """Whether a year-less stamp's year choice may be cached: near now, and its whole
+        minute on this side of the future limit."""
+        ts, now = when.timestamp(), self.clock()
+        return (abs(ts - now) < YEAR_CACHE_SPAN
+                and ts - when.second + 60 <= now + YEAR_FUTURE_LIMIT)
 
     def _remember(self, stamp: str, when: datetime) -> None:
         if len(self.stamp_cache) > 4096:
@@ -209,37 +227,46 @@ class Framer:
 
     def _syslog_time(self, month: int, day: int, hh: int, mm: int, ss: int,
                      micro: int) -> datetime | None:
-        """A year-less syslog time: the latest year that does not put it in the future."""
+        """A year-less syslog time: the year (next, this or a past one) putting it closest to now."""
         now = self.clock()
-        if not self._year_start <= now < self._year_end:
+        if not self._year_start <= now < self._caches_until:
             self._new_year(now)
         bases = self._hour_bases.get((month, day, hh))
         if bases is None:
             bases = []
             # Feb 29 may need to go back several years to the last leap year.
-            for year in range(self._year, self._year - 8, -1):
+            for year in range(self._year + 1, self._year - 8, -1):
                 try:
                     base = _local(datetime(year, month, day, hh))
                 except ValueError:
                     continue
                 bases.append((base, base.timestamp()))
-                if len(bases) == 2:
+                if len(bases) == 3:
                     break
             if len(self._hour_bases) > 4096:
                 self._hour_bases.clear()
             self._hour_bases[(month, day, hh)] = bases
         # The offset within the hour is exact arithmetic: an hour's base has one UTC offset.
         offset = mm * 60 + ss + micro / 1e6
-        for base, base_ts in bases:
-            if base_ts + offset <= now + FUTURE_SLACK:
-                return base.replace(minute=mm, second=ss, microsecond=micro)
-        return None
+        allowed = [b for b in bases if b[1] + offset <= now + YEAR_FUTURE_LIMIT]
+        if not allowed:
+            return None
+        base, _ts = min(allowed, key=lambda b: abs(b[1] + offset - now))
+        return base.replace(minute=mm, second=ss, microsecond=micro)
+
+    def _expire_caches(self) -> None:
+        """Cached year choices hold for a day at most (and never across a new year)."""
+        now = self.clock()
+        if not self._year_start <= now < self._caches_until:
+            self._new_year(now)
 
     def _new_year(self, now: float) -> None:
-        """Which year "now" is in decides every syslog date: recompute it when it changes."""
+        """Which year "now" is in decides every syslog date: recompute it when it changes
+        (and drop the caches daily, so no cached year choice outlives its reason)."""
         self._year = datetime.fromtimestamp(now).year
         self._year_start = _local(datetime(self._year, 1, 1)).timestamp()
         self._year_end = _local(datetime(self._year + 1, 1, 1)).timestamp()
+        self._caches_until = min(now + YEAR_CACHE_LIFE, self._year_end)
         self._hour_bases.clear()
         self.stamp_cache.clear()
         self._minute_bases.clear()

@@ -17,6 +17,9 @@ SCHEMA_VERSION = 1
 # on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
 
+# Kept in the key/value `cursors` table (no schema change): no journal cursor has this name.
+FIREWALL_IDENTITY_KEY = "logwatchd:firewall-identity"
+
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append one.
 MIGRATIONS: list[str] = [
     """
@@ -263,3 +266,25 @@ class Store:
             self.put_grants(grants)
             self.put_bans(bans)
             self.put_offenders(offenders)
+
+    # -- firewall identity: the kernel objects we created (backend and names) ----------
+
+    def get_firewall_identity(self) -> list[str] | None:
+        """What the last run's firewall created, or None (nothing, or unreadable)."""
+        raw = self.get_cursor(FIREWALL_IDENTITY_KEY)
+        try:
+            value = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None
+        return value
+
+    def set_firewall_identity(self, identity: Iterable[str] | None) -> None:
+        """Remember (or forget, with None) what our firewall created in the kernel."""
+        with self.transaction():
+            if identity is None:
+                self.db.execute("DELETE FROM cursors WHERE name = ?", (FIREWALL_IDENTITY_KEY,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                (FIREWALL_IDENTITY_KEY, json.dumps(list(identity))))

@@ -23,6 +23,11 @@ from logwatch.model import Ban, BanAdded
 from logwatch.store import Store
 
 
+def stamp() -> str:
+    """Syslog's stamp for now: grants run from the login's own time (issue 12 point 16)."""
+    return time.strftime("%b %e %H:%M:%S")
+
+
 def postmap_q(d: DaemonProc, ip: str) -> str:
     out = subprocess.run(["postmap", "-q", ip, d.map], capture_output=True, text=True,
                          env=d.env(), timeout=30)
@@ -131,7 +136,7 @@ def test_sighup_with_a_broken_rules_file_keeps_the_old_rules(daemon, tmp_path):
     text = daemon.wait_log("action=reload result=rejected", after=mark)
     assert f"{local / 'site.yaml'}:3: rule 'site-x'" in text
     # Still parsing with the old rules: a login still grants.
-    daemon.append("Nov 21 10:00:00 mx dovecot: imap-login: Login: user=<a>, method=PLAIN, "
+    daemon.append(f"{stamp()} mx dovecot: imap-login: Login: user=<a>, method=PLAIN, "
                   "rip=192.0.2.90, lip=192.0.2.1, mpid=1, TLS, session=<s1>")
     deadline = time.monotonic() + 10
     while daemon.req(cmd="status")["grants"] == 0 and time.monotonic() < deadline:
@@ -400,7 +405,7 @@ def test_stdin_source_feeds_the_engine(tmp_path):
     try:
         proc = start_piped()
         assert proc.stdin is not None
-        proc.stdin.write(b"Nov 21 10:00:00 mx dovecot: imap-login: Login: user=<carol>, "
+        proc.stdin.write(stamp().encode() + b" mx dovecot: imap-login: Login: user=<carol>, "
                          b"method=PLAIN, rip=192.0.2.60, lip=192.0.2.1, mpid=1, TLS, "
                          b"session=<x1>\n")
         proc.stdin.flush()
@@ -444,7 +449,7 @@ def test_sighup_can_add_a_log_file(daemon):
     daemon.send(signal.SIGHUP)
     daemon.wait_log("action=reload result=ok", after=mark)
     with open(second, "a") as fh:
-        fh.write("Nov 21 10:00:00 mx dovecot: pop3-login: Login: user=<dan>, method=PLAIN, "
+        fh.write(f"{stamp()} mx dovecot: pop3-login: Login: user=<dan>, method=PLAIN, "
                  "rip=192.0.2.70, lip=192.0.2.1, mpid=9, session=<s9>\n")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and postmap_q(daemon, "192.0.2.70") != "OK":

@@ -376,11 +376,14 @@ def test_whitelisted_own_and_mynetworks_never_banned():
     wl, _ = Whitelist.from_lines(["198.51.100.0/24", "2001:db8:5::1"])
     engine, _ = make(maxretry=1, whitelist=wl, mynetworks=["10.0.0.0/8"],
                      own_addresses=["203.0.113.9", "2001:db8:9::25"])
-    for ip in ("198.51.100.77", "10.1.2.3", "203.0.113.9", "2001:db8:5::1", "2001:db8:5::2",
-               "2001:db8:9::1"):
+    for ip in ("198.51.100.77", "10.1.2.3", "203.0.113.9", "2001:db8:5::1"):
         assert feed(engine, "auth-failed", ip, 10) == [], ip
-    # 2001:db8:5::2 and 2001:db8:9::1 share a /64 with a protected address: never banned.
     assert engine.bans == {}
+    # 2001:db8:5::2 and 2001:db8:9::1 share a /64 with a protected address: banned on a
+    # narrower prefix that holds none (issue 12 point 17), see test_ipv6_prefix_fallback_*.
+    feed(engine, "auth-failed", "2001:db8:5::2", 1)
+    feed(engine, "auth-failed", "2001:db8:9::1", 1)
+    assert sorted(engine.bans) == ["2001:db8:5::2/127", "2001:db8:9::/123"]
     assert engine.is_protected("2001:db8:5::/64") and not engine.is_protected("203.0.113.10")
     assert len(added(engine.handle(ev("auth-failed", "203.0.113.10")))) == 1
 

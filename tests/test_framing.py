@@ -28,11 +28,36 @@ def test_single_digit_day_and_no_pid(framer):
     assert (f.program, f.pid, f.time.day) == ("imapd", None, 2)
 
 
-def test_year_inferred_never_in_future(framer):
-    # Dec 24 is after "now" (Nov 21 2026): it must be last year's.
+def test_year_inferred_closest_to_now_never_a_day_ahead(framer):
+    # Dec 24 is a month after "now" (Nov 21 2026): last year's, not a line from the future.
     assert framer.frame("Dec 24 10:00:00 h p[1]: x").time.year == 2025
     assert framer.frame("Nov 21 11:59:00 h p[1]: x").time.year == 2026
+    assert framer.frame("Nov 22 10:00:00 h p[1]: x").time.year == 2026   # less than a day ahead
     assert framer.frame("Jan  1 00:00:00 h p[1]: x").time.year == 2026
+
+
+def test_year_rollover_picks_next_year():
+    """Issue 12 point 16: at Dec 31 23:59:30 a Jan  1 00:00:10 line is next year's, and the
+    caches filled before the rollover do not keep it in the old year."""
+    now = [datetime(2026, 12, 31, 23, 59, 30).timestamp()]      # local time, like syslog
+    framer = Framer(clock=lambda: now[0])
+    assert framer.frame_fast("Dec 31 23:59:29 h p[1]: x")[0].year == 2026
+    assert framer.frame_fast("Jan  1 00:00:10 h p[1]: x")[0].year == 2027
+    assert framer.frame("Jan  1 00:00:10 h p[1]: x").time.year == 2027
+    now[0] += 3600                                              # after midnight
+    assert framer.frame_fast("Dec 31 23:59:29 h p[1]: x")[0].year == 2026
+    assert framer.frame_fast("Jan  1 00:00:11 h p[1]: x")[0].year == 2027
+
+
+def test_cached_year_choice_follows_the_clock():
+    """A stamp seen once, read again months later, is re-placed (caches live a day)."""
+    now = [datetime(2026, 2, 1, 12, 0, 0).timestamp()]
+    framer = Framer(clock=lambda: now[0])
+    assert framer.frame_fast("Jan 20 10:00:00 h p[1]: x")[0].year == 2026
+    now[0] = datetime(2026, 12, 30, 12, 0, 0).timestamp()
+    assert framer.frame_fast("Jan 20 10:00:00 h p[1]: x")[0].year == 2026   # 11 months back
+    now[0] = datetime(2027, 1, 19, 12, 0, 0).timestamp()
+    assert framer.frame_fast("Jan 20 10:00:00 h p[1]: x")[0].year == 2027
 
 
 def test_feb_29_falls_back_to_a_leap_year():
@@ -127,15 +152,15 @@ def test_freebsd_syslogd_v_prefix(framer):
 
 
 def test_minute_cache_keeps_the_future_limit_exact():
-    """A minute already placed in the current year gives its seconds from a cached base; near
-    now + 300 s every second is still judged on its own, whatever the order of the lines."""
+    """A minute already placed gives its seconds from a cached base; near now + 1 day every
+    second is still judged on its own, whatever the order of the lines."""
     now = datetime(2026, 11, 21, 12, 0, 0).timestamp()          # local time, like syslog
-    want = {"12:04:30": 2026, "12:04:59": 2026, "12:05:00": 2026, "12:05:01": 2025,
-            "12:05:02": 2025, "12:04:58": 2026}
+    want = {"11:59:30": 2026, "11:59:59": 2026, "12:00:00": 2026, "12:00:01": 2025,
+            "12:00:02": 2025, "11:59:58": 2026}
     for order in (list(want), list(want)[::-1], sorted(want)):
         framer = Framer(clock=lambda: now)
         for hms in order:
-            line = f"Nov 21 {hms} h p[1]: x"
+            line = f"Nov 22 {hms} h p[1]: x"
             when = framer.frame_fast(line)[0]
             assert when.year == want[hms], (order, hms)
             assert when == Framer(clock=lambda: now).frame(line).time
