@@ -275,11 +275,10 @@ class Daemon:
         except sqlite3.Error as exc:   # a corrupt page shows only when it is read
             raise StartupError(f"state: {self.store.path}: {exc} (move it aside to start "
                                "afresh: live bans and grants are then adopted)") from exc
-        except (OSError, StoreError) as exc:
-            hint = access_hint(state_dir, "daemon.state_dir (--state-dir)")
+        except (OSError, StoreError, StateLockError) as exc:
+            in_use = isinstance(exc, StateLockError) and not isinstance(exc.__cause__, OSError)
+            hint = "" if in_use else access_hint(state_dir, "daemon.state_dir (--state-dir)")
             raise StartupError(f"state: {exc}{hint}") from exc
-        except StateLockError as exc:
-            raise StartupError(f"state: {exc}") from exc
 
     def _adopt_live_entries(self) -> None:
         """A new store (state.db missing or 0-byte) must not make the reconcile delete every
