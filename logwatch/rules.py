@@ -13,7 +13,8 @@ from .yamlsrc import YamlError, line_of, load_yaml
 
 RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
 SERVICES = ("pop3", "imap", "smtp", "submission", "sieve")
-_RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description"}
+_RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description",
+              "samples"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A prefilter must be rarer than this: these words occur on most mail-log lines.
 _TOO_COMMON = {"from", "to", "mail", "smtp", "postfix", "dovecot", "user", "=", ":", " "}
