@@ -393,3 +393,51 @@ def _cached_ruleset() -> Ruleset:
     if not _RULESET:
         _RULESET.append(load_ruleset([REPO / "rules"]))
     return _RULESET[0]
+
+
+# Point 6 of issue 12: the client chooses its user name, so a failure must count whatever the
+# name holds (blanks, '>', brackets, the next field's shape...). {P} is the name.
+COUNT_TEMPLATES: list[tuple[str, str]] = [
+    ("Nov 21 10:00:00 mx cyrus/imap[1]: badlogin: scan.example [192.0.2.77] plaintext {P} "
+     "SASL(-13): authentication failure: checkpass failed", "login-failed"),
+    ("Nov 21 10:00:00 mx cyrus/pop3s[1]: badlogin: [192.0.2.77] plaintext {P} [SASL(-13): user not "
+     "found: Password verification failed]", "login-failed"),
+    ("Nov 21 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.77]: 550 5.1.1 "
+     "<{P}@example.org>: Recipient address rejected: User unknown in local recipient table; "
+     "from=<a@b> to=<{P}@example.org> proto=ESMTP helo=<x>", "user-unknown"),
+    ("Nov 21 10:00:00 mx postfix/submission/smtpd[1]: NOQUEUE: reject: RCPT from x.example"
+     "[192.0.2.77]:4711: 550 5.1.1 <\"{P}\"@example.org>: Recipient address rejected: undeliverable "
+     "address: verification failed; from=<a@b> to=<\"{P}\"@example.org> proto=ESMTP helo=<x>",
+     "user-unknown"),
+    ("Nov 21 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.77]: 554 5.7.1 "
+     "<{P}@elsewhere.example>: Relay access denied; from=<a@b> to=<{P}@elsewhere.example> "
+     "proto=ESMTP helo=<x>", "relay-denied"),
+    ("Nov 21 10:00:00 mx auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 "
+     "euid=0 tty=dovecot ruser={P} rhost=192.0.2.77  user={P}", "login-failed"),
+    ("Nov 21 10:00:00 mx vpopmail[1]: vchkpw-pop3: vpopmail user not found {P}@{P}:192.0.2.77",
+     "login-failed"),
+    ("Nov 21 10:00:00 mx vpopmail[1]: vchkpw-submission: password fail (pass: '{P}') "
+     "{P}@example.org:192.0.2.77", "auth-failed"),
+    ("Nov 21 10:00:00 mx exim[1]: dovecot_login authenticator failed for (User) [192.0.2.77]:1 "
+     "I=[192.0.2.4]:587: 535 Incorrect authentication data (set_id={P})", "auth-failed"),
+    ("Nov 21 10:00:00 mx dovecot: auth: passwd-file({P},192.0.2.77,<sessABC>): unknown user",
+     "login-failed"),
+]
+NAMES = ["john smith", "a>b", "a b>c", "x [6.6.6.6]", "x) [6.6.6.6]", "a) (b", "x SASL(-13): y",
+         "a  b", "a\tb", "\u00fcn\u00efcode", "a'b", "x rhost=6.6.6.6", "x rhost=6.6.6.6  user=x",
+         "x@y:6.6.6.6", "x>: Recipient address rejected: y", "[", "]", "(", ")", "", " lead",
+         "trail ", "<x>", "a,b", "a\\b"]
+# Shapes a rule refuses on purpose, each for a reason its rule file gives: Dovecot's auth process
+# writes "driver(USER,IP...)" with no room for ',' or parentheses in USER.
+REFUSED = {("passwd-file(", c) for c in ",()"}
+
+
+@pytest.mark.parametrize("template,kind", COUNT_TEMPLATES, ids=[t[30:60] for t, _ in COUNT_TEMPLATES])
+def test_failures_count_whatever_the_user_name(ruleset: Ruleset, template: str, kind: str) -> None:
+    for name in NAMES:
+        if any(m in template and c in name for m, c in REFUSED):
+            continue
+        line = template.replace("{P}", name).encode()
+        events = events_of(ruleset, line)
+        assert len(events) == len(MATCHERS) + 1, f"no event for name {name!r}: {line!r}"
+        assert {(e.kind, e.ip) for e in events} == {(kind, REAL)}, (name, events[0])
