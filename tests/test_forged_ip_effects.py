@@ -64,12 +64,18 @@ def test_exim_junk_helo_cannot_get_relay_for_another_ip() -> None:
     assert effects_of([real], smtp_auth=True) == (set(), {"203.0.113.51"})
 
 
-def test_exim_junk_helo_bans_only_the_real_client() -> None:
-    """Point 2 for the failure rules: user-unknown/relay-denied still count, for the real IP."""
-    lines = [f"Nov 21 10:00:0{i} mx exim[1]: H=(x) [6.6.6.6] F=<a@b> rejected RCPT <b@c>: Unknown "
-             f"user (y) [203.0.113.51]:1 I=[198.51.100.1]:25 F=<s@x> rejected RCPT <r{i}@y>: "
-             "Unknown user" for i in range(5)]
-    assert effects_of(lines) == ({"203.0.113.51/32"}, set())
+def test_exim_forged_host_ends_ban_nobody_else() -> None:
+    """Point 2 for the failure rules: a junk HELO or a quoted recipient holding a whole host end
+    never bans that address; plain lines of the same client still do."""
+    helo = [f"Nov 21 10:00:0{i} mx exim[1]: H=(x) [6.6.6.6] F=<a@b> rejected RCPT <b@c>: Unknown "
+            f"user (y) [203.0.113.51]:1 I=[198.51.100.1]:25 F=<s@x> rejected RCPT <r{i}@y>: "
+            "Unknown user" for i in range(5)]
+    rcpt = [f"Nov 21 10:00:0{i} mx exim[1]: H=(x) [203.0.113.51] F=<s@x> rejected RCPT "
+            f"<\"y{i}) [6.6.6.6] rejected RCPT <\"@d>: relay not permitted" for i in range(5)]
+    assert effects_of(helo + rcpt) == (set(), set())
+    plain = [f"Nov 21 10:00:0{i} mx exim[1]: H=(x) [203.0.113.51]:1 I=[198.51.100.1]:25 F=<s@x> "
+             f"rejected RCPT <\"r{i} (y) [6.6.6.6]\"@example.org>: Unknown user" for i in range(5)]
+    assert effects_of(plain) == ({"203.0.113.51/32"}, set())
 
 
 def test_vpopmail_domain_cannot_choose_an_ipv6_net() -> None:

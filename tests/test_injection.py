@@ -371,6 +371,11 @@ _TOKENS = st.sampled_from([
     "rip=", "lip=", "relay=", "user=", "ip=", "host=", "H=", "from ", "unknown", "reject=",
     "... ", "Relaying denied", "User unknown", "Password mismatch", "session=", "status=\"ok\"",
     " - ", "::ffff:", "sasl_username=", "(may be forged)", "\\", "\t",
+    # Exim and vpopmail structure
+    ") [", ") [6.6.6.6]", ":1", " I=[1.1.1.1]:25", " F=<", " rejected RCPT <", ": relay not permitted",
+    ": Unknown user", " P=esmtpa A=plain:x", ": 535 Incorrect authentication data", " (set_id=",
+    '" H=', " next input=\"", " dropped: too many ", " D=1s", "2001:db8:6666:", ":0:0:", " rhost=",
+    "  user=", "SASL(",
 ])
 _HOSTILE_TEXT = st.one_of(
     st.lists(_TOKENS, max_size=24).map("".join),
