@@ -446,3 +446,20 @@ def test_failures_count_whatever_the_user_name(ruleset: Ruleset, template: str, 
         events = events_of(ruleset, line)
         assert len(events) == len(MATCHERS) + 1, f"no event for name {name!r}: {line!r}"
         assert {(e.kind, e.ip) for e in events} == {(kind, REAL)}, (name, events[0])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads=st.lists(_HOSTILE_TEXT, min_size=6, max_size=6),
+       template_index=st.integers(0, len(TEMPLATES) - 1))
+def test_generated_payloads_per_field(payloads: list[str], template_index: int) -> None:
+    """Each client-written field of a line gets its own payload (a HELO and a set_id, a command
+    and the next input...), as a client writing several fields would do."""
+    template, may_succeed = TEMPLATES[template_index]
+    parts = template.split("{P}")
+    line = parts[0] + "".join(payloads[i % 6].replace("\n", " ") + rest
+                              for i, rest in enumerate(parts[1:]))
+    ruleset = _cached_ruleset()
+    for event in events_of(ruleset, line.encode("utf-8", "surrogateescape")):
+        assert event.ip == REAL, f"wrong ip {event.ip} via {event.rule}: {line[:300]!r}"
+        if not may_succeed:
+            assert event.kind not in SUCCESS_KINDS, f"forged {event.kind} via {event.rule}"
