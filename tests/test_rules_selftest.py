@@ -202,7 +202,7 @@ def test_reload_with_a_failing_sample_keeps_the_old_rules(tmp_path):
         assert "old config kept" in resp["error"] and "rule 'site-login': sample" in resp["error"]
         assert "action=reload result=rejected" in d.stderr()
         # The old rule still parses: its login grants relay.
-        d.append(LOGIN.replace("10:00:00", time.strftime("%H:%M:%S")))
+        d.append(LOGIN.replace("Nov 21 10:00:00", time.strftime("%b %e %H:%M:%S")))   # now: fresh
         deadline = time.monotonic() + 20
         while d.req(cmd="status")["grants"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
