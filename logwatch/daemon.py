@@ -131,6 +131,7 @@ class Daemon:
         self.actions = ActionLog(cfg.daemon.actions_log)
         self.dry_run = cfg.daemon.dry_run
         self.firewall: Any = None
+        self.control: ControlServer | None = None
         self.relay_map: Any = None
         self.watchdog: Any = None
 
@@ -435,13 +436,14 @@ class Daemon:
                         self._pump(src)
                 self.timers["poll"] = now + self.cfg.sources.poll_interval
             elif name == "control":
-                self.control.expire_idle(now)
+                if self.control is not None:
+                    self.control.expire_idle(now)
         self._schedule_engine()
         self._schedule_control()
 
     def _schedule_control(self) -> None:
         """Idle control clients are closed (64 idle connections would lock everyone out)."""
-        deadline = self.control.next_deadline()
+        deadline = None if self.control is None else self.control.next_deadline()
         if deadline is None:
             self.timers.pop("control", None)
         else:
@@ -1052,7 +1054,8 @@ class Daemon:
                 src.close()
             except Exception as exc:
                 log.error("action=source-close-error error=%s", exc)
-        self.control.close()
+        if self.control is not None:
+            self.control.close()
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self._effect("firewall", self.firewall.flush)
         self.actions.close()
