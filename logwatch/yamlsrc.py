@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 Marks = dict[tuple, int]
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlError(Exception):
@@ -36,8 +37,14 @@ def load_yaml(path: str | Path) -> tuple[Any, Marks]:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # One parse: the node tree gives the lines, then the data is built from it (what
+        # safe_load does), by libyaml when PyYAML has it (20x faster: rules load at every start).
+        loader = _SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
