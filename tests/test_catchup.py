@@ -96,3 +96,19 @@ def test_daemon_catches_up_on_a_regular_file_and_exits(tmp_path: Path) -> None:
     dump = subprocess.run(["postmap", "-s", d.map], capture_output=True, text=True,
                           env=d.env(), timeout=60, check=True).stdout
     assert {row.split()[0] for row in dump.splitlines()} == {*logins, last}
+
+
+def test_pipe_on_stdin_gets_a_wide_buffer() -> None:
+    """A big log piped in arrives in chunks of up to 1 MiB, not the default 64 KiB."""
+    r, w = os.pipe()
+    try:
+        with os.fdopen(r, "rb", buffering=0) as stream:
+            got: list[bytes] = []
+            src = StdinSource(lambda _name, chunk: got.append(chunk), stream=stream)
+            os.set_blocking(w, False)
+            block = b"".join(b"%09d line of an old log\n" % i for i in range(30_000))  # ~900 KB
+            assert os.write(w, block) == len(block)     # fits: the writer is not held up
+            src.process()
+            assert got == [block]
+    finally:
+        os.close(w)

@@ -3,6 +3,7 @@ regular file (``logwatchd --stdin < old.log``) read to its end at full speed."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -35,6 +36,18 @@ def pollable(fd: int) -> bool:
     return True
 
 
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe a 1 MiB buffer (Linux's default is 64 KiB): a writer far ahead of us (a big
+    log piped in) then hands over 1 MiB per read and per parsed chunk, not 64 KiB."""
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < READ_SIZE:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, READ_SIZE)
+    except OSError:               # above /proc/sys/fs/pipe-max-size for an unprivileged user
+        pass
+
+
 class StdinSource:
     """Non-blocking reader of a byte stream (fd 0 by default); ``eof`` turns True at its end.
 
@@ -51,6 +64,7 @@ class StdinSource:
         self._fd = (stream if stream is not None else sys.stdin.buffer).fileno()
         os.set_blocking(self._fd, False)
         self._pollable = pollable(self._fd)
+        _widen_pipe(self._fd)
         self._lb = LineBuffer(max_line)
         self.eof = False
         self._bytes = 0
