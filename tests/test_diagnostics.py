@@ -141,3 +141,18 @@ def test_test_rules_reports_wall_time_and_the_reference_findings(ruleset, tmp_pa
     text = out.decode("utf-8", "replace")
     assert "\n".join(expected) in text, text
     assert len(slow.unframed) == len(slow.suspects) == 7
+
+
+def test_test_rules_numbers_lines_across_chunks(tmp_path) -> None:
+    """Findings past the first 4 MiB chunk carry their real line numbers."""
+    filler = b"Nov 21 10:00:00 mx postfix/qmgr[7]: 0123456789: removed\n"
+    count = (9 << 20) // len(filler)                          # three chunks
+    tail = (b"no framing on this line\n"
+            b"Nov 21 10:00:01 mx exotic[5]: login FAILED for bob from 203.0.113.9\n")
+    path = tmp_path / "long.log"
+    path.write_bytes(filler * count + tail)
+    out = subprocess.run([sys.executable, "-m", "logwatch.ruletest", "test-rules", str(path)],
+                         capture_output=True, timeout=120, check=True).stdout.decode()
+    assert f"Lines read:   {count + 2}\n" in out
+    assert f"(unknown syslog framing): 1\n  {count + 1}: no framing on this line\n" in out
+    assert f"look like failures: 1\n  {count + 2}: Nov 21 10:00:01 mx exotic[5]" in out
