@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -112,3 +114,30 @@ def test_pipe_on_stdin_gets_a_wide_buffer() -> None:
             assert got == [block]
     finally:
         os.close(w)
+
+
+def test_sigterm_during_a_catch_up_stops_between_chunks(tmp_path: Path) -> None:
+    """The file is read a chunk per loop turn: a SIGTERM is served long before its end."""
+    path = tmp_path / "old.log"
+    with open(path, "w") as out:
+        for block in range(100):
+            out.write("".join(_filler(block * 5000 + i) + "\n" for i in range(5000)))
+    d = DaemonProc(tmp_path, {"sources": {"logfiles": []}})
+    argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(d.config), "--stdin"]
+    with open(path, "rb") as stdin, open(d.stderr_path, "w") as err:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=err, stderr=err, env=d.env(),
+                                cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "action=start " not in d.stderr():
+            assert proc.poll() is None and time.monotonic() < deadline, d.stderr()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)        # 500,000 lines to go: seconds of work
+        assert proc.wait(60) == 0, d.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = d.stderr()
+    assert "action=stop signal=SIGTERM" in stderr
+    assert "action=eof" not in stderr and "reason=end-of-input" not in stderr
