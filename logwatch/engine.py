@@ -36,6 +36,13 @@ _HIT_MASK = (1 << _HIT_BITS) - 1
 _BIAS = 1 << (_TIME_BITS - 2)      # ~35 years of clock steps backwards stay positive
 _TIME_MAX = (1 << _TIME_BITS) - 1
 _V6_FLAG = 1 << 128          # offender keys: IPv4 network int, or this flag | IPv6 network int
+_EPS = 1e-9                  # float weights (0.1 * 10) must still reach maxretry
+
+PRUNE_INTERVAL = 60.0        # seconds between sweeps that only forget stale offenders
+
+_KEEP = object()             # reconfigure(): "leave this setting as it is"
+
+
 # ip text -> _address_value(): offenders come back thousands of times (a catch-up on an old
 # log scores them all), and ipaddress parsing is most of an event's cost.
 _ADDRESS_VALUES: dict[str, int | None] = {}
@@ -55,11 +62,6 @@ def _address_value(ip: str) -> int | None:
         _ADDRESS_VALUES.clear()
     _ADDRESS_VALUES[ip] = value
     return value
-_EPS = 1e-9                  # float weights (0.1 * 10) must still reach maxretry
-
-PRUNE_INTERVAL = 60.0        # seconds between sweeps that only forget stale offenders
-
-_KEEP = object()             # reconfigure(): "leave this setting as it is"
 
 
 def _hits(value: int) -> list[int]:
