@@ -9,15 +9,10 @@ lines meet the exact regex. `diagnose_slow` is the per-line reference both must 
 
 from __future__ import annotations
 
-import os
-import pickle
 import re
-import signal
-from array import array
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Container
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
-from typing import BinaryIO
 
 from .framing import Framer
 from .literalscan import make_matcher
@@ -93,13 +88,6 @@ class Diagnostics:
     def scan(self, chunk: bytes, first_line: int, matched: Container[int]) -> None:
         """Check a chunk whose first line is number `first_line`; `matched`: line numbers
         some rule turned into an event."""
-        for number, _start, raw in self.failure_lines(chunk, first_line, matched):
-            self.findings.add_suspect(number, raw)
-
-    def failure_lines(self, chunk: bytes, first_line: int,
-                      matched: Container[int]) -> Iterator[tuple[int, int, bytes]]:
-        """Record the chunk's unframed lines; yield (number, offset in chunk, raw) of its
-        framed lines that look like failures and are not in `matched`."""
         if not chunk:
             return
         unusual = [] if FRAMED.match(chunk) else [0]
@@ -109,13 +97,13 @@ class Diagnostics:
         wordy = self.matcher.candidates(chunk.lower())[0]
         starts = sorted({*unusual, *wordy}) if unusual else wordy
         number_of = dict(zip(starts, _line_numbers(chunk, starts, first_line), strict=True))
-        frame = self.framer.frame
+        found, frame = self.findings, self.framer.frame
         unframed: set[int] = set()
         for start in unusual:
             raw = _line(chunk, start)
             if frame(raw.decode("utf-8", "replace")) is None and raw.strip():
                 unframed.add(start)
-                self.findings.add_unframed(number_of[start], raw)
+                found.add_unframed(number_of[start], raw)
         search = _FAILURE_WORDS_LOWER.search
         for start in wordy:
             number = number_of[start]
@@ -123,7 +111,7 @@ class Diagnostics:
                 continue
             raw = _line(chunk, start)
             if search(raw.lower()):
-                yield number, start, raw
+                found.add_suspect(number, raw)
 
 
 def diagnose_slow(framer: Framer, chunk: bytes, first_line: int, matched: Container[int],
@@ -140,87 +128,3 @@ def diagnose_slow(framer: Framer, chunk: bytes, first_line: int, matched: Contai
             found.add_unframed(number, raw)
         elif number not in matched and FAILURE_WORDS.search(raw):
             found.add_suspect(number, raw)
-
-
-class BackgroundDiagnostics:
-    """Diagnostics of a regular file in a forked child while the parent parses it: until the
-    end the two whole-file jobs share nothing, so a second core takes half of test-rules' work.
-
-    The child cannot know which lines the rules match; it sends back the unframed lines and
-    the (number, file offset) of every failure-looking framed line, and `finish` drops the
-    matched ones and reads the sample lines again from the file.
-    """
-
-    def __init__(self, check: Diagnostics, path: str, pid: int, fd: int) -> None:
-        self.check, self.path, self.pid, self.fd = check, path, pid, fd
-
-    @classmethod
-    def start(cls, check: Diagnostics, path: str, limit: int,
-              chunks: Callable[[BinaryIO, int], Iterable[bytes]]) -> BackgroundDiagnostics | None:
-        """Fork the child on the first `limit` bytes of `path` (read by `chunks(stream,
-        limit)`); None where that cannot be done (stdin, no fork): scan in line then."""
-        if path == "-" or not hasattr(os, "fork"):
-            return None
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:                      # the child: never returns
-            os.close(r)
-            status = 0
-            try:
-                payload = _child_scan(check, path, limit, chunks)
-            except BaseException as exc:  # reported by the parent, which then scans itself
-                payload, status = pickle.dumps(("error", repr(exc))), 1
-            try:
-                with os.fdopen(w, "wb") as out:
-                    out.write(payload)
-            finally:
-                os._exit(status)
-        os.close(w)
-        return cls(check, path, pid, r)
-
-    def finish(self, matched: Container[int]) -> str | None:
-        """Fill check.findings from the child's answer; if the child failed, say why."""
-        with os.fdopen(self.fd, "rb") as answer:
-            data = answer.read()
-        os.waitpid(self.pid, 0)
-        result = pickle.loads(data) if data else ("error", "no answer")
-        if result[0] != "ok":
-            return str(result[1])
-        found = self.check.findings
-        _ok, found.unframed_count, found.unframed, numbers, offsets = result
-        with open(self.path, "rb") as stream:
-            for number, offset in zip(numbers, offsets, strict=True):
-                if number in matched:
-                    continue
-                found.suspect_count += 1
-                if len(found.suspects) < found.sample:
-                    stream.seek(offset)
-                    raw = stream.readline()
-                    found.suspects.append((number, raw[:-1] if raw.endswith(b"\n") else raw))
-        return None
-
-    def cancel(self) -> None:
-        """Stop and reap the child (the parse failed)."""
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.pid, 0)
-        os.close(self.fd)
-
-
-def _child_scan(check: Diagnostics, path: str, limit: int,
-                chunks: Callable[[BinaryIO, int], Iterable[bytes]]) -> bytes:
-    """The child's work: findings without the matched filter, pickled."""
-    numbers, offsets = array("q"), array("q")
-    line_no = 1
-    base = 0
-    with open(path, "rb") as stream:
-        for chunk in chunks(stream, limit):
-            for number, start, _raw in check.failure_lines(chunk, line_no, ()):
-                numbers.append(number)
-                offsets.append(base + start)
-            line_no += chunk.count(b"\n")
-            base += len(chunk)
-    found = check.findings
-    return pickle.dumps(("ok", found.unframed_count, found.unframed, numbers, offsets))

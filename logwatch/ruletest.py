@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import stat
 import sys
 import time
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from .diagnostics import BackgroundDiagnostics, Diagnostics
+from .diagnostics import Diagnostics
 from .literalscan import MATCHERS
 from .parser import Parser
 from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
@@ -52,15 +50,13 @@ def _open(name: str) -> BinaryIO:
     return sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
 
 
-def read_chunks(stream: BinaryIO, size: int = CHUNK, limit: int | None = None) -> Iterator[bytes]:
-    """Chunks of whole lines (the last one may lack its newline), of the first `limit` bytes."""
+def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    """Chunks of whole lines (the last one may lack its newline)."""
     rest = b""
-    left = -1 if limit is None else limit
-    while left:
-        block = stream.read(size if left < 0 else min(size, left))
+    while True:
+        block = stream.read(size)
         if not block:
             break
-        left -= len(block) if left > 0 else 0
         block = rest + block
         cut = block.rfind(b"\n") + 1
         rest = block[cut:]
@@ -126,8 +122,20 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     # The report's extras (framing of every line, failure-looking lines) are not on the
     # daemon's path; they are only for the admin reading this, found with the same matcher.
     check = Diagnostics(parser.framer, parser.matcher.name, args.sample)
+    matched_lines: set[int] = set()
+    parse_seconds = 0.0
     try:
-        _matched, parse_seconds = _scan(args.file, parser, check)
+        with _open(args.file) as stream:
+            line_no = 1
+            for chunk in read_chunks(stream):
+                started = time.process_time()
+                events = parser.parse(chunk, line_no)
+                parse_seconds += time.process_time() - started
+                matched_lines.update(e.line for e in events)
+                check.scan(chunk, line_no, matched_lines)
+                # The parser counted the chunk's lines (one more only for a last line without
+                # newline, after which no chunk comes): no second pass over 4 MiB to count.
+                line_no = parser.stats.lines + 1
     except OSError as exc:
         print(f"logwatchctl: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -167,60 +175,6 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if found.suspect_count:
         w("  (add a rule for a format you want counted: see README, 'Rules')\n")
     return 0
-
-
-def _scan(name: str, parser: Parser, check: Diagnostics) -> tuple[set[int], float]:
-    """Parse the file, filling check.findings; (matched line numbers, parse CPU seconds).
-
-    A regular file's diagnostics run in a forked child meanwhile (BackgroundDiagnostics);
-    both read only the bytes it had at the start, in case it grows (a live log)."""
-    limit = _regular_size(name)
-    background = (BackgroundDiagnostics.start(check, name, limit, _chunks)
-                  if limit is not None else None)
-    matched: set[int] = set()
-    parse_seconds = 0.0
-    try:
-        with _open(name) as stream:
-            line_no = 1
-            for chunk in read_chunks(stream, limit=limit):
-                started = time.process_time()
-                events = parser.parse(chunk, line_no)
-                parse_seconds += time.process_time() - started
-                matched.update(e.line for e in events)
-                if background is None:
-                    check.scan(chunk, line_no, matched)
-                # The parser counted the chunk's lines (one more only for a last line without
-                # newline, after which no chunk comes): no second pass over 4 MiB to count.
-                line_no = parser.stats.lines + 1
-    except BaseException:
-        if background is not None:
-            background.cancel()
-        raise
-    failed = background.finish(matched) if background is not None else None
-    if failed:
-        print(f"logwatchctl: diagnostics in a child process failed ({failed}): running them "
-              f"here", file=sys.stderr)
-        with _open(name) as stream:
-            line_no = 1
-            for chunk in read_chunks(stream, limit=limit):
-                check.scan(chunk, line_no, matched)
-                line_no += chunk.count(b"\n")
-    return matched, parse_seconds
-
-
-def _chunks(stream: BinaryIO, limit: int) -> Iterator[bytes]:
-    return read_chunks(stream, limit=limit)
-
-
-def _regular_size(name: str) -> int | None:
-    """The size of a regular file; None for stdin, pipes, devices or a missing file."""
-    if name == "-":
-        return None
-    try:
-        st = os.stat(name)
-    except OSError:
-        return None                       # the open reports it
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _show(raw: bytes, limit: int = 300) -> str:
