@@ -14,7 +14,7 @@ from .literalscan import MATCHERS
 from .parser import Parser
 from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
 
-CHUNK = 4 << 20
+CHUNK = 1 << 19     # 512 KiB: the chunk's several passes stay in the CPU cache (4 MiB: ~5-15% slower)
 
 
 def add_rules_arg(parser: argparse.ArgumentParser) -> None:

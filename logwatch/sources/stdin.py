@@ -17,8 +17,9 @@ LOG = logging.getLogger("logwatchd.sources.stdin")
 
 READ_SIZE = 1 << 20
 # Bytes read per process() call: big enough that per-chunk costs vanish, small enough that the
-# loop still serves signals, timers and the control socket between chunks of a big file.
-CHUNK_SIZE = 4 * READ_SIZE
+# loop still serves signals, timers and the control socket between chunks of a big file, and
+# that the parser's passes over a chunk stay in the CPU cache (4 MiB parsed 15-25% slower).
+CHUNK_SIZE = 1 << 19
 
 
 def pollable(fd: int) -> bool:
@@ -83,11 +84,9 @@ class StdinSource:
             return
         parts = []
         total = 0
-        # A pipe hands over at most its buffer per read; a file gives the whole chunk at once.
-        size = READ_SIZE if self._pollable else CHUNK_SIZE
         while total < CHUNK_SIZE:
             try:
-                data = os.read(self._fd, size)
+                data = os.read(self._fd, CHUNK_SIZE - total)
             except BlockingIOError:
                 break
             except OSError as exc:
