@@ -2,9 +2,9 @@
 look like failures, found by whole-chunk passes instead of a Python step per line.
 
 Framing: one regex pass stops only at lines NOT in the common RFC 3164 shape (FRAMED, which the
-framer always understands); only those few go through Framer.frame(). Failures: the parser's
-literal matcher finds the lines holding a failure word in the lowercased chunk; only those
-lines meet the exact regex. `diagnose_slow` is the per-line reference both must equal.
+framer always understands); only those few go through Framer.frame(). Failures: a literal
+matcher of the parser's kind finds the lines holding a failure word in the lowercased chunk;
+only those lines meet the exact regex. `diagnose_slow` is the per-line reference to equal.
 """
 
 from __future__ import annotations
