@@ -1019,14 +1019,19 @@ class Daemon:
                 now = self.clock()
                 nxt = min(self.timers.values(), default=now + 60.0)
                 timeout = max(0.0, min(nxt - now, 60.0))
+                # A regular file on stdin has no fd to wait on: it is read a chunk per turn.
+                busy = [src for src in self.sources if getattr(src, "pending", False)]
                 try:
-                    ready = self.selector.select(timeout)
+                    ready = self.selector.select(0.0 if busy else timeout)
                 except InterruptedError:
                     ready = []
                 for key, mask in ready:
                     key.data(mask)
                     if self.pending_signals:
                         break
+                for src in busy:
+                    if not self.pending_signals:
+                        self._pump(src)
                 self._handle_signals()
                 if self.stopping:
                     break

@@ -49,6 +49,27 @@ PREFIX_FALLBACK = "prefix-fallback"   # Ban.reason key: the offender prefix a ba
 _KEEP = object()             # reconfigure(): "leave this setting as it is"
 
 
+# ip text -> _address_value(): offenders come back thousands of times (a catch-up on an old
+# log scores them all), and ipaddress parsing is most of an event's cost.
+_ADDRESS_VALUES: dict[str, int | None] = {}
+
+
+def _address_value(ip: str) -> int | None:
+    """IPv4 as its int (IPv4-mapped IPv6 too), IPv6 as _V6_FLAG | int, None if invalid (memoised)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        value = None
+    else:
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped      # events are normalised already; manual input may not be
+        value = int(addr) if addr.version == 4 else _V6_FLAG | int(addr)
+    if len(_ADDRESS_VALUES) >= 65536:
+        _ADDRESS_VALUES.clear()
+    _ADDRESS_VALUES[ip] = value
+    return value
+
+
 def _hits(value: int) -> list[int]:
     """The hits packed in one tracked value, oldest first."""
     count = (value.bit_length() - 1) // _HIT_BITS + 1
@@ -200,15 +221,14 @@ class Engine(EngineQueries):
     # -- keys ----------------------------------------------------------------
 
     def _ip_key(self, ip: str) -> int | None:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        value = _ADDRESS_VALUES.get(ip, -1)
+        if value == -1:
+            value = _address_value(ip)
+        if value is None:
             return None
-        if addr.version == 6 and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped      # events are normalised already; manual input may not be
-        if addr.version == 4:
-            return int(addr) & self._v4_mask
-        return _V6_FLAG | (int(addr) & self._v6_mask)
+        if value < _V6_FLAG:
+            return value & self._v4_mask
+        return _V6_FLAG | (value & self._v6_mask)
 
     def _key_net(self, key: int) -> str:
         if key & _V6_FLAG:

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
+from .diagnostics import Diagnostics
 from .literalscan import MATCHERS
 from .parser import Parser
 from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
 
-CHUNK = 4 << 20
-# Words that suggest a line reports a failure; used only to show admins what the rules miss.
-_FAILURE_WORDS = re.compile(
-    # "unknown[" is Postfix's name for a client without reverse DNS, not a failure.
-    rb"fail|reject|unknown(?!\[)|denied|invalid|refused|mismatch|blocked|bad |too many|not found|"
-    rb"illegal",
-    re.IGNORECASE,
-)
+CHUNK = 1 << 19     # 512 KiB: the chunk's several passes stay in the CPU cache (4 MiB: ~5-15% slower)
 
 
 def add_rules_arg(parser: argparse.ArgumentParser) -> None:
@@ -121,17 +114,17 @@ def cmd_parse(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """fail2ban-regex-like report: what the rules find in a file, and what they seem to miss."""
+    began = time.perf_counter()
     ruleset = _ruleset(args)
     if ruleset is None:
         return 2
     parser = _parser(ruleset, args)
     if parser is None:
         return 2
+    # The report's extras (framing of every line, failure-looking lines) are not on the
+    # daemon's path; they are only for the admin reading this, found with the same matcher.
+    check = Diagnostics(parser.framer, parser.matcher.name, args.sample)
     matched_lines: set[int] = set()
-    suspects: list[tuple[int, bytes]] = []
-    suspect_count = 0
-    unframed: list[tuple[int, bytes]] = []
-    unframed_count = 0
     parse_seconds = 0.0
     try:
         with _open(args.file) as stream:
@@ -141,27 +134,14 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 events = parser.parse(chunk, line_no)
                 parse_seconds += time.process_time() - started
                 matched_lines.update(e.line for e in events)
-                # The report's extras (framing of every line, failure-looking lines) are not on
-                # the daemon's path; they are only for the admin reading this.
-                # split(b"\n"), not splitlines(): a \r inside a line must not shift the
-                # numbers away from the parser's (which counts \n only).
-                lines = chunk.split(b"\n")
-                if not lines[-1]:
-                    lines.pop()
-                for offset, raw in enumerate(lines):
-                    number = line_no + offset
-                    if parser.framer.frame(raw.decode("utf-8", "replace")) is None and raw.strip():
-                        unframed_count += 1
-                        if len(unframed) < args.sample:
-                            unframed.append((number, raw))
-                    elif number not in matched_lines and _FAILURE_WORDS.search(raw):
-                        suspect_count += 1
-                        if len(suspects) < args.sample:
-                            suspects.append((number, raw))
-                line_no += chunk.count(b"\n")
+                check.scan(chunk, line_no, matched_lines)
+                # The parser counted the chunk's lines (one more only for a last line without
+                # newline, after which no chunk comes): no second pass over 4 MiB to count.
+                line_no = parser.stats.lines + 1
     except OSError as exc:
         print(f"logwatchctl: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    wall = time.perf_counter() - began
     stats = parser.stats
     w = out.write
     w(f"Rules:        {len(ruleset)} from {len(ruleset.files)} files\n")
@@ -170,6 +150,9 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     passes = parser.matcher.passes
     w(f"Parse time:   {parse_seconds:.3f} s CPU ({rate:,.0f} lines/s; {parser.matcher.name} "
       f"matcher, {passes} pass{'es' if passes != 1 else ''})\n")
+    rate = stats.lines / wall if wall > 0 else float("inf")
+    w(f"Wall time:    {wall:.3f} s ({rate:,.0f} lines/s: rules loaded, file read, parsed "
+      f"and checked)\n")
     w(f"Candidates:   {stats.candidates} lines held a rule's literal\n")
     w(f"Events:       {stats.events}\n")
     if stats.invalid_ip:
@@ -189,13 +172,14 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             w(f"  {count:>9}  {rule.id}  ({rule.kind})\n")
     unused = [r.id for r in ruleset.rules if not stats.by_rule.get(r.id)]
     w(f"  ({len(unused)} rules matched nothing)\n")
-    w(f"\nLines not understood (unknown syslog framing): {unframed_count}\n")
-    for number, raw in unframed:
+    found = check.findings
+    w(f"\nLines not understood (unknown syslog framing): {found.unframed_count}\n")
+    for number, raw in found.unframed:
         w(f"  {number}: {_show(raw)}\n")
-    w(f"\nUnmatched lines that look like failures: {suspect_count}\n")
-    for number, raw in suspects:
+    w(f"\nUnmatched lines that look like failures: {found.suspect_count}\n")
+    for number, raw in found.suspects:
         w(f"  {number}: {_show(raw)}\n")
-    if suspect_count:
+    if found.suspect_count:
         w("  (add a rule for a format you want counted: see README, 'Rules')\n")
     return 0
 

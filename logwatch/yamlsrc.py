@@ -14,6 +14,7 @@ from .safeio import RULES_MAX_BYTES, read_capped
 MAX_EXPANDED_NODES = 200_000
 
 Marks = dict[tuple, int]
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlError(Exception):
@@ -63,7 +64,9 @@ def load_yaml(path: str | Path) -> tuple[Any, Marks]:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(f"{path}: cannot read: {exc}") from exc
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # The node tree (lines, alias budget) by libyaml when PyYAML has it; the data itself
+        # only through yaml.safe_load.
+        root = yaml.compose(text, Loader=_SafeLoader)
         if not expanded_size_ok(root):
             raise YamlError(f"{path}: refused: more than {MAX_EXPANDED_NODES} nodes once "
                             "its aliases are expanded")
