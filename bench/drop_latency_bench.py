@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Line -> DROP latency, side by side: logwatchd, sshguard and fail2ban following one log file.
+
+All contenders run at once in a network namespace this script creates, each with its own
+iptables chain, and follow the same file. For each of --ips fresh IPs it appends lines 1-4
+(checks that nobody has banned yet), waits --pause, appends the 5th, then runs `iptables -S`
+every --poll seconds until every contender's chain holds the IP; prints p50/p95/p99/max each.
+The line is a Postfix SASL failure: sshguard's parser knows no "User unknown" reject, and all
+three count one SASL failure as one attack (logwatchd maxretry 5, sshguard THRESHOLD 50 at 10
+per attack, fail2ban maxretry 5). Needs root. Everything is removed afterwards, even on failure.
+    .venv/bin/python bench/drop_latency_bench.py [--ips 50] [--contenders logwatchd,sshguard,fail2ban]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+SSHG = Path("/usr/libexec/sshguard")
+TIMEOUT = 5.0                      # seconds a contender gets to ban before the sample is a miss
+MAX_MISSES = 3                     # then it is dropped from the run
+
+
+@dataclass
+class Contender:
+    """One tool under test: the chain its DROP rules appear in, and its processes."""
+
+    name: str
+    chain: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    misses: int = 0
+    early: int = 0
+    note: str = ""
+
+    def stop(self) -> None:
+        """SIGTERM its processes (last first), SIGKILL what is left after 5 s."""
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def sasl_failure(ip: str, n: int) -> str:
+    now = datetime.now()
+    return (f"{now:%b} {now.day:2d} {now:%H:%M:%S} mx postfix/smtpd[{4000 + n}]: warning: "
+            f"unknown[{ip}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n")
+
+
+def iptables(*args: str) -> str:
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=True,
+                          timeout=30).stdout
+
+
+def start_logwatchd(base: Path, log: Path, stack: ExitStack) -> Contender:
+    """The real daemon from this tree: defaults (5 failures within findtime ban), iptables."""
+    from daemon_harness import DaemonProc
+    c = Contender("logwatchd", "LWD_BENCH")
+    (base / "logwatchd").mkdir()
+    d = DaemonProc(base / "logwatchd", {
+        "sources": {"logfiles": [str(log)]},
+        "firewall": {"backend": "iptables", "chain": c.chain, "ports": [25]},
+        "relay": {"enabled": False},
+    })
+    stack.callback(d.stop)
+    d.start()
+    return c
+
+
+def start_sshguard(base: Path, log: Path, stack: ExitStack) -> Contender:
+    """Debian's sshguard pipeline as /usr/sbin/sshguard builds it, with our settings as flags
+    (its wrapper only reads /etc/sshguard/sshguard.conf, which we leave alone)."""
+    c = Contender("sshguard", "sshguard")
+    stack.callback(c.stop)
+    for tool in ("iptables", "ip6tables"):     # its backend flushes both at exit
+        subprocess.run([tool, "-w", "-N", "sshguard"], check=True, timeout=30)
+        subprocess.run([tool, "-w", "-I", "INPUT", "-j", "sshguard"], check=True, timeout=30)
+    wl = base / "sshguard.whitelist"
+    wl.write_text("127.0.0.0/8\n")
+    argvs = [["tail", "-n0", "-F", str(log)],
+             [str(SSHG / "sshg-parser")],
+             [str(SSHG / "sshg-blocker"), "-a", "50", "-p", "3600", "-s", "1800", "-w", str(wl)],
+             [str(SSHG / "sshg-fw-iptables")]]
+    prev = None
+    for i, argv in enumerate(argvs):
+        last = i == len(argvs) - 1
+        p = subprocess.Popen(argv, stdin=prev.stdout if prev else subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL if last else subprocess.PIPE)
+        if prev and prev.stdout:
+            prev.stdout.close()         # only the next stage holds the pipe
+        c.procs.append(p)
+        prev = p
+    time.sleep(0.5)                     # tail must be following before the first line
+    return c
+
+
+def start_fail2ban(base: Path, log: Path, stack: ExitStack) -> Contender | None:
+    """fail2ban-server in the foreground on a private copy of /etc/fail2ban: one postfix jail
+    (mode extra: SASL failures and user-unknown rejects), iptables-multiport, maxretry 5."""
+    if shutil.which("fail2ban-server") is None:
+        print("fail2ban  not installed (apt-get install fail2ban): skipped")
+        return None
+    backend = "pyinotify" if importlib.util.find_spec("pyinotify") else "polling"
+    conf = base / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    for f in (conf / "jail.d").iterdir():
+        f.unlink()                      # Debian enables an sshd jail there
+    (conf / "fail2ban.local").write_text(
+        "[DEFAULT]\ndbfile = :memory:\nsyslogsocket = auto\n")
+    (conf / "jail.local").write_text(
+        "[DEFAULT]\nignoreself = false\nignoreip =\nbanaction = iptables-multiport\n"
+        f"[postfix]\nenabled = true\nfilter = postfix[mode=extra]\nport = smtp\n"
+        f"logpath = {log}\nbackend = {backend}\nmaxretry = 5\nfindtime = 600\nbantime = 3600\n")
+    sock, flog = base / "f2b.sock", base / "f2b.log"
+    c = Contender("fail2ban", "f2b-postfix", note=f"backend {backend}")
+    stack.callback(c.stop)
+    c.procs.append(subprocess.Popen(
+        [shutil.which("fail2ban-server") or "fail2ban-server", "-f", "-x", "-c", str(conf), "-s", str(sock), "-p", str(base / "f2b.pid"),
+         "--logtarget", str(flog), "--loglevel", "INFO"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if c.procs[0].poll() is not None:
+            raise SystemExit(f"fail2ban-server exited: {flog.read_text(errors='replace')[-2000:]}")
+        if flog.exists() and "Jail 'postfix' started" in flog.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    else:
+        raise SystemExit("fail2ban did not start its postfix jail in 60 s")
+    # Its iptables action creates the chain at the first ban only; nothing to wait for.
+    return c
+
+
+def banned(listing: str, c: Contender, ip: str) -> bool:
+    return f"-A {c.chain} -s {ip}/32 " in listing
+
+
+def measure(contenders: list[Contender], log: Path, ips: int, pause: float, poll: float) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        for i in range(ips):
+            ip = f"198.18.{i // 250 + 1}.{i % 250 + 1}"
+            live = [c for c in contenders if c.misses < MAX_MISSES]
+            os.write(fd, "".join(sasl_failure(ip, n) for n in range(4)).encode())
+            time.sleep(pause)
+            listing = iptables("-S")
+            for c in live:
+                c.early += banned(listing, c, ip)   # a misconfigured threshold, reported
+            data = sasl_failure(ip, 4).encode()
+            t0 = time.perf_counter()
+            os.write(fd, data)
+            pending = [c for c in live if not banned(listing, c, ip)]
+            while pending and time.perf_counter() - t0 < TIMEOUT:
+                listing = iptables("-S")
+                now = time.perf_counter()
+                for c in [c for c in pending if banned(listing, c, ip)]:
+                    c.times.append((now - t0) * 1000)
+                    pending.remove(c)
+                time.sleep(poll)
+            for c in pending:
+                c.misses += 1
+    finally:
+        os.close(fd)
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
+
+
+def report(contenders: list[Contender], poll_ms: float) -> None:
+    print(f"line 5 appended -> DROP rule listed by iptables -S (ms; one poll costs ~{poll_ms:.1f} "
+          f"ms and is included)")
+    print(f"{'':10} {'n':>4} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  misses early")
+    for c in contenders:
+        t = c.times
+        row = (f"{pct(t, 50):7.1f} {pct(t, 95):7.1f} {pct(t, 99):7.1f} {max(t):7.1f}" if t
+               else f"{'-':>7} {'-':>7} {'-':>7} {'-':>7}")
+        print(f"{c.name:10} {len(t):4} {row}  {c.misses:6} {c.early:5}  {c.note}")
+
+
+STARTERS = {"logwatchd": start_logwatchd, "sshguard": start_sshguard, "fail2ban": start_fail2ban}
+
+
+def inner(args: argparse.Namespace) -> None:
+    # SIGTERM from the outer process unwinds through the finally blocks below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    base = Path(tempfile.mkdtemp(prefix="lwd-dropbench-"))
+    log = base / "mail.log"
+    log.touch()
+    try:
+        with ExitStack() as stack:
+            contenders = [c for name in args.contenders.split(",")
+                          if (c := STARTERS[name](base, log, stack)) is not None]
+            time.sleep(1.0)
+            t = time.perf_counter()
+            for _ in range(10):
+                iptables("-S")
+            poll_ms = (time.perf_counter() - t) * 100
+            measure(contenders, log, args.ips, args.pause, args.poll)
+            report(contenders, poll_ms)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def outer(args: argparse.Namespace) -> int:
+    """Create the namespace, run the measurement inside it, remove everything."""
+    from netns import netns
+    with netns("ldrp") as ns:
+        argv = ns.argv([sys.executable, __file__, "--inner", "--ips", str(args.ips),
+                        "--contenders", args.contenders, "--pause", str(args.pause),
+                        "--poll", str(args.poll)])
+        # Its own process group: everything the run starts goes with it at the end.
+        child = subprocess.Popen(argv, start_new_session=True)
+        try:
+            return child.wait(timeout=args.ips * (args.pause + 3 * TIMEOUT) + 180)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            print("interrupted or overdue: stopping", file=sys.stderr)
+            return 1
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ips", type=int, default=50, help="fresh IPs, one sample each")
+    ap.add_argument("--contenders", default="logwatchd,sshguard,fail2ban")
+    ap.add_argument("--pause", type=float, default=0.5, help="seconds between line 4 and 5")
+    ap.add_argument("--poll", type=float, default=0.001, help="seconds between iptables -S")
+    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    unknown = set(args.contenders.split(",")) - set(STARTERS)
+    if unknown:
+        ap.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    if args.inner:
+        inner(args)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespace, iptables)")
+    sys.exit(outer(args))
+
+
+if __name__ == "__main__":
+    main()
