@@ -182,6 +182,34 @@ def measure(contenders: list[Contender], log: Path, ips: int, pause: float, poll
         os.close(fd)
 
 
+def tool_costs(n: int) -> None:
+    """One ban by each tool, interleaved: iptables-restore --noflush (logwatchd's batch) against
+    iptables -I (sshguard's, which also runs iptables -w -V first to probe for -w)."""
+    ways = {"iptables-restore --noflush, 1 rule": "R", "iptables -w -I, 1 rule": "I",
+            "iptables -w -V + iptables -w -I (sshguard)": "V"}
+    for chain in ways.values():
+        iptables("-N", f"LWD_TOOL_{chain}")
+    got: dict[str, list[float]] = {w: [] for w in ways}
+    for i in range(n):
+        ip = f"203.0.113.{i % 250 + 1}/32"
+        for way, chain in ways.items():
+            t0 = time.perf_counter()
+            if chain == "R":
+                subprocess.run(["iptables-restore", "--noflush", "-w"], check=True, timeout=30,
+                               input=f"*filter\n-A LWD_TOOL_R -s {ip} -j DROP\nCOMMIT\n", text=True)
+            else:
+                if chain == "V":
+                    iptables("-V")
+                iptables("-I", f"LWD_TOOL_{chain}", "-s", ip, "-j", "DROP")
+            got[way].append((time.perf_counter() - t0) * 1000)
+    for chain in ways.values():
+        iptables("-F", f"LWD_TOOL_{chain}")
+        iptables("-X", f"LWD_TOOL_{chain}")
+    print(f"one ban by the tool alone ({n} each, interleaved, nothing else running; ms):")
+    for way, t in got.items():
+        print(f"  {way:44} p50 {pct(t, 50):5.1f}  p95 {pct(t, 95):5.1f}")
+
+
 def pct(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -205,31 +233,48 @@ STARTERS = {"logwatchd": start_logwatchd, "sshguard": start_sshguard, "fail2ban"
 def inner(args: argparse.Namespace) -> None:
     # SIGTERM from the outer process unwinds through the finally blocks below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    base = Path(tempfile.mkdtemp(prefix="lwd-dropbench-"))
+    base = Path(args.base)
     log = base / "mail.log"
     log.touch()
-    try:
-        with ExitStack() as stack:
-            contenders = [c for name in args.contenders.split(",")
-                          if (c := STARTERS[name](base, log, stack)) is not None]
-            time.sleep(1.0)
-            t = time.perf_counter()
-            for _ in range(10):
-                iptables("-S")
-            poll_ms = (time.perf_counter() - t) * 100
-            measure(contenders, log, args.ips, args.pause, args.poll)
-            report(contenders, poll_ms)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    if args.tools:
+        tool_costs(args.tools)
+    with ExitStack() as stack:
+        contenders = [c for name in args.contenders.split(",")
+                      if (c := STARTERS[name](base, log, stack)) is not None]
+        time.sleep(1.0)
+        t = time.perf_counter()
+        for _ in range(10):
+            iptables("-S")
+        poll_ms = (time.perf_counter() - t) * 100
+        measure(contenders, log, args.ips, args.pause, args.poll)
+        report(contenders, poll_ms)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Processes still in the run's process group."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            # Fields after the ")" of the command name: state, ppid, pgrp.
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                out.append(int(d.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
 
 
 def outer(args: argparse.Namespace) -> int:
     """Create the namespace, run the measurement inside it, remove everything."""
     from netns import netns
-    with netns("ldrp") as ns:
-        argv = ns.argv([sys.executable, __file__, "--inner", "--ips", str(args.ips),
+    # SIGTERM unwinds like Ctrl-C: the finally blocks stop the run and delete the namespace.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    base = tempfile.mkdtemp(prefix="lwd-dropbench-")
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, base, ignore_errors=True)
+        ns = stack.enter_context(netns("ldrp"))
+        argv = ns.argv([sys.executable, __file__, "--inner", "--base", base, "--ips", str(args.ips),
                         "--contenders", args.contenders, "--pause", str(args.pause),
-                        "--poll", str(args.poll)])
+                        "--poll", str(args.poll), "--tools", str(args.tools)])
         # Its own process group: everything the run starts goes with it at the end.
         child = subprocess.Popen(argv, start_new_session=True)
         try:
@@ -245,6 +290,8 @@ def outer(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()
+            for pid in group_members(child.pid):   # anything that outlived the run
+                os.kill(pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -253,7 +300,10 @@ def main() -> None:
     ap.add_argument("--contenders", default="logwatchd,sshguard,fail2ban")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between line 4 and 5")
     ap.add_argument("--poll", type=float, default=0.001, help="seconds between iptables -S")
+    ap.add_argument("--tools", type=int, default=30,
+                    help="first time one ban by iptables-restore and by iptables -I (0: skip)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--base", help=argparse.SUPPRESS)
     args = ap.parse_args()
     unknown = set(args.contenders.split(",")) - set(STARTERS)
     if unknown:
