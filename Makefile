@@ -18,6 +18,8 @@ APT_RUN := python3 python3-venv python3-pip python3-yaml python3-netaddr python3
 APT_TEST := make logrotate iproute2 procps util-linux mount systemd man-db groff-base \
             debhelper dh-python dpkg-dev fakeroot python3-all python3-setuptools \
             pybuild-plugin-pyproject
+# The peers bench/drop_latency_bench.py races (pyinotify: fail2ban's inotify backend).
+APT_TEST += sshguard fail2ban python3-pyinotify
 # ---------------------------------------------------------------------------------------
 
 PYTHON ?= /usr/bin/python3
