@@ -9,6 +9,7 @@ The line is a Postfix SASL failure: sshguard's parser knows no "User unknown" re
 three count one SASL failure as one attack (logwatchd maxretry 5, sshguard THRESHOLD 50 at 10
 per attack, fail2ban maxretry 5). Needs root. Everything is removed afterwards, even on failure.
     .venv/bin/python bench/drop_latency_bench.py [--ips 50] [--contenders logwatchd,sshguard,fail2ban]
+        [--watch poll|monitor] [--tools 30]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ class Contender:
     name: str
     chain: str
     procs: list[subprocess.Popen] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)    # ip -> ms
     misses: int = 0
     early: int = 0
     note: str = ""
@@ -157,7 +159,55 @@ def banned(listing: str, c: Contender, ip: str) -> bool:
     return f"-A {c.chain} -s {ip}/32 " in listing
 
 
-def measure(contenders: list[Contender], log: Path, ips: int, pause: float, poll: float) -> None:
+class NftMonitor:
+    """`nft monitor rules` in the namespace: each rule addition stamped as it arrives, so the
+    time is the commit's and no poll competes with the contenders for the CPU."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.events: list[tuple[float, str]] = []
+        # stdbuf: nft buffers its output when it is not a terminal.
+        self.proc = subprocess.Popen(["stdbuf", "-oL", "nft", "monitor", "rules"],
+                                     stdout=subprocess.PIPE, text=True)
+        stack.callback(self.proc.wait)
+        stack.callback(self.proc.kill)
+        threading.Thread(target=self._read, daemon=True).start()
+        time.sleep(0.3)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append((time.perf_counter(), line))
+
+    def when(self, c: Contender, ip: str) -> float | None:
+        """When c's rule for ip was added (None: not yet)."""
+        for t, line in list(self.events):
+            if f" {c.chain} " in line and f" saddr {ip} " in line:
+                return t
+        return None
+
+
+def _wait_polling(pending: list[Contender], ip: str, t0: float, poll: float) -> None:
+    while pending and time.perf_counter() - t0 < TIMEOUT:
+        listing = iptables("-S")
+        now = time.perf_counter()
+        for c in [c for c in pending if banned(listing, c, ip)]:
+            c.times[ip] = (now - t0) * 1000
+            pending.remove(c)
+        time.sleep(poll)
+
+
+def _wait_monitor(mon: NftMonitor, pending: list[Contender], ip: str, t0: float) -> None:
+    while pending and time.perf_counter() - t0 < TIMEOUT:
+        for c in list(pending):
+            t = mon.when(c, ip)
+            if t is not None:
+                c.times[ip] = (t - t0) * 1000
+                pending.remove(c)
+        time.sleep(0.001)
+
+
+def measure(contenders: list[Contender], log: Path, ips: int, pause: float, poll: float,
+            mon: NftMonitor | None) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     try:
         for i in range(ips):
@@ -166,19 +216,17 @@ def measure(contenders: list[Contender], log: Path, ips: int, pause: float, poll
             os.write(fd, "".join(sasl_failure(ip, n) for n in range(4)).encode())
             time.sleep(pause)
             listing = iptables("-S")
+            # A ban before the 5th line is a misconfigured threshold, reported as "early".
+            pending = [c for c in live if not banned(listing, c, ip)]
             for c in live:
-                c.early += banned(listing, c, ip)   # a misconfigured threshold, reported
+                c.early += c not in pending
             data = sasl_failure(ip, 4).encode()
             t0 = time.perf_counter()
             os.write(fd, data)
-            pending = [c for c in live if not banned(listing, c, ip)]
-            while pending and time.perf_counter() - t0 < TIMEOUT:
-                listing = iptables("-S")
-                now = time.perf_counter()
-                for c in [c for c in pending if banned(listing, c, ip)]:
-                    c.times.append((now - t0) * 1000)
-                    pending.remove(c)
-                time.sleep(poll)
+            if mon is None:
+                _wait_polling(pending, ip, t0, poll)
+            else:
+                _wait_monitor(mon, pending, ip, t0)
             for c in pending:
                 c.misses += 1
     finally:
@@ -222,15 +270,25 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
 
 
-def report(contenders: list[Contender], poll_ms: float) -> None:
-    print(f"line 5 appended -> DROP rule listed by iptables -S (ms; one poll costs ~{poll_ms:.1f} "
-          f"ms and is included)")
+def report(contenders: list[Contender], poll_ms: float | None) -> None:
+    if poll_ms is None:
+        print("line 5 appended -> DROP rule added, as `nft monitor rules` reports it (ms)")
+    else:
+        print(f"line 5 appended -> DROP rule listed by iptables -S (ms; one poll costs "
+              f"~{poll_ms:.1f} ms and is included)")
     print(f"{'':10} {'n':>4} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  misses early")
     for c in contenders:
-        t = c.times
+        t = list(c.times.values())
         row = (f"{pct(t, 50):7.1f} {pct(t, 95):7.1f} {pct(t, 99):7.1f} {max(t):7.1f}" if t
                else f"{'-':>7} {'-':>7} {'-':>7} {'-':>7}")
         print(f"{c.name:10} {len(t):4} {row}  {c.misses:6} {c.early:5}  {c.note}")
+    first, rest = contenders[0], contenders[1:]
+    for c in rest:
+        both = [ip for ip in first.times if ip in c.times]
+        a = sum(first.times[ip] < c.times[ip] for ip in both)
+        b = sum(first.times[ip] > c.times[ip] for ip in both)
+        print(f"{first.name} vs {c.name}, same IP: {first.name} first {a}, {c.name} first {b}, "
+              f"tied {len(both) - a - b}")
 
 
 STARTERS = {"logwatchd": start_logwatchd, "sshguard": start_sshguard, "fail2ban": start_fail2ban}
@@ -252,8 +310,9 @@ def inner(args: argparse.Namespace) -> None:
         for _ in range(10):
             iptables("-S")
         poll_ms = (time.perf_counter() - t) * 100
-        measure(contenders, log, args.ips, args.pause, args.poll)
-        report(contenders, poll_ms)
+        mon = NftMonitor(stack) if args.watch == "monitor" else None
+        measure(contenders, log, args.ips, args.pause, args.poll, mon)
+        report(contenders, None if mon else poll_ms)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -280,7 +339,8 @@ def outer(args: argparse.Namespace) -> int:
         ns = stack.enter_context(netns("ldrp"))
         argv = ns.argv([sys.executable, __file__, "--inner", "--base", base, "--ips", str(args.ips),
                         "--contenders", args.contenders, "--pause", str(args.pause),
-                        "--poll", str(args.poll), "--tools", str(args.tools)])
+                        "--poll", str(args.poll), "--tools", str(args.tools),
+                        "--watch", args.watch])
         # Its own process group: everything the run starts goes with it at the end.
         child = subprocess.Popen(argv, start_new_session=True)
         try:
@@ -306,6 +366,8 @@ def main() -> None:
     ap.add_argument("--contenders", default="logwatchd,sshguard,fail2ban")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between line 4 and 5")
     ap.add_argument("--poll", type=float, default=0.001, help="seconds between iptables -S")
+    ap.add_argument("--watch", choices=("poll", "monitor"), default="poll",
+                    help="poll: iptables -S every --poll s; monitor: nft monitor's event times")
     ap.add_argument("--tools", type=int, default=30,
                     help="first time one ban by iptables-restore and by iptables -I (0: skip)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
