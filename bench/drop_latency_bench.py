@@ -4,7 +4,9 @@
 All contenders run at once in a network namespace this script creates, each with its own
 iptables chain, and follow the same file. For each of --ips fresh IPs it appends lines 1-4
 (checks that nobody has banned yet), waits --pause, appends the 5th, then runs `iptables -S`
-every --poll seconds until every contender's chain holds the IP; prints p50/p95/p99/max each.
+every --poll seconds until every contender's chain holds the IP; prints p50/p95/p99/max each
+and, per IP, who banned first. --watch monitor takes the times from `nft monitor rules` instead
+(the commit's own time; no poll competing for the CPU, whose cost blurs the poll figures).
 The line is a Postfix SASL failure: sshguard's parser knows no "User unknown" reject, and all
 three count one SASL failure as one attack (logwatchd maxretry 5, sshguard THRESHOLD 50 at 10
 per attack, fail2ban maxretry 5). Needs root. Everything is removed afterwards, even on failure.
