@@ -88,7 +88,7 @@ def test_both_ban_at_the_fifth_line_and_report() -> None:
     assert proc.returncode == 0, err
     assert not left, "namespace left behind"
     rows = {m.group(1): m.group(0) for m in
-            re.finditer(r"^(logwatchd|sshguard) .*$", out, re.M)}
+            re.finditer(r"^(logwatchd|sshguard) +\d+ .*$", out, re.M)}
     assert set(rows) == {"logwatchd", "sshguard"}, out
     for name, row in rows.items():
         fields = row.split()
