@@ -20,8 +20,9 @@ APT_RUN := python3 python3-venv python3-pip python3-yaml python3-netaddr python3
 APT_TEST := make logrotate iproute2 procps util-linux mount systemd man-db groff-base \
             debhelper dh-python dpkg-dev fakeroot python3-all python3-setuptools \
             pybuild-plugin-pyproject python3-pytest python3-hypothesis python3-wheel
-# fail2ban: fail2ban-regex, the yardstick of bench/testrules_bench.py.
-APT_TEST += fail2ban
+# The peers the benchmarks run next to logwatchd: fail2ban-regex (bench/testrules_bench.py),
+# sshguard and fail2ban (bench/drop_latency_bench.py; python3-pyinotify: fail2ban's inotify).
+APT_TEST += sshguard fail2ban python3-pyinotify
 # ---------------------------------------------------------------------------------------
 
 PYTHON ?= /usr/bin/python3

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from logwatch.config import FirewallConfig
 from logwatch.model import Ban
+from logwatch.toolrun import run_tool
 from logwatch.whitelist import normalize_net as canonical_net
 
 _log = logging.getLogger("logwatchd.firewall")
@@ -125,8 +126,7 @@ class Firewall:
         """Run one tool (inside the namespace if any); return stdout or raise FirewallError."""
         full = (["ip", "netns", "exec", self.netns] if self.netns else []) + argv
         try:
-            proc = subprocess.run(full, input=stdin, capture_output=True, text=True, check=False,
-                                  timeout=TOOL_TIMEOUT)
+            proc = run_tool(full, stdin, timeout=TOOL_TIMEOUT)
         except OSError as exc:
             raise FirewallError(f"{argv[0]}: cannot run: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
