@@ -24,9 +24,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from netns import netns  # noqa: E402
 
-from logwatch.config import BanConfig, FirewallConfig, RelayConfig  # noqa: E402
-from logwatch.firewall import Firewall, make_firewall  # noqa: E402
-from logwatch.model import Ban  # noqa: E402
+from logwatch.daemon.config import BanConfig, FirewallConfig, RelayConfig  # noqa: E402
+from logwatch.effectors.firewall import Firewall, make_firewall  # noqa: E402
+from logwatch.engine.model import Ban  # noqa: E402
 
 
 def v4(base: int, n: int) -> list[str]:
@@ -99,8 +99,8 @@ def rss() -> int:
 def bench_engine(n: int) -> None:
     """RSS growth of the engine tracking n distinct offender IPs (none reaches a ban)."""
     try:
-        from logwatch.engine import Engine
-        from logwatch.events import Event
+        from logwatch.engine.core import Engine
+        from logwatch.parsing.events import Event
     except ImportError as exc:
         print(f"engine    not available yet ({exc}); memory figure skipped")
         return

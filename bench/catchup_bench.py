@@ -84,7 +84,7 @@ def main() -> int:
         log.write_bytes(data)
         empty.write_bytes(b"")
         config = write_config(base)
-        argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(config), "--stdin",
+        argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(config), "--stdin",
                 "--dry-run"]
         print(f"log: {args.lines:,} lines, {len(data) / 1e6:.1f} MB, seed {args.seed}; "
               f"logwatchd --stdin --dry-run until the end of input, best of {args.runs}")

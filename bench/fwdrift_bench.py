@@ -20,10 +20,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from netns import netns  # noqa: E402
 
-from logwatch.config import FirewallConfig  # noqa: E402
-from logwatch.firewall import make_firewall  # noqa: E402
-from logwatch.fwdrift import drift  # noqa: E402
-from logwatch.model import Ban  # noqa: E402
+from logwatch.daemon.config import FirewallConfig  # noqa: E402
+from logwatch.effectors.firewall import make_firewall  # noqa: E402
+from logwatch.effectors.fwdrift import drift  # noqa: E402
+from logwatch.engine.model import Ban  # noqa: E402
 
 REMOVE = {
     "iptables": [["iptables", "-D", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", "25", "-j",

@@ -17,9 +17,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from test_injection import PAYLOADS, REAL, TEMPLATES  # noqa: E402
 
-from logwatch.events import SUCCESS_KINDS  # noqa: E402
-from logwatch.parser import Parser  # noqa: E402
-from logwatch.rules import load_ruleset  # noqa: E402
+from logwatch.parsing.events import SUCCESS_KINDS  # noqa: E402
+from logwatch.parsing.parser import Parser  # noqa: E402
+from logwatch.parsing.rules import load_ruleset  # noqa: E402
 
 
 def family(template: str) -> str:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maillog import generate  # noqa: E402
 
-from logwatch.literalscan import PivotMatcher, hyperscan_available, make_matcher  # noqa: E402
-from logwatch.rules import default_rules_dirs, load_ruleset  # noqa: E402
+from logwatch.parsing.literalscan import PivotMatcher, hyperscan_available, make_matcher  # noqa: E402
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset  # noqa: E402
 
 
 def best_cpu(fn: Callable[[], int], runs: int) -> tuple[float, int]:

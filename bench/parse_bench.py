@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maillog import generate  # noqa: E402
 
-from logwatch.literalscan import hyperscan_available  # noqa: E402
-from logwatch.parser import Parser  # noqa: E402
-from logwatch.rules import default_rules_dirs, load_ruleset  # noqa: E402
+from logwatch.parsing.literalscan import hyperscan_available  # noqa: E402
+from logwatch.parsing.parser import Parser  # noqa: E402
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset  # noqa: E402
 from logwatch.sources.tail import READ_MAX  # noqa: E402
 
 # One representative rule (Postfix "User unknown"), as a Python regex and as POSIX ERE for grep.

@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from logwatch.config import BanConfig, RelayConfig  # noqa: E402
-from logwatch.engine import Engine  # noqa: E402
-from logwatch.events import Event  # noqa: E402
-from logwatch.whitelist import Whitelist  # noqa: E402
+from logwatch.daemon.config import BanConfig, RelayConfig  # noqa: E402
+from logwatch.engine.core import Engine  # noqa: E402
+from logwatch.engine.whitelist import Whitelist  # noqa: E402
+from logwatch.parsing.events import Event  # noqa: E402
 
 
 def main() -> None:

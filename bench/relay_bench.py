@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logwatch.relaymap import RelayMap, open_relay_map  # noqa: E402
+from logwatch.effectors.relaymap import RelayMap, open_relay_map  # noqa: E402
 
 
 def ip_of(n: int, first: int = 10) -> str:

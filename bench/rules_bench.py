@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Worst case per rule: CPU time of each rule's regex on its slowest 100 KB hostile line made of
-its own literals (logwatch.rulecheck.hostile_specs: every sample and fixture message cut at each
+its own literals (logwatch.parsing.rulecheck.hostile_specs: every sample and fixture message cut at each
 field boundary and filled with the pattern's words, the sample's fields and syntax tokens, with
 and without the rest of the line), best of 3. Prints the slowest rules and the worst figure.
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from logwatch.rulecheck import hostile_specs, sample_message, worst_hostile  # noqa: E402
-from logwatch.rules import default_rules_dirs, load_ruleset  # noqa: E402
+from logwatch.parsing.rulecheck import hostile_specs, sample_message, worst_hostile  # noqa: E402
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset  # noqa: E402
 
 
 def main() -> int:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logwatch.config import ConfigError, load_config  # noqa: E402
-from logwatch.model import Ban, Grant  # noqa: E402
-from logwatch.pending import PendingWrites  # noqa: E402
-from logwatch.store import Store  # noqa: E402
+from logwatch.daemon.config import ConfigError, load_config  # noqa: E402
+from logwatch.engine.model import Ban, Grant  # noqa: E402
+from logwatch.state.pending import PendingWrites  # noqa: E402
+from logwatch.state.store import Store  # noqa: E402
 
 
 def ip_of(n: int, first: int = 10) -> str:

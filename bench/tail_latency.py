@@ -3,7 +3,7 @@
 
 A writer process appends Postfix "User unknown" lines at a fixed rate to a file in a temporary
 directory; this process runs the FileTailer in a selectors loop like the daemon's and feeds
-each chunk to logwatch.parser.Parser with the default rules (or, if the parser cannot be
+each chunk to logwatch.parsing.parser.Parser with the default rules (or, if the parser cannot be
 imported, just splits the chunk into lines; the output says which). Each line carries the
 CLOCK_MONOTONIC time of its write(); latency = time the chunk's parse returned - that time.
 
@@ -53,10 +53,10 @@ os.close(fd)
 def make_parse():
     """The real parser with the default rules, or a line splitter if it is unavailable."""
     try:
-        from logwatch.parser import Parser
-        from logwatch.rules import default_rules_dirs, load_ruleset
+        from logwatch.parsing.parser import Parser
+        from logwatch.parsing.rules import default_rules_dirs, load_ruleset
         parser = Parser(load_ruleset(default_rules_dirs()))
-        return parser.parse, "logwatch.parser.Parser (default rules)"
+        return parser.parse, "logwatch.parsing.parser.Parser (default rules)"
     except Exception as exc:   # the bench still measures the tailer alone
         return (lambda chunk: chunk.split(b"\n")[:-1]), f"line split only (no parser: {exc})"
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from maillog import generate  # noqa: E402
 
-from logwatch.literalscan import hyperscan_available  # noqa: E402
+from logwatch.parsing.literalscan import hyperscan_available  # noqa: E402
 
 F2B_FILTER = "/etc/fail2ban/filter.d/postfix.conf"
 
@@ -37,7 +37,7 @@ F2B_FILTER = "/etc/fail2ban/filter.d/postfix.conf"
 def logwatchctl() -> list[str]:
     """The logwatchctl of this interpreter's environment, else the module from this tree."""
     exe = shutil.which("logwatchctl", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "logwatch.ctl"]
+    return [exe] if exe else [sys.executable, "-m", "logwatch.cli.ctl"]
 
 
 def best_wall(argv: list[str], runs: int) -> tuple[float, float, str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logwatch.config import WatchdogConfig  # noqa: E402
-from logwatch.watchdog import Watchdog  # noqa: E402
+from logwatch.daemon.config import WatchdogConfig  # noqa: E402
+from logwatch.effectors.watchdog import Watchdog  # noqa: E402
 
 SLEEP = "/bin/sleep"
 OTHER_TITLES = (

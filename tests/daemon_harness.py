@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from logwatch.control import request
+from logwatch.services.control import request
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ class DaemonProc:
         return env
 
     def start(self, wait: bool = True) -> DaemonProc:
-        argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(self.config),
+        argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(self.config),
                 *self.extra_args]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
@@ -119,7 +119,7 @@ class DaemonProc:
         return request(self.socket, kw, timeout=30)
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "logwatch.ctl", "--socket", self.socket, *args],
+        return subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "--socket", self.socket, *args],
                               capture_output=True, text=True, env=self.env(), timeout=60)
 
     def append(self, *lines: str) -> None:

@@ -4,6 +4,6 @@
 hyperscan fails tests/test_literalscan.py instead of quietly testing one matcher only.
 """
 
-from logwatch.literalscan import hyperscan_available
+from logwatch.parsing.literalscan import hyperscan_available
 
 MATCHERS = ("re", "hyperscan") if hyperscan_available() else ("re",)

@@ -13,7 +13,7 @@ from pathlib import Path
 from daemon_harness import DaemonProc
 
 from logwatch.sources import StdinSource
-from logwatch.store import Store
+from logwatch.state.store import Store
 
 
 def _stamp() -> str:
@@ -79,7 +79,7 @@ def test_daemon_catches_up_on_a_regular_file_and_exits(tmp_path: Path) -> None:
     path = tmp_path / "old.log"
     path.write_text(text)
     d = DaemonProc(tmp_path, {"sources": {"logfiles": []}, "bans": {"maxretry": 5}})
-    argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(d.config), "--stdin"]
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(d.config), "--stdin"]
     with open(path, "rb") as stdin, open(d.stderr_path, "w") as err:
         proc = subprocess.run(argv, stdin=stdin, stdout=err, stderr=err, env=d.env(),
                               cwd=tmp_path, timeout=120, check=False)
@@ -124,7 +124,7 @@ def test_sigterm_during_a_catch_up_stops_between_chunks(tmp_path: Path) -> None:
         for block in range(100):
             out.write("".join(_filler(block * 5000 + i) + "\n" for i in range(5000)))
     d = DaemonProc(tmp_path, {"sources": {"logfiles": []}})
-    argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(d.config), "--stdin"]
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(d.config), "--stdin"]
     with open(path, "rb") as stdin, open(d.stderr_path, "w") as err:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=err, stderr=err, env=d.env(),
                                 cwd=tmp_path)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from logwatch.config import (
+from logwatch.daemon.app import absolute_args, build_parser
+from logwatch.daemon.config import (
     SECTIONS,
     Config,
     ConfigError,
@@ -17,7 +18,6 @@ from logwatch.config import (
     load_config,
     parse_config,
 )
-from logwatch.daemon import absolute_args, build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "etc" / "logwatchd.yaml"
@@ -205,7 +205,7 @@ def test_bad_flags_name_the_flag(argv, key):
 
 @pytest.mark.parametrize("argv", [["--grace", "-3"], ["--bantime", "0"]])
 def test_bad_duration_flags_are_usage_errors_naming_the_flag(argv, capsys):
-    # Duration flags are parsed by logwatch.duration in argparse (units: 30m, 1h, 7d).
+    # Duration flags are parsed by logwatch.util.duration in argparse (units: 30m, 1h, 7d).
     with pytest.raises(SystemExit) as info:
         _args(*argv)
     assert info.value.code == 2
@@ -248,7 +248,7 @@ def test_path_flags_stay_right_after_daemonize_chdir(tmp_path, monkeypatch):
 
 
 def test_matcher_hyperscan_without_the_module_is_a_config_error(tmp_path, monkeypatch):
-    from logwatch import config
+    from logwatch.daemon import config
 
     path = write(tmp_path, "rules:\n  matcher: hyperscan\n")
     monkeypatch.setattr(config, "hyperscan_available", lambda: False)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonProc, pyenv
 
-from logwatch import ctl
-from logwatch.control import MAX_REQUEST, ControlError, ControlServer, Unavailable, request
-from logwatch.literalscan import hyperscan_available
+from logwatch.cli import ctl
+from logwatch.parsing.literalscan import hyperscan_available
+from logwatch.services.control import MAX_REQUEST, ControlError, ControlServer, Unavailable, request
 
 # -- the server alone, on a real socket ---------------------------------------------------
 
@@ -201,7 +201,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def test_ctl_permission_denied(server, tmp_path):
     # The venv's interpreter may live in root's home; nobody runs the system one on our tree.
     try:
-        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import yaml, logwatch.ctl"], user="nobody",
+        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import yaml, logwatch.cli.ctl"], user="nobody",
                                capture_output=True, env=pyenv(), cwd="/", timeout=60)
     except OSError as exc:
         pytest.skip(f"cannot run {SYSTEM_PYTHON} as nobody: {exc}")
@@ -209,7 +209,7 @@ def test_ctl_permission_denied(server, tmp_path):
         pytest.skip("nobody cannot run logwatchctl here (system python3 without PyYAML, or "
                     "the source tree is not readable by nobody)")
     proc = subprocess.run(
-        [SYSTEM_PYTHON, "-m", "logwatch.ctl", "--socket", server.server.path, "status"],
+        [SYSTEM_PYTHON, "-m", "logwatch.cli.ctl", "--socket", server.server.path, "status"],
         capture_output=True, text=True, env=pyenv(), user="nobody", timeout=60,
         cwd="/")
     assert proc.returncode == ctl.EXIT_PERMISSION == 4, proc.stderr
@@ -324,7 +324,7 @@ def test_check_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("relay:\n  grace: 60\n  bogus: 1\n")
     run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "logwatch.ctl", "check-config", *a], capture_output=True,
+        [sys.executable, "-m", "logwatch.cli.ctl", "check-config", *a], capture_output=True,
         text=True, env=pyenv(), timeout=60)
     ok = run(str(good))
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
@@ -354,6 +354,6 @@ def test_deeply_nested_json_does_not_kill_the_daemon(daemon):
 def test_ctl_takes_the_socket_from_the_config(daemon, tmp_path):
     cfg = tmp_path / "lw.yaml"
     cfg.write_text(f"daemon:\n  socket: {daemon.socket}\n")
-    proc = subprocess.run([sys.executable, "-m", "logwatch.ctl", "--config", str(cfg), "bans"],
+    proc = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "--config", str(cfg), "bans"],
                           capture_output=True, text=True, env=pyenv(), timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,7 @@ import time
 import pytest
 from daemon_harness import DaemonProc
 
-from logwatch.control import IDLE_TIMEOUT, MAX_CLIENTS, ControlServer, request
+from logwatch.services.control import IDLE_TIMEOUT, MAX_CLIENTS, ControlServer, request
 
 
 def connect(path: str) -> socket.socket:

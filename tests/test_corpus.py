@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from matchers import MATCHERS
 
-from logwatch.events import FAILURE_KINDS, normalize_ip
-from logwatch.framing import Framer
-from logwatch.parser import Parser
-from logwatch.rules import Ruleset, load_ruleset
+from logwatch.parsing.events import FAILURE_KINDS, normalize_ip
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import Ruleset, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/fail2ban-logs"

@@ -210,7 +210,7 @@ def test_check_config_checks_the_whitelist(tmp_path):
     cfg = tmp_path / "lw.yaml"
     cfg.write_text(f"bans:\n  whitelist: {wl}\n")
     run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "logwatch.ctl", "check-config", str(cfg)], capture_output=True,
+        [sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(cfg)], capture_output=True,
         text=True, env=pyenv(), timeout=60)
     wl.write_text("192.0.2.0/24\n10/8\n1.2.3   # a typo\n")
     proc = run()
@@ -229,7 +229,7 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path):
     log = tmp_path / "mail.log"
     log.write_text("".join(unknown_user(f"203.0.113.{i % 250}", f"user{i}") + "\n"
                            for i in range(3000)))
-    proc = subprocess.Popen([sys.executable, "-m", "logwatch.ctl", "parse", str(log)],
+    proc = subprocess.Popen([sys.executable, "-m", "logwatch.cli.ctl", "parse", str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pyenv())
     assert proc.stdout.readline()       # like `| head -1`: one line, then the reader leaves
     proc.stdout.close()

@@ -16,11 +16,11 @@ import pytest
 from daemon_harness import REPO, DaemonProc, postfix_config_dir, pyenv
 from netns import needs_netns, netns
 
-from logwatch.config import Config
-from logwatch.control import request
-from logwatch.daemon import Daemon
-from logwatch.model import Ban, BanAdded
-from logwatch.store import Store
+from logwatch.daemon.app import Daemon
+from logwatch.daemon.config import Config
+from logwatch.engine.model import Ban, BanAdded
+from logwatch.services.control import request
+from logwatch.state.store import Store
 
 
 def stamp() -> str:
@@ -46,7 +46,7 @@ def daemon(tmp_path):
 def test_invalid_config_at_start_names_file_line_key(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("firewall:\n  backend: pf\n")
-    proc = subprocess.run([sys.executable, "-m", "logwatch.daemon", "--config", str(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "logwatch.daemon.app", "--config", str(cfg)],
                           capture_output=True, text=True, env=pyenv(), timeout=60)
     assert proc.returncode == 2
     assert f"{cfg}:2: firewall.backend: must be one of" in proc.stderr
@@ -60,7 +60,7 @@ def test_runs_on_flags_only(tmp_path):
     sock = str(tmp_path / "s.sock")
     env = pyenv()
     env["MAIL_CONFIG"] = str(pf)
-    argv = [sys.executable, "-m", "logwatch.daemon", "--logfile", str(log),
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--logfile", str(log),
             "--state-dir", str(tmp_path / "st"), "--socket", sock,
             "--relay-map", f"hash:{tmp_path / 'relay'}", "--firewall", "none",
             "--whitelist", str(tmp_path / "wl"), "--watchdog-limit", "0", "--log", "stderr",
@@ -380,7 +380,7 @@ def test_store_is_sqlite_wal(daemon):
 
 
 def test_shipped_whitelist_parses_cleanly():
-    from logwatch.whitelist import Whitelist
+    from logwatch.engine.whitelist import Whitelist
 
     wl, warnings = Whitelist.from_file(REPO / "etc" / "whitelist")
     assert warnings == []
@@ -391,7 +391,7 @@ def test_stdin_source_feeds_the_engine(tmp_path):
     """--stdin: lines piped in are parsed like a log file (syslog daemons pipe into it); the end
     of the pipe stops the daemon cleanly, and the next start keeps what it had."""
     d = DaemonProc(tmp_path, {"sources": {"logfiles": []}}, extra_args=("--stdin",))
-    argv = [sys.executable, "-m", "logwatch.daemon", "--config", str(d.config), "--stdin"]
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(d.config), "--stdin"]
 
     def start_piped() -> subprocess.Popen:
         with open(d.stderr_path, "a") as err:

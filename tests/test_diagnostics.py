@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matchers import MATCHERS
 
-from logwatch.diagnostics import FRAMED, Diagnostics, Findings, diagnose_slow
-from logwatch.framing import Framer
-from logwatch.parser import Parser
-from logwatch.rules import default_rules_dirs, load_ruleset
-from logwatch.ruletest import read_chunks
+from logwatch.cli.ruletest import read_chunks
+from logwatch.parsing.diagnostics import FRAMED, Diagnostics, Findings, diagnose_slow
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "logs"
 NOW = 1795000000.0          # a fixed clock: syslog years do not move under the test
@@ -127,7 +127,7 @@ def test_test_rules_reports_wall_time_and_the_reference_findings(ruleset, tmp_pa
     data = b"".join(p.read_bytes() for p in sorted(FIXTURES.glob("*.log"))) * 3
     path = tmp_path / "mixed.log"
     path.write_bytes(data)
-    out = subprocess.run([sys.executable, "-m", "logwatch.ruletest", "test-rules", "--sample", "7",
+    out = subprocess.run([sys.executable, "-m", "logwatch.cli.ruletest", "test-rules", "--sample", "7",
                           str(path)], capture_output=True, timeout=120, check=True).stdout
     assert re.search(rb"\nWall time: +\d+\.\d{3} s \([\d,]+ lines/s", out), out
     parser = Parser(ruleset)
@@ -151,7 +151,7 @@ def test_test_rules_numbers_lines_across_chunks(tmp_path) -> None:
             b"Nov 21 10:00:01 mx exotic[5]: login FAILED for bob from 203.0.113.9\n")
     path = tmp_path / "long.log"
     path.write_bytes(filler * count + tail)
-    out = subprocess.run([sys.executable, "-m", "logwatch.ruletest", "test-rules", str(path)],
+    out = subprocess.run([sys.executable, "-m", "logwatch.cli.ruletest", "test-rules", str(path)],
                          capture_output=True, timeout=120, check=True).stdout.decode()
     assert f"Lines read:   {count + 2}\n" in out
     assert f"(unknown syslog framing): 1\n  {count + 1}: no framing on this line\n" in out

@@ -9,9 +9,9 @@ import sys
 import pytest
 from daemon_harness import pyenv
 
-from logwatch.config import ConfigError, parse_config
-from logwatch.daemon import build_parser
-from logwatch.duration import MAX_DURATION, format_duration, parse_duration
+from logwatch.daemon.app import build_parser
+from logwatch.daemon.config import ConfigError, parse_config
+from logwatch.util.duration import MAX_DURATION, format_duration, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -66,7 +66,7 @@ def test_daemon_flags_take_units():
 
 
 def test_daemon_flag_with_a_bad_duration_is_a_usage_error():
-    proc = subprocess.run([sys.executable, "-m", "logwatch.daemon", "--bantime", "1e308"],
+    proc = subprocess.run([sys.executable, "-m", "logwatch.daemon.app", "--bantime", "1e308"],
                           capture_output=True, text=True, env=pyenv(), timeout=60)
     assert proc.returncode == 2
     assert "--bantime" in proc.stderr and "unit" in proc.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonProc
 
-from logwatch.store import Store
+from logwatch.state.store import Store
 
 pytestmark = [
     pytest.mark.root,

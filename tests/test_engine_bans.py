@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logwatch.config import BanConfig, RelayConfig
-from logwatch.engine import Engine
-from logwatch.events import Event
-from logwatch.model import Ban, BanAdded, BanLifted
-from logwatch.whitelist import NetSet, Whitelist
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.core import Engine
+from logwatch.engine.model import Ban, BanAdded, BanLifted
+from logwatch.engine.whitelist import NetSet, Whitelist
+from logwatch.parsing.events import Event
 
 
 class Clock:

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwatch.config import BanConfig, RelayConfig
-from logwatch.engine import Engine
-from logwatch.events import Event
-from logwatch.model import Grant, GrantAdded, GrantRevoked
-from logwatch.postfixconf import parse_mynetworks, read_mynetworks
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.effectors.postfixconf import parse_mynetworks, read_mynetworks
+from logwatch.engine.core import Engine
+from logwatch.engine.model import Grant, GrantAdded, GrantRevoked
+from logwatch.parsing.events import Event
 
 
 class Clock:

@@ -6,10 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from logwatch.config import BanConfig, RelayConfig
-from logwatch.engine import Engine
-from logwatch.events import Event
-from logwatch.whitelist import Whitelist
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.core import Engine
+from logwatch.engine.whitelist import Whitelist
+from logwatch.parsing.events import Event
 
 
 class Clock:

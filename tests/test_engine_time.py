@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from logwatch.config import BanConfig, RelayConfig
-from logwatch.engine import LOG_CLOCK_SKEW, PREFIX_FALLBACK, Engine
-from logwatch.events import Event
-from logwatch.model import BanAdded, GrantAdded
-from logwatch.whitelist import Whitelist
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.core import LOG_CLOCK_SKEW, PREFIX_FALLBACK, Engine
+from logwatch.engine.model import BanAdded, GrantAdded
+from logwatch.engine.whitelist import Whitelist
+from logwatch.parsing.events import Event
 
 NOW = 1_795_305_600.0          # 2026-11-22 00:00 UTC
 DAY = 86400.0
@@ -213,8 +213,8 @@ def test_one_line_dated_2099_does_not_pin_the_lag_at_zero():
     import argparse
     import types
 
-    from logwatch.config import Config
-    from logwatch.daemon import Daemon
+    from logwatch.daemon.app import Daemon
+    from logwatch.daemon.config import Config
 
     cfg = Config()
     cfg.daemon.actions_log = None

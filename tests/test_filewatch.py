@@ -3,8 +3,8 @@
 import os
 import select
 
-from logwatch import filewatch
-from logwatch.filewatch import FileWatch
+from logwatch.sources import filewatch
+from logwatch.sources.filewatch import FileWatch
 
 
 def readable(watch: FileWatch, timeout: float = 2.0) -> bool:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from netns import Netns, needs_netns, netns, wait_until
 
-from logwatch.config import FirewallConfig
-from logwatch.firewall import (
+from logwatch.daemon.config import FirewallConfig
+from logwatch.effectors.firewall import (
     IPSET_MAX_TIMEOUT,
     FirewallError,
     IpsetFirewall,
@@ -22,7 +22,7 @@ from logwatch.firewall import (
     normalize_net,
     remaining,
 )
-from logwatch.model import Ban
+from logwatch.engine.model import Ban
 
 BACKENDS = ["iptables", "ipset", "nftables"]
 CHAIN = "SPAM_UNAME_GUESSERS"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from netns import Link, linked_pair, needs_netns, tcp_connects, tcp_listener, wait_until
 
-from logwatch.config import FirewallConfig
-from logwatch.firewall import make_firewall
-from logwatch.model import Ban
+from logwatch.daemon.config import FirewallConfig
+from logwatch.effectors.firewall import make_firewall
+from logwatch.engine.model import Ban
 
 pytestmark = needs_netns
 

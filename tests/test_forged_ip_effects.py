@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logwatch.config import BanConfig, RelayConfig
-from logwatch.engine import Engine
-from logwatch.model import BanAdded, GrantAdded
-from logwatch.parser import Parser
-from logwatch.rules import load_ruleset
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.core import Engine
+from logwatch.engine.model import BanAdded, GrantAdded
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1795305600.0 - 14 * 3600 + 60   # Nov 21 10:01 UTC: the lines below are a minute old

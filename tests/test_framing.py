@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from logwatch.framing import Framer
+from logwatch.parsing.framing import Framer
 
 # 2026-11-21 12:00:00 UTC
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -191,8 +191,8 @@ def test_rfc5424_malformed_structured_data_is_no_frame(framer, line):
 
 
 def test_rfc5424_forged_sd_gives_no_event():
-    from logwatch.parser import Parser
-    from logwatch.rules import default_rules_dirs, load_ruleset
+    from logwatch.parsing.parser import Parser
+    from logwatch.parsing.rules import default_rules_dirs, load_ruleset
 
     parser = Parser(load_ruleset(default_rules_dirs()), clock=lambda: NOW)
     assert parser.parse(FORGED_SD.encode() + b"\n") == []

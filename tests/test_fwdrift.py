@@ -11,8 +11,8 @@ import pytest
 from netns import Netns, needs_netns, netns
 from test_firewall import CHAIN, ban, fw_for, kernel_nets
 
-from logwatch.fwdrift import EXPIRY_SLACK, drift
-from logwatch.model import Ban
+from logwatch.effectors.fwdrift import EXPIRY_SLACK, drift
+from logwatch.engine.model import Ban
 
 BANS = ["192.0.2.7", "192.0.2.8", "198.51.100.0/24", "2001:db8::/64", "2001:db8:1::5"]
 WANT = ["192.0.2.7/32", "192.0.2.8/32", "198.51.100.0/24", "2001:db8:1::5/128", "2001:db8::/64"]
@@ -111,8 +111,8 @@ def test_bans_about_to_expire_are_no_drift(ns: Netns, backend: str) -> None:
 
 
 def test_dry_run_firewall_has_no_drift() -> None:
-    from logwatch.config import FirewallConfig
-    from logwatch.firewall import make_firewall
+    from logwatch.daemon.config import FirewallConfig
+    from logwatch.effectors.firewall import make_firewall
 
     fw = make_firewall(FirewallConfig(backend="iptables"), dry_run=True)
     assert drift(fw, [ban("192.0.2.7")], time.time()) == []
@@ -123,15 +123,15 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
     import argparse
     import types
 
-    import logwatch.fwdrift
-    from logwatch.config import Config
-    from logwatch.daemon import FWCHECK_DUTY, Daemon
+    import logwatch.effectors.fwdrift
+    from logwatch.daemon.app import FWCHECK_DUTY, Daemon
+    from logwatch.daemon.config import Config
 
     def slow_drift(fw: object, bans: object, now: float) -> list[str]:
         time.sleep(0.05)
         return []
 
-    monkeypatch.setattr(logwatch.fwdrift, "drift", slow_drift)
+    monkeypatch.setattr(logwatch.effectors.fwdrift, "drift", slow_drift)
     cfg = Config()
     cfg.daemon.actions_log = None
     cfg.firewall.check_interval = 0.1
@@ -146,15 +146,15 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
 
 def test_a_hung_tool_is_an_error_not_a_hang(monkeypatch, tmp_path) -> None:
     """The periodic check runs the tools: one that never answers must end in FirewallError."""
-    import logwatch.firewall
-    from logwatch.config import FirewallConfig
-    from logwatch.firewall import FirewallError, IptablesFirewall
+    import logwatch.effectors.firewall
+    from logwatch.daemon.config import FirewallConfig
+    from logwatch.effectors.firewall import FirewallError, IptablesFirewall
 
     hang = tmp_path / "iptables-save"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setattr(logwatch.firewall, "TOOL_TIMEOUT", 0.5)
+    monkeypatch.setattr(logwatch.effectors.firewall, "TOOL_TIMEOUT", 0.5)
     fw = IptablesFirewall(FirewallConfig(backend="iptables"))
     started = time.monotonic()
     with pytest.raises(FirewallError, match="no answer"):

@@ -15,7 +15,7 @@ from daemon_harness import DaemonProc
 from netns import Netns, netns, wait_until
 from test_firewall import CHAIN, kernel_nets
 
-from logwatch.store import Store
+from logwatch.state.store import Store
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),

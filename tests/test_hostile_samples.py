@@ -14,9 +14,9 @@ import pytest
 import yaml
 from matchers import MATCHERS
 
-from logwatch.events import Event
-from logwatch.parser import Parser
-from logwatch.rules import Rule, Ruleset, load_rule_file
+from logwatch.parsing.events import Event
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import Rule, Ruleset, load_rule_file
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1795305600.0            # 2026-11-22 00:00 UTC: "Nov 21" lies in the past

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matchers import MATCHERS
 
-from logwatch.events import SUCCESS_KINDS, Event
-from logwatch.parser import Parser
-from logwatch.rules import Ruleset, load_ruleset
+from logwatch.parsing.events import SUCCESS_KINDS, Event
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import Ruleset, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1795305600.0            # 2026-11-22 00:00 UTC

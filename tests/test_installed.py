@@ -138,7 +138,7 @@ def test_wheel_in_a_clean_venv_finds_the_shipped_rules(tmp_path: Path) -> None:
     sh("/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv))
     sh(str(venv / "bin/pip"), "install", "--no-deps", "--no-index", str(wheels[0]))
     where = sh(str(venv / "bin/python"), "-c",
-               "import logwatch.rules as r; print(r.default_rules_dirs()[0])").stdout.strip()
+               "import logwatch.parsing.rules as r; print(r.default_rules_dirs()[0])").stdout.strip()
     assert where.startswith(str(venv)) and where.endswith("/logwatch/shipped-rules"), where
     shipped = sorted(p.name for p in Path(where).glob("*.yaml"))
     assert shipped == sorted(p.name for p in (REPO / "rules").glob("*.yaml"))

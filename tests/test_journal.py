@@ -17,7 +17,7 @@ from sourceloop import pump
 
 from logwatch.sources import JournalSource
 from logwatch.sources.journal import record_to_line
-from logwatch.store import Store
+from logwatch.state.store import Store
 
 FAKEBIN = str(Path(__file__).resolve().parent / "fakebin")
 BOOT = "9f0c4e1d2b8a4c3e8d7f6a5b4c3d2e1f"

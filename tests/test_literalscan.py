@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwatch import literalscan
-from logwatch.literalscan import (
+from logwatch.parsing import literalscan
+from logwatch.parsing.literalscan import (
     HyperscanMatcher,
     PivotMatcher,
     hyperscan_available,
     make_matcher,
     plan_scans,
 )
-from logwatch.rules import default_rules_dirs, load_ruleset
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

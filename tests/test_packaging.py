@@ -277,7 +277,7 @@ def test_man_pages_render_without_warnings(page: str) -> None:
 
 def test_man_page_lists_every_daemon_option() -> None:
     """Each long option of `logwatchd --help` is documented in logwatchd(8)."""
-    code = "from logwatch.daemon import main; main(['--help'])"
+    code = "from logwatch.daemon.app import main; main(['--help'])"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:

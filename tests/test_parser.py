@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logwatch.parser import Parser
-from logwatch.rules import default_rules_dirs, load_ruleset
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import default_rules_dirs, load_ruleset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonProc
 
-import logwatch.parser as parser_module
-from logwatch.parser import Parser
-from logwatch.rules import load_ruleset
+import logwatch.parsing.parser as parser_module
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1795305600.0
@@ -63,7 +63,7 @@ def test_message_over_max_message_is_skipped_and_counted():
 
 
 def test_default_max_message_is_the_probe_size():
-    from logwatch.rulecheck import PROBE_SIZE
+    from logwatch.parsing.rulecheck import PROBE_SIZE
 
     assert parser_module.MAX_MESSAGE == PROBE_SIZE
 

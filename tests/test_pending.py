@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logwatch.model import Ban, Grant
-from logwatch.pending import PendingWrites
-from logwatch.store import Store
+from logwatch.engine.model import Ban, Grant
+from logwatch.state.pending import PendingWrites
+from logwatch.state.store import Store
 
 
 def grant(ip: str, expires: float = 100.0) -> Grant:

@@ -23,7 +23,7 @@ from postfix_helpers import (
     try_relay,
 )
 
-from logwatch.relaymap import RelayMap, open_relay_map
+from logwatch.effectors.relaymap import RelayMap, open_relay_map
 
 CLIENT = "127.0.0.5"          # the SMTP client's source address; not in the instance's mynetworks
 ALLOWED, DENIED = 250, 554

@@ -15,7 +15,7 @@ import pytest
 from needs import require
 from postfix_helpers import postfix_config_dir
 
-from logwatch.relaymap import RelayMap, RelayMapError, open_relay_map
+from logwatch.effectors.relaymap import RelayMap, RelayMapError, open_relay_map
 
 KINDS = ["hash", "lmdb"]
 SUFFIX = {"hash": ".db", "lmdb": ".lmdb"}
@@ -290,7 +290,7 @@ def test_lmdb_header_check_with_64k_pages(tmp_path: Path) -> None:
     """LMDB's second meta page is one page in: 64 KiB on ppc64el, past a 16 KiB read."""
     import struct
 
-    from logwatch.relaymap import _LMDB_MAGIC, _structure_problem
+    from logwatch.effectors.relaymap import _LMDB_MAGIC, _structure_problem
 
     page = 65536
 

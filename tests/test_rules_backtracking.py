@@ -5,7 +5,7 @@ For every rule, hostile messages are built from the rule's own fixture lines and
 literal words of the pattern) spliced in where attacker text goes. The bound is loose (seconds):
 it only catches super-linear behaviour, which on 100 KB takes minutes.
 
-A second sweep (logwatch.rulecheck.hostile_specs, the generator of the load-time probe at full
+A second sweep (logwatch.parsing.rulecheck.hostile_specs, the generator of the load-time probe at full
 width) cuts each rule's samples and fixture messages at every field boundary and fills 100 KB
 from there with the pattern's literal words, the sample's own fields and syntax tokens, with
 and without the rest of the line: "Login failed user=" + 100 KB of one word is what made
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from logwatch.framing import Framer
-from logwatch.rulecheck import sample_message, worst_hostile
-from logwatch.rules import Rule, load_ruleset
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.rulecheck import sample_message, worst_hostile
+from logwatch.parsing.rules import Rule, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests/fixtures/logs"
@@ -134,7 +134,7 @@ def test_every_rule_has_a_seed_message() -> None:
 
 def test_full_parser_on_hostile_chunk() -> None:
     """The whole parser on one chunk of hostile lines for every program, bounded loosely."""
-    from logwatch.parser import Parser
+    from logwatch.parsing.parser import Parser
 
     lines = []
     for rule in RULESET.rules:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from matchers import MATCHERS
 
-from logwatch.framing import Framer
-from logwatch.parser import Parser
-from logwatch.rules import Ruleset, load_ruleset
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import Ruleset, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests/fixtures/logs"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from logwatch.rules import RuleError, default_rules_dirs, load_rule_file, load_ruleset
+from logwatch.parsing.rules import RuleError, default_rules_dirs, load_rule_file, load_ruleset
 
 GOOD = """\
 rules:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonProc, pyenv
 
-from logwatch.rulecheck import check_rules, forbidden_constructs
-from logwatch.rules import RuleError, load_rule_file, load_ruleset
+from logwatch.parsing.rulecheck import check_rules, forbidden_constructs
+from logwatch.parsing.rules import RuleError, load_rule_file, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 LOGIN = ("Nov 21 10:00:00 mx dovecot: pop3-login: Login: user=<bob>, method=PLAIN, "
@@ -164,7 +164,7 @@ def test_a_backtracking_regex_is_refused_with_the_line_that_shows_it(tmp_path):
 
 def test_issue_repro_dovecot_events_on_this_interpreter():
     """Issue 11: `logwatchctl parse dovecot.log` gave 14 events on 3.11.2, 23 on 3.11.7."""
-    out = subprocess.run([sys.executable, "-m", "logwatch.ctl", "parse",
+    out = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "parse",
                           str(REPO / "tests/fixtures/logs/dovecot.log")],
                          capture_output=True, text=True, env=pyenv(), timeout=120, check=False)
     assert out.returncode == 0, out.stderr
@@ -215,13 +215,13 @@ def test_check_config_reports_a_failing_sample(tmp_path):
     local = rules_dir(tmp_path, BROKEN)
     config = tmp_path / "logwatchd.yaml"
     config.write_text(f"rules:\n  dirs: [{REPO / 'rules'}]\n  local_dir: {local}\n")
-    out = subprocess.run([sys.executable, "-m", "logwatch.ctl", "check-config", str(config)],
+    out = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(config)],
                          capture_output=True, text=True, env=pyenv(), timeout=120, check=False)
     assert out.returncode == 1
     assert "rules: 1 rule self-test failure(s)" in out.stderr
     assert "rule 'site-login': sample" in out.stderr and "expected an event" in out.stderr
     good_config = tmp_path / "good.yaml"
     good_config.write_text(f"rules:\n  dirs: [{REPO / 'rules'}]\n  local_dir: {tmp_path / 'no'}\n")
-    ok = subprocess.run([sys.executable, "-m", "logwatch.ctl", "check-config", str(good_config)],
+    ok = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(good_config)],
                         capture_output=True, text=True, env=pyenv(), timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr

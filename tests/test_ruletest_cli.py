@@ -20,7 +20,7 @@ Nov 21 10:00:03 mx exotic-daemon[5]: authentication failed for bob from 203.0.11
 
 def ctl(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("logwatchctl", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "logwatch.ruletest"]
+    cmd = [exe] if exe else [sys.executable, "-m", "logwatch.cli.ruletest"]
     return subprocess.run(cmd + list(args), input=stdin, capture_output=True, timeout=60, check=False)
 
 

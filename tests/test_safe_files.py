@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from daemon_harness import postfix_config_dir, pyenv
 
-from logwatch.actionlog import ActionLog
-from logwatch.config import ConfigError, load_config
-from logwatch.relaymap import open_relay_map
-from logwatch.safeio import CONFIG_MAX_BYTES
-from logwatch.statelock import StateLock, StateLockError
-from logwatch.store import Store
-from logwatch.whitelist import Whitelist
-from logwatch.yamlsrc import YamlError, load_yaml
+from logwatch.daemon.actionlog import ActionLog
+from logwatch.daemon.config import ConfigError, load_config
+from logwatch.effectors.relaymap import open_relay_map
+from logwatch.engine.whitelist import Whitelist
+from logwatch.state.lock import StateLock, StateLockError
+from logwatch.state.store import Store
+from logwatch.util.safeio import CONFIG_MAX_BYTES
+from logwatch.util.yamlsrc import YamlError, load_yaml
 
 
 @contextmanager
@@ -91,7 +91,7 @@ def test_check_config_refuses_alias_bomb_quickly(tmp_path: Path) -> None:
     cfg.write_text("relay:\n" + alias_bomb() + "  grace: *a8\n")
     assert cfg.stat().st_size < 600
     # Without the budget this took minutes or died with MemoryError; 60 s is only a fuse.
-    proc = subprocess.run([sys.executable, "-m", "logwatch.ctl", "check-config", str(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(cfg)],
                           capture_output=True, text=True, env=pyenv(), timeout=60)
     assert proc.returncode != 0
     assert "aliases are expanded" in proc.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from logwatch import sdnotify
+from logwatch.daemon import sdnotify
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_sender_credentials_name_the_main_process(receiver: tuple[socket.socket,
     sock, path = receiver
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     env = dict(os.environ, NOTIFY_SOCKET=path, PYTHONPATH=str(REPO))
-    code = "import sys; from logwatch.sdnotify import notify; sys.exit(0 if notify('READY=1') else 3)"
+    code = "import sys; from logwatch.daemon.sdnotify import notify; sys.exit(0 if notify('READY=1') else 3)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         data, ancdata, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(12))
@@ -157,7 +157,7 @@ daemon:
   log: stderr
 """)
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000", PYTHONPATH=str(REPO))
-    code = "import sys; from logwatch.daemon import main; sys.exit(main())"
+    code = "import sys; from logwatch.daemon.app import main; sys.exit(main())"
     errlog = tmp_path / "stderr.log"
     with errlog.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(config),

@@ -207,7 +207,7 @@ def test_empty_state_db_adopts_live_entries_and_reset_state_drops_them(
         if how == "schema-only":
             # The first start on the empty file died after making the schema, before it
             # adopted anything: the next start must not take that store for the truth.
-            from logwatch.store import Store
+            from logwatch.state.store import Store
             Store(db).close()
         mark = len(d.stderr())
         d.start()
@@ -295,8 +295,8 @@ def test_truncated_or_fifo_config_on_reload_keeps_everything(tmp_path: Path, ns:
 # -- 18: a corrupt page in state.db ---------------------------------------------------------
 
 def test_corrupt_db_page_is_a_clean_startup_failure(tmp_path: Path) -> None:
-    from logwatch.model import Ban
-    from logwatch.store import Store
+    from logwatch.engine.model import Ban
+    from logwatch.state.store import Store
 
     db = tmp_path / "state" / "state.db"
     store = Store(db)

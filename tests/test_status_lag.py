@@ -13,8 +13,8 @@ import pytest
 import yaml
 from daemon_harness import REPO, DaemonProc, pyenv
 
-from logwatch.lag import LagMeter, unread_bytes
 from logwatch.sources import FileTailer
+from logwatch.sources.lag import LagMeter, unread_bytes
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 LINE = ("Nov 21 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: "
@@ -65,7 +65,7 @@ def test_lag_counts_unread_bytes_and_the_time_since_the_reader_had_everything(tm
 
 def _nobody_can_run_the_tree() -> bool:
     try:
-        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import yaml, psutil, logwatch.daemon"],
+        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import yaml, psutil, logwatch.daemon.app"],
                                user="nobody", capture_output=True, env=pyenv(), cwd="/",
                                timeout=60)
     except OSError:
@@ -104,7 +104,7 @@ def _start_as_nobody(base: Path) -> None:
     conf = base / "lw.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     os.chmod(conf, 0o644)
-    proc = subprocess.run([SYSTEM_PYTHON, "-m", "logwatch.daemon", "--config", str(conf)],
+    proc = subprocess.run([SYSTEM_PYTHON, "-m", "logwatch.daemon.app", "--config", str(conf)],
                           user="nobody", capture_output=True, text=True, env=pyenv(), cwd="/",
                           timeout=60)
     assert proc.returncode == 1

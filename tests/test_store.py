@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import logwatch.store as store_mod
-from logwatch.model import Ban, Grant, Position
-from logwatch.store import SCHEMA_VERSION, Store, StoreError
+import logwatch.state.store as store_mod
+from logwatch.engine.model import Ban, Grant, Position
+from logwatch.state.store import SCHEMA_VERSION, Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,8 +195,8 @@ def test_other_connection_sees_only_committed(store: Store, tmp_path: Path):
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from logwatch.model import Grant
-    from logwatch.store import Store
+    from logwatch.engine.model import Grant
+    from logwatch.state.store import Store
     s = Store(sys.argv[1])
     mode = sys.argv[2]
     if mode == "pending":

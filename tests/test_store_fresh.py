@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logwatch.model import Ban
-from logwatch.store import Store
+from logwatch.engine.model import Ban
+from logwatch.state.store import Store
 
 
 def reopen(path: Path) -> bool:

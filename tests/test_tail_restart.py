@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from logwatch.sources import FileTailer
-from logwatch.store import Store
+from logwatch.state.store import Store
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
@@ -28,7 +28,7 @@ LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 CHILD = r"""
 import selectors, sys, time
 sys.path.insert(0, sys.argv[1])
-from logwatch.store import Store
+from logwatch.state.store import Store
 from logwatch.sources import FileTailer
 db, path, mode = sys.argv[2], sys.argv[3], sys.argv[4]
 store = Store(db)

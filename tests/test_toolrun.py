@@ -1,4 +1,4 @@
-"""logwatch.toolrun: a tool's input is waiting in its stdin before it starts, so a ban does not
+"""logwatch.effectors.runner: a tool's input is waiting in its stdin before it starts, so a ban does not
 wait for the daemon to be scheduled again; big inputs and no input still work."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from logwatch.toolrun import PREFILL_MAX, run_tool
+from logwatch.effectors.runner import PREFILL_MAX, run_tool
 
 # Reports how long its read of stdin took, then echoes the length of what it read.
 READER = ("import sys, time; t = time.monotonic(); data = sys.stdin.read(); "

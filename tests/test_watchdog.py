@@ -16,9 +16,8 @@ from datetime import datetime
 import psutil
 import pytest
 
-from logwatch.config import WatchdogConfig
-from logwatch.events import STUCK_SESSION
-from logwatch.watchdog import (
+from logwatch.daemon.config import WatchdogConfig
+from logwatch.effectors.watchdog import (
     CHANGED,
     DRY_RUN,
     EXITED,
@@ -30,6 +29,7 @@ from logwatch.watchdog import (
     Watchdog,
     title_from_cmdline,
 )
+from logwatch.parsing.events import STUCK_SESSION
 
 STUCK_V4 = "sendmail: server host.example [192.0.2.7] cmd read"
 STUCK_SMMTA = "sm-mta: server [192.0.2.8] cmd read"
@@ -137,7 +137,7 @@ def test_matching_titles(title: str, ip: str | None) -> None:
     wd = make()
     m = wd.match_title(title)
     assert m is not None
-    from logwatch.watchdog import client_ip
+    from logwatch.effectors.watchdog import client_ip
     assert client_ip(m) == ip
 
 

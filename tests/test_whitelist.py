@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwatch.whitelist import NetSet, Whitelist, normalize_net, parse_net
+from logwatch.engine.whitelist import NetSet, Whitelist, normalize_net, parse_net
 
 SAMPLE = """\
 # blocksmtp whitelist

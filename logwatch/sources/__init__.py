@@ -104,9 +104,9 @@ class LineBuffer:
         self.held = 0
 
 
-from .journal import JournalSource  # noqa: E402
-from .stdin import StdinSource  # noqa: E402
-from .tail import FileTailer  # noqa: E402
+from logwatch.sources.journal import JournalSource  # noqa: E402
+from logwatch.sources.stdin import StdinSource  # noqa: E402
+from logwatch.sources.tail import FileTailer  # noqa: E402
 
 __all__ = ["DEFAULT_MAX_LINE", "FileTailer", "JournalSource", "LineBuffer", "OnChunk",
            "StdinSource"]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 
 LOG = logging.getLogger("logwatchd.sources.journal")
 

@@ -11,7 +11,7 @@ import stat
 import sys
 from typing import BinaryIO
 
-from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 
 LOG = logging.getLogger("logwatchd.sources.stdin")
 

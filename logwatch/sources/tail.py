@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..model import Position
-from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.engine.model import Position
+from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from .diagnostics import Diagnostics
-from .literalscan import MATCHERS
-from .parser import Parser
-from .rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
+from logwatch.parsing.diagnostics import Diagnostics
+from logwatch.parsing.literalscan import MATCHERS
+from logwatch.parsing.parser import Parser
+from logwatch.parsing.rules import RuleError, Ruleset, default_rules_dirs, load_ruleset
 
 CHUNK = 1 << 19     # 512 KiB: the chunk's several passes stay in the CPU cache (4 MiB: ~5-15% slower)
 
@@ -190,7 +190,7 @@ def _show(raw: bytes, limit: int = 300) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry for `python -m logwatch.ruletest parse|test-rules ...`."""
+    """Stand-alone entry for `python -m logwatch.cli.ruletest parse|test-rules ...`."""
     top = argparse.ArgumentParser(prog="logwatch-ruletest")
     sub = top.add_subparsers(dest="command", required=True)
     add_parse_args(sub.add_parser("parse"))

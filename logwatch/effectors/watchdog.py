@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 
 import psutil
 
-from logwatch.config import WatchdogConfig
-from logwatch.events import STUCK_SESSION, Event, normalize_ip
+from logwatch.daemon.config import WatchdogConfig
+from logwatch.parsing.events import STUCK_SESSION, Event, normalize_ip
 
 PROGRAM = "logwatchd/watchdog"
 RULE = "watchdog-cmd-read"

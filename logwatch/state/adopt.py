@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import BanAdded, Effect, GrantAdded
+from logwatch.engine.model import BanAdded, Effect, GrantAdded
 
 log = logging.getLogger("logwatchd.adopt")
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .events import KINDS, STUCK_SESSION
-from .rulecheck import EVENT_FIELDS, Sample, check_rules, forbidden_constructs
-from .yamlsrc import YamlError, line_of, load_yaml
+from logwatch.parsing.events import KINDS, STUCK_SESSION
+from logwatch.parsing.rulecheck import EVENT_FIELDS, Sample, check_rules, forbidden_constructs
+from logwatch.util.yamlsrc import YamlError, line_of, load_yaml
 
 RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
 SERVICES = ("pop3", "imap", "smtp", "submission", "sieve")
@@ -255,7 +255,7 @@ def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None
 
 def default_rules_dirs() -> list[Path]:
     """Where the shipped rules live: inside the package, else the share dir (.deb, make install)."""
-    from .config import DEFAULT_RULES_DIR
+    from logwatch.daemon.config import DEFAULT_RULES_DIR
 
     candidates = [p for p in (packaged_rules_dir(),) if p is not None]
     candidates.append(Path(DEFAULT_RULES_DIR))
@@ -267,5 +267,5 @@ def packaged_rules_dir() -> Path | None:
     of copies, in a source tree a symlink to rules/. None when not on a file system (a zip)."""
     from importlib.resources import files
 
-    found = files(__package__) / "shipped-rules"
+    found = files("logwatch") / "shipped-rules"
     return found.resolve() if isinstance(found, Path) else None

@@ -1,6 +1,6 @@
 """The state engine: relay grants after logins, offender scoring and bans. Pure: no I/O, clock injected.
 
-The engine only returns effects (logwatch.model); the daemon applies them to the Postfix map,
+The engine only returns effects (logwatch.engine.model); the daemon applies them to the Postfix map,
 the firewall and the store. Grants and scores run on the line's own time (see event_time for the
 clock-skew rules); bans and expiries on the injected clock, the time the daemon acts.
 """
@@ -16,11 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from .config import BanConfig, RelayConfig
-from .enginequery import EngineQueries
-from .events import AUTH, LOGIN, USER_UNKNOWN, Event, normalize_ip
-from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
-from .whitelist import LOOPBACK, NetSet, Whitelist, net_text, parse_net, range_text
+from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from logwatch.engine.queries import EngineQueries
+from logwatch.engine.whitelist import LOOPBACK, NetSet, Whitelist, net_text, parse_net, range_text
+from logwatch.parsing.events import AUTH, LOGIN, USER_UNKNOWN, Event, normalize_ip
 
 # Tracked offender state is packed into one int per offender to keep 1,000,000 of them well
 # under 300 MB: each hit is (time << 37) | (user-name hash << 5) | kind index, _HIT_BITS wide,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Event, normalize_ip
+from logwatch.parsing.events import Event, normalize_ip
 
 # Samples use year-less syslog dates: a fixed "now" late in a year places them all the same way.
 SAMPLE_NOW = 1795305600.0          # 2026-11-22 00:00 UTC
@@ -103,7 +103,7 @@ def _differs(event: Event | None, expect: dict[str, Any] | None, rule_id: str) -
 
 
 def _why_none(rule: Any, line: str) -> str:
-    from .framing import Framer
+    from logwatch.parsing.framing import Framer
 
     frame = Framer(lambda: SAMPLE_NOW).frame(line)
     if frame is None:
@@ -191,7 +191,7 @@ def _probe(rule: Any, seeds: list[str], size: int, budget: float) -> str | None:
 
 def sample_message(rule: Any, sample: Sample) -> str | None:
     """The message part (after framing) of a sample line, for seeding the hostile probes."""
-    from .framing import Framer
+    from logwatch.parsing.framing import Framer
 
     frame = Framer(lambda: SAMPLE_NOW).frame(sample.line)
     return None if frame is None else frame.message
@@ -199,8 +199,8 @@ def sample_message(rule: Any, sample: Sample) -> str | None:
 
 def check_rule(rule: Any, probe_size: int = PROBE_SIZE, budget: float = LINE_BUDGET) -> list[str]:
     """Problems of one rule: a sample that gives the wrong result, a line over the budget."""
-    from .parser import Parser
-    from .rules import Ruleset
+    from logwatch.parsing.parser import Parser
+    from logwatch.parsing.rules import Ruleset
 
     problems: list[str] = []
     parser = Parser(Ruleset([rule]), clock=lambda: SAMPLE_NOW, matcher="re")

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .firewall import (
+from logwatch.effectors.firewall import (
     NFT_SETS,
     Firewall,
     FirewallError,
@@ -26,7 +26,7 @@ from .firewall import (
     normalize_net,
     remaining,
 )
-from .model import Ban
+from logwatch.engine.model import Ban
 
 # A ban this close to its expiry may already be gone from the kernel (or not yet swept from
 # the engine): neither is drift worth a repair.

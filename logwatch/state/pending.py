@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Ban, Grant
+from logwatch.engine.model import Ban, Grant
 
 
 @dataclass

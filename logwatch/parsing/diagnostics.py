@@ -14,8 +14,8 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 
-from .framing import Framer
-from .literalscan import make_matcher
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.literalscan import make_matcher
 
 # Words that suggest a line reports a failure; used only to show admins what the rules miss.
 FAILURE_WORDS = re.compile(

@@ -1,7 +1,7 @@
 """The parser: chunks of whole log lines in, events out.
 
 Fast path: a prefilter literal must occur in every line its rule matches, so only lines holding
-one need a regex. A literal matcher (logwatch.literalscan) finds those lines in whole-chunk
+one need a regex. A literal matcher (logwatch.parsing.literalscan) finds those lines in whole-chunk
 passes; each such line is framed and tried, in rule order, against only the rules of its
 program whose literal it holds. All other lines cost nothing but the matcher's passes.
 `parse_line` is the slow reference path: every rule of the program, no prefilter.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 from operator import attrgetter
 
-from .events import IP_CACHE, Event, normalize_ip
-from .framing import Framer
-from .literalscan import make_matcher
-from .rules import Rule, Ruleset
+from logwatch.parsing.events import IP_CACHE, Event, normalize_ip
+from logwatch.parsing.framing import Framer
+from logwatch.parsing.literalscan import make_matcher
+from logwatch.parsing.rules import Rule, Ruleset
 
 # One rule ready to run: (bound regex search, id, kind, service, service_map, and the numbers
 # of its "ip", "user" and "service" groups, 0 where it has none).
@@ -37,7 +37,7 @@ log = logging.getLogger("logwatchd.parser")
 
 # The longest message (text after the syslog tag) handed to the rules; longer lines are skipped
 # and counted. It bounds what any regex can cost on one line; the load-time probe
-# (logwatch.rulecheck) times every rule on hostile lines of this length.
+# (logwatch.parsing.rulecheck) times every rule on hostile lines of this length.
 MAX_MESSAGE = 16384
 # One regex search may take this much (seconds); a rule over it is quarantined (not run) for
 # QUARANTINE seconds. Python's re cannot be interrupted, so this is measured after the fact.

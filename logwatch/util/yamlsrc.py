@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .safeio import RULES_MAX_BYTES, read_capped
+from logwatch.util.safeio import RULES_MAX_BYTES, read_capped
 
 # A real config or rules file has a few thousand nodes; aliases may repeat a subtree, and a
 # 446-byte "billion laughs" expands to 10^9 nodes that every later walk would visit.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .whitelist import parse_net, range_text
+from logwatch.engine.whitelist import parse_net, range_text
 
 # The widest manual ban: the same limits as bans.ipv4_prefix / bans.ipv6_prefix.
 MIN_BAN_PREFIX = {4: 8, 6: 16}

@@ -14,7 +14,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 
-from .safeio import WHITELIST_MAX_BYTES, read_capped
+from logwatch.util.safeio import WHITELIST_MAX_BYTES, read_capped
 
 log = logging.getLogger("logwatchd.whitelist")
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from .duration import parse_duration
-from .literalscan import MATCHERS, hyperscan_available
-from .safeio import CONFIG_MAX_BYTES, read_capped
-from .yamlsrc import MAX_EXPANDED_NODES, expanded_size_ok
+from logwatch.parsing.literalscan import MATCHERS, hyperscan_available
+from logwatch.util.duration import parse_duration
+from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
+from logwatch.util.yamlsrc import MAX_EXPANDED_NODES, expanded_size_ok
 
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
 DEFAULT_RULES_DIR = "/usr/share/logwatchd/rules"

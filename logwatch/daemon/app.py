@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
-from .actionlog import ActionLog
-from .config import (
+from logwatch import __version__
+from logwatch.daemon.actionlog import ActionLog
+from logwatch.daemon.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_RULES_DIR,
     Config,
@@ -35,20 +35,20 @@ from .config import (
     apply_overrides,
     load_config,
 )
-from .control import ControlError, ControlServer
-from .duration import duration_arg, duration_or_zero_arg, parse_duration
-from .events import Event, normalize_ip
-from .filewatch import FileWatch
-from .hints import access_hint
-from .lag import LagMeter
-from .model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
-from .pending import PendingWrites
-from .queries import answer_query
-from .sdnotify import notify as _sd_notify
-from .sdnotify import watchdog_interval as _sd_watchdog_interval
-from .statelock import StateLock, StateLockError
-from .store import Store, StoreError
-from .targets import check_ban, check_grant
+from logwatch.daemon.hints import access_hint
+from logwatch.daemon.sdnotify import notify as _sd_notify
+from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
+from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from logwatch.engine.targets import check_ban, check_grant
+from logwatch.parsing.events import Event, normalize_ip
+from logwatch.services.control import ControlError, ControlServer
+from logwatch.services.queries import answer_query
+from logwatch.sources.filewatch import FileWatch
+from logwatch.sources.lag import LagMeter
+from logwatch.state.lock import StateLock, StateLockError
+from logwatch.state.pending import PendingWrites
+from logwatch.state.store import Store, StoreError
+from logwatch.util.duration import duration_arg, duration_or_zero_arg, parse_duration
 
 log = logging.getLogger("logwatchd.daemon")
 
@@ -138,8 +138,8 @@ class Daemon:
     # -- building the pieces ------------------------------------------------------
 
     def _load_parser(self, cfg: Config) -> Any:
-        from .parser import Parser
-        from .rules import load_ruleset
+        from logwatch.parsing.parser import Parser
+        from logwatch.parsing.rules import load_ruleset
 
         ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
         parser = Parser(ruleset, clock=self.clock, matcher=cfg.rules.matcher)
@@ -147,7 +147,7 @@ class Daemon:
         return parser
 
     def _load_whitelist(self, cfg: Config) -> Any:
-        from .whitelist import Whitelist
+        from logwatch.engine.whitelist import Whitelist
 
         path = cfg.bans.whitelist
         self.whitelist_mtime = self._mtime(path)
@@ -168,8 +168,8 @@ class Daemon:
             return None
 
     def _make_effectors(self, cfg: Config) -> None:
-        from .firewall import make_firewall
-        from .relaymap import open_relay_map
+        from logwatch.effectors.firewall import make_firewall
+        from logwatch.effectors.relaymap import open_relay_map
 
         flog = logging.getLogger("logwatchd.firewall")
         rlog = logging.getLogger("logwatchd.relaymap")
@@ -183,13 +183,13 @@ class Daemon:
     def _make_watchdog(self, cfg: Config) -> Any:
         if not cfg.watchdog.enabled or cfg.watchdog.limit <= 0:
             return None
-        from .watchdog import Watchdog
+        from logwatch.effectors.watchdog import Watchdog
 
         return Watchdog(cfg.watchdog, dry_run=self.dry_run,
                         log=logging.getLogger("logwatchd.watchdog"), clock=self.clock)
 
     def _make_sources(self, cfg: Config) -> list[Any]:
-        from .sources import FileTailer, JournalSource, StdinSource
+        from logwatch.sources import FileTailer, JournalSource, StdinSource
 
         sources: list[Any] = []
         if cfg.sources.logfiles:
@@ -216,7 +216,7 @@ class Daemon:
             self.parser = self._load_parser(cfg)
         except Exception as exc:
             raise StartupError(f"rules: {exc}") from exc
-        from .engine import Engine
+        from logwatch.engine.core import Engine
 
         self.whitelist = self._load_whitelist(cfg)
         self._watch_whitelist(cfg.bans.whitelist)
@@ -286,7 +286,7 @@ class Daemon:
         live ban and grant: adopt them, unless --reset-state asks for a clean slate."""
         if not self.store.fresh or getattr(self.args, "reset_state", False):
             return
-        from .adopt import adopt, live_entries
+        from logwatch.state.adopt import adopt, live_entries
 
         nets, ips = live_entries(self.firewall, self.relay_map)
         if not nets and not ips:
@@ -490,7 +490,7 @@ class Daemon:
     def _note_newest(self, event: Event) -> None:
         """Track the newest log time for `lag`; a line dated in the future beyond the clock
         skew (a bogus 2099) is not believed, or it would pin the lag at 0 for good."""
-        from .engine import LOG_CLOCK_SKEW
+        from logwatch.engine.core import LOG_CLOCK_SKEW
 
         try:
             newest = event.time.timestamp()
@@ -696,7 +696,7 @@ class Daemon:
         Returns the seconds the check took."""
         if self.firewall is None:
             return 0.0
-        from .fwdrift import drift
+        from logwatch.effectors.fwdrift import drift
 
         started = time.monotonic()
         bans = list(self.engine.bans.values())
@@ -1082,8 +1082,8 @@ def _firewall_identity(cfg: Config, dry_run: bool) -> tuple[str, ...] | None:
 
 def _old_firewall(identity: Sequence[str]) -> Any:
     """A firewall for a stored identity, only to flush it (ports do not matter to flush)."""
-    from .config import FirewallConfig
-    from .firewall import make_firewall
+    from logwatch.daemon.config import FirewallConfig
+    from logwatch.effectors.firewall import make_firewall
 
     backend, chain, ipset_v4, ipset_v6, nft_table = identity
     return make_firewall(FirewallConfig(backend=backend, chain=chain, ipset_v4=ipset_v4,
@@ -1095,7 +1095,7 @@ def effective_rules_dirs(cfg: Config) -> list[str]:
     """rules.dirs; the default share dir falls back to a source tree's rules/ when absent."""
     dirs = list(cfg.rules.dirs)
     if dirs == [DEFAULT_RULES_DIR] and not os.path.isdir(DEFAULT_RULES_DIR):
-        from .rules import default_rules_dirs
+        from logwatch.parsing.rules import default_rules_dirs
 
         dirs = [str(p) for p in default_rules_dirs()]
     return dirs
@@ -1107,7 +1107,7 @@ def mynetworks(cfg: Config) -> list[str]:
     """relay.mynetworks, or Postfix's own `postconf -h mynetworks` (never granted or banned)."""
     if cfg.relay.mynetworks is not None:
         return list(cfg.relay.mynetworks)
-    from .postfixconf import read_mynetworks
+    from logwatch.effectors.postfixconf import read_mynetworks
 
     return read_mynetworks() or []
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .model import Ban, Grant, Position
-from .safeio import make_private, tighten
+from logwatch.engine.model import Ban, Grant, Position
+from logwatch.util.safeio import make_private, tighten
 
 SCHEMA_VERSION = 1
 # Set in the file header (PRAGMA application_id, no schema change) once a daemon has started

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from logwatch.events import normalize_ip
+from logwatch.parsing.events import normalize_ip
 
 _SUFFIX = {"hash": ".db", "lmdb": ".lmdb"}
 _NS = 1_000_000_000

@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from logwatch.config import FirewallConfig
-from logwatch.model import Ban
-from logwatch.toolrun import run_tool
-from logwatch.whitelist import normalize_net as canonical_net
+from logwatch.daemon.config import FirewallConfig
+from logwatch.effectors.runner import run_tool
+from logwatch.engine.model import Ban
+from logwatch.engine.whitelist import normalize_net as canonical_net
 
 _log = logging.getLogger("logwatchd.firewall")
 

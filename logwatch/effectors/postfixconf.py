@@ -6,7 +6,7 @@ import logging
 import shutil
 import subprocess
 
-from .whitelist import normalize_net
+from logwatch.engine.whitelist import normalize_net
 
 log = logging.getLogger("logwatchd.postfixconf")
 

@@ -10,10 +10,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from . import __version__
-from .config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
-from .control import Unavailable, request
-from .duration import duration_arg
+from logwatch import __version__
+from logwatch.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from logwatch.services.control import Unavailable, request
+from logwatch.util.duration import duration_arg
 
 EXIT_OK = 0
 EXIT_FAILED = 1          # the daemon refused the command, or the config is invalid
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("parse", help="print the events the rules find in log files")
     t = sub.add_parser("test-rules", help="report how the rules match a log file")
     try:
-        from . import ruletest
+        from logwatch.cli import ruletest
     except ImportError:
         s.add_argument("rest", nargs=argparse.REMAINDER)
         t.add_argument("rest", nargs=argparse.REMAINDER)
@@ -253,11 +253,11 @@ def _check_config(path: str) -> int:
         return EXIT_FAILED
     problems = []
     try:
-        from .rules import load_ruleset
+        from logwatch.parsing.rules import load_ruleset
     except ImportError:
         pass
     else:
-        from .daemon import effective_rules_dirs
+        from logwatch.daemon.app import effective_rules_dirs
 
         try:
             load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
@@ -279,7 +279,7 @@ def _check_whitelist(path: str | None) -> list[str]:
     if not os.path.exists(path):
         print(f"{path}: not found; the whitelist holds loopback only", file=sys.stderr)
         return []
-    from .whitelist import Whitelist
+    from logwatch.engine.whitelist import Whitelist
 
     _wl, warnings = Whitelist.from_file(path)
     return [f"whitelist: {w}" for w in warnings]
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "check-config":
         return _check_config(args.file)
     if cmd in ("parse", "test-rules"):
-        from . import ruletest
+        from logwatch.cli import ruletest
 
         return int((ruletest.cmd_parse if cmd == "parse" else ruletest.cmd_test_rules)(args) or 0)
     req: dict[str, Any] = {"cmd": cmd}

@@ -1,0 +1,1 @@
+"""Command-line tools: logwatchctl and its offline commands (parse, test-rules)."""

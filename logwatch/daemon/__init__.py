@@ -1,0 +1,1 @@
+"""The daemon: configuration, wiring, the loop, signals, sd_notify, the actions log."""

@@ -1,0 +1,1 @@
+"""Effectors: what the engine's effects change outside (Postfix map, firewall, watchdog)."""

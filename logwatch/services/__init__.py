@@ -1,0 +1,1 @@
+"""Services: listening sockets that answer from read-only engine queries (control socket)."""

@@ -1,0 +1,1 @@
+"""Durable state: the store (SQLite WAL), pending writes, adoption, the state-directory lock."""
