@@ -1,6 +1,6 @@
 """Follow log files through rotation (rename or copytruncate), deletion and restarts.
 
-inotify (via inotify_simple) only wakes the loop; every ``process()`` re-checks each file with
+inotify (our ctypes binding, sources/inotify.py) only wakes the loop; every ``process()`` re-checks each file with
 fstat/stat, so a lost or coalesced event, or the polling fallback, cannot change what is read.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 from ..model import Position
 from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from .inotify import Inotify, Mask
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 
@@ -26,6 +27,7 @@ FP_LEN = 1024                 # the fingerprint covers the first line, at most t
 LINGER = 5.0                  # seconds a rotated file is still watched for late writes
 BUDGET = 32 << 20             # bytes per file per process() call, so timers still run while
                               # a big backlog (--from-start, long downtime) is read
+POLLING_ENV = "LOGWATCHD_POLLING"   # set (not "0"): poll, as without inotify (tests, debugging)
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z", ".zip")
 
 
@@ -143,7 +145,6 @@ class FileTailer:
             self._names.setdefault(os.path.abspath(p), p)
         self.files = [_Followed(path=ap) for ap in self._names]
         self._inotify: Any = None
-        self._flags: Any = None
         self.polling = True
         # fileno() is an epoll fd holding the inotify fd and a "kick" pipe: a byte in the pipe
         # makes the daemon call process() again when work is left (first read after start,
@@ -156,6 +157,8 @@ class FileTailer:
         self.closed = False
         if force_polling:
             self._fall_back("forced by configuration")
+        elif os.environ.get(POLLING_ENV, "") not in ("", "0"):
+            self._fall_back(f"forced by {POLLING_ENV}")
         else:
             self._setup_inotify()
         saved = store.load_positions() if store is not None else {}
@@ -183,11 +186,11 @@ class FileTailer:
         if self._inotify is not None:
             try:
                 # The events only wake us up; each file is re-checked below anyway.
-                events = self._inotify.read(timeout=0)
+                events = self._inotify.read()
             except OSError as exc:
                 self.log.warning("action=inotify-read-error error=%s", exc)
                 events = []
-            gone = {e.wd for e in events if e.mask & self._flags.IGNORED}
+            gone = {e.wd for e in events if e.mask & Mask.IGNORED}
             for d, wd in list(self._dir_wds.items()):
                 # A watched directory removed (perhaps made anew): watch it again once it is
                 # there; meanwhile fileno() is None and the daemon polls us.
@@ -259,16 +262,10 @@ class FileTailer:
 
     def _setup_inotify(self) -> None:
         try:
-            from inotify_simple import INotify, flags
-        except ImportError as exc:
-            self._fall_back(f"inotify_simple not importable ({exc})")
-            return
-        try:
-            self._inotify = INotify(nonblocking=True)
-        except OSError as exc:
+            self._inotify = Inotify()
+        except (OSError, AttributeError) as exc:      # AttributeError: a libc without inotify
             self._fall_back(f"inotify_init failed ({exc})")
             return
-        self._flags = flags
         self.polling = False
         self._epoll = select.epoll()
         self._kick_r, self._kick_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -290,7 +287,7 @@ class FileTailer:
         return [d for d in dirs if d not in self._dir_wds]
 
     def _watch_dirs(self) -> None:
-        fl = self._flags
+        fl = Mask
         mask = (fl.CREATE | fl.MOVED_TO | fl.MOVED_FROM | fl.DELETE | fl.ATTRIB
                 | fl.DELETE_SELF | fl.MOVE_SELF)
         for d in self._missing_dirs():
@@ -319,7 +316,7 @@ class FileTailer:
         if self._inotify is None or self.polling:
             return None
         try:
-            wd = self._inotify.add_watch(path, self._flags.MODIFY)
+            wd = self._inotify.add_watch(path, Mask.MODIFY)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 self._fall_back(f"cannot watch {what} ({exc})")
