@@ -252,6 +252,10 @@ class Daemon:
         """Keep the selector in step with the source's fd (it drops to polling, stdin ends)."""
         old = self._src_fds.get(id(src))
         new = src.fileno()
+        # Before the early return: a source polled from the start (no inotify) has old and
+        # new both None, and without the timer it would never be read.
+        if new is None and "poll" not in self.timers:
+            self.timers["poll"] = self.clock() + self.cfg.sources.poll_interval
         if old == new:
             return
         if old is not None:
@@ -262,8 +266,6 @@ class Daemon:
         if new is not None:
             self.selector.register(new, selectors.EVENT_READ, lambda m, s=src: self._pump(s))
         self._src_fds[id(src)] = new
-        if new is None and "poll" not in self.timers:
-            self.timers["poll"] = self.clock() + self.cfg.sources.poll_interval
 
     def _unregister_sources(self) -> None:
         for src in self.sources:

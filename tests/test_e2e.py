@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc
+from tailmode import tail_mode  # noqa: F401  (a fixture)
 
 from logwatch.store import Store
 
 pytestmark = [
+    pytest.mark.usefixtures("tail_mode"),      # every test on inotify and on polling
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("ip") is None or shutil.which("postmap") is None,
