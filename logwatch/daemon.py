@@ -334,6 +334,9 @@ class Daemon:
                 self._apply(self.engine.sweep())
             elif name == "positions":
                 self._save_positions()
+                for src in self.sources:       # a log file still missing: warn, rate-limited
+                    if hasattr(src, "check_missing"):
+                        src.check_missing()
                 self.timers["positions"] = now + POSITION_SAVE_INTERVAL
             elif name == "whitelist":
                 self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL

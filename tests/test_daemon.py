@@ -487,3 +487,28 @@ def test_polling_daemon_reads_appended_lines(tmp_path, monkeypatch):
             assert st["files"][0]["lines"] == 2 * (rnd + 1)
     finally:
         d.stop(signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("tail_mode")
+def test_missing_log_file_is_warned_at_start_and_in_status(tmp_path):
+    typo = tmp_path / "mail.lgo"
+    d = DaemonProc(tmp_path, {"sources": {"logfiles": [str(typo)]}})
+    try:
+        d.start()
+        assert f"action=file-missing path={typo} missing_for=0s warning=1" in d.stderr()
+        st = d.req(cmd="status")
+        assert [(f["path"], f["missing"]) for f in st["files"]] == [(str(typo), 1)]
+        out = d.ctl("status")
+        assert out.returncode == 0 and f"{typo}" in out.stdout and "MISSING" in out.stdout
+        typo.write_text(guess("198.51.100.6", "x") + "\n")
+        deadline = time.monotonic() + 8
+        while d.req(cmd="status")["lines_read"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 3          # the 1 s timer notices it appeared
+        while d.req(cmd="status")["files"][0]["missing"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = d.req(cmd="status")
+        assert st["lines_read"] == 1 and st["files"][0]["missing"] == 0
+        assert "MISSING" not in d.ctl("status").stdout
+    finally:
+        d.stop(signal.SIGKILL)

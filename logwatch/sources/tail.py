@@ -19,6 +19,7 @@ from typing import Any
 from ..model import Position
 from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 from .inotify import Inotify, Mask
+from .missing import MissingFiles
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 
@@ -42,6 +43,7 @@ class FileStats:
     truncations: int = 0
     late_lines: int = 0       # lines written to a rotated file after we had switched away
     lost_bytes: int = 0       # bytes known to be unrecoverable (rotated file gone, no copy)
+    missing: int = 0          # 1 while the path does not exist (reported: sources/missing.py)
 
 
 class _Reader:
@@ -164,6 +166,8 @@ class FileTailer:
         saved = store.load_positions() if store is not None else {}
         for f in self.files:
             self._start(f, saved.get(f.path))
+        self._missing = MissingFiles(self.log)
+        self.check_missing(at_start=True)
 
     # -- public interface -----------------------------------------------------
 
@@ -208,6 +212,7 @@ class FileTailer:
             more = more or f.budget <= 0
         if more:
             self._kick()
+        self.check_missing()
 
     def _kick(self) -> None:
         if self._kick_w >= 0:
@@ -215,6 +220,15 @@ class FileTailer:
                 os.write(self._kick_w, b"k")
             except BlockingIOError:
                 pass              # already kicked
+
+    def check_missing(self, at_start: bool = False) -> None:
+        """Warn about paths that do not exist (at start, then rate-limited); the daemon also
+        calls this from a timer, as no inotify event comes for a file that never appears."""
+        now = time.monotonic()
+        for f in self.files:
+            exists = (f.cur is not None and f.cur_is_path) or _stat(f.path) is not None
+            self._missing.update(self._names[f.path], exists, now, at_start)
+            f.stats.missing = int(self._missing.is_missing(self._names[f.path]))
 
     def positions(self) -> list[Position]:
         """Where each file stands now: exactly the data delivered so far."""
