@@ -402,8 +402,8 @@ def test_fingerprint_is_hashed_once_per_file(tmp_path, make, monkeypatch) -> Non
     import logwatch.sources.tail as tail
 
     hashed: list[bytes | None] = []
-    real = tail._fp_hex
-    monkeypatch.setattr(tail, "_fp_hex", lambda first: hashed.append(first) or real(first))
+    real = tail.fp_hex
+    monkeypatch.setattr(tail, "fp_hex", lambda first: hashed.append(first) or real(first))
     p = str(tmp_path / "mail.log")
     append(p, nums(0, 3))
     t, sink = make([p])
