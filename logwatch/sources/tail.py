@@ -20,7 +20,7 @@ from ..model import Position
 from . import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 from .inotify import Inotify, Mask
 from .missing import MissingFiles
-from .rotated import FP_LEN, find_previous, first_line, fp_hex, next_rotated
+from .rotated import FP_LEN, file_fp, find_previous, first_line, fp_hex, next_rotated
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 
@@ -468,7 +468,10 @@ class FileTailer:
         """r (rotated away) is read: go on with the oldest file rotated after it that we have
         not read (several rotations may have come since we looked), else with the path."""
         open_ids = {(r.ino, r.dev), *((x.ino, x.dev) for x, _ in f.lingering)}
-        seen = {*f.seen, r.fingerprint(), *(x.fingerprint() for x, _ in f.lingering)}
+        # A copy of what the path holds now (copytruncate between its copy and its truncate)
+        # is no file of its own: the path is read from 0 next.
+        seen = {*f.seen, r.fingerprint(), *(x.fingerprint() for x, _ in f.lingering),
+                file_fp(f.path) if st is not None and st.st_size else ""}
         nxt = next_rotated(f.path, r.mtime_ns, None if st is None else (st.st_ino, st.st_dev),
                            open_ids, seen)
         # Switch to the path only once it has data: a single writer (syslog) has then moved
@@ -497,7 +500,8 @@ class FileTailer:
         except OSError:
             return False
         open_ids = {(r.ino, r.dev), *((x.ino, x.dev) for x, _ in f.lingering)}
-        seen = {*f.seen, *(x.fingerprint() for x, _ in f.lingering)}
+        # Not a copy of what r holds (copytruncate between its copy and its truncate).
+        seen = {*f.seen, *(x.fingerprint() for x, _ in f.lingering), fp_hex(first_line(r.fd))}
         nxt = next_rotated(f.path, r.mtime_ns, (r.ino, r.dev), open_ids, seen)
         nr = self._open(nxt, 0) if nxt is not None else None
         if nr is None:
@@ -541,8 +545,7 @@ class FileTailer:
                       f.path, r.line_start)
         r.read_pos = 0
         r.lb.reset()
-        r.fp = None
-        r.mtime_ns = os.fstat(r.fd).st_mtime_ns
+        r.fp = None       # r.mtime_ns stays: what was rotated since is read first
 
     def _retire(self, f: _Followed, now: float) -> None:
         """cur is finished: keep it a while for late writes, then let the next file come."""
