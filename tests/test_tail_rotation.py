@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -204,3 +205,38 @@ def test_copy_made_but_not_yet_truncated_is_not_read_as_a_file(tmp_path, make) -
     append(p, nums(80, 90))
     pump(t, lambda: len(sink.numbers()) >= 90)
     assert sink.numbers() == list(range(90))
+
+
+def test_first_start_right_after_a_rotation_reads_no_history(tmp_path, make) -> None:
+    """Started (no saved position) on an empty file just made by a rotation, whose rotated
+    predecessor was written after it (a late write): that history is not read."""
+    p = str(tmp_path / "mail.log")
+    append(p, b"")
+    append(p + ".1", nums(900, 910))
+    now = time.time_ns()
+    os.utime(p, ns=(now - 2_000_000_000, now - 2_000_000_000))
+    os.utime(p + ".1", ns=(now - 1_000_000_000, now - 1_000_000_000))
+    t, sink = make(p)
+    append(p, nums(0, 10))
+    pump(t, lambda: len(sink.numbers()) >= 10)
+    run_loop(t, lambda: False, 0.2)
+    assert sink.numbers() == list(range(10))
+
+
+def test_copytruncate_then_rename_during_a_read(tmp_path, make) -> None:
+    """While a chunk is handled the file is copytruncated, rewritten past our offset and
+    then renamed away: the rest of the first generation comes from the copy, the second
+    from the renamed file, from its start (found by the 100,000-line daemon test)."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 100))
+    t, sink = make(p, from_start=True)
+
+    def rotate_twice() -> None:
+        append(p, nums(100, 120))                # not read yet: only the copy will hold it
+        copytruncate(p, nums(120, 400))
+        rename_rotate(p, nums(400, 450))
+
+    sink.hook = rotate_twice
+    pump(t, lambda: len(sink.numbers()) >= 450)
+    run_loop(t, lambda: False, 0.2)
+    assert sink.numbers() == list(range(450))

@@ -1,7 +1,8 @@
 """Follow log files through rotation (rename or copytruncate), deletion and restarts.
 
-inotify (our ctypes binding, sources/inotify.py) only wakes the loop; every ``process()`` re-checks each file with
-fstat/stat, so a lost or coalesced event, or the polling fallback, cannot change what is read.
+inotify (our ctypes binding, sources/inotify.py) only wakes the loop; every ``process()``
+re-checks each file with fstat/stat, so a lost or coalesced event, or the polling fallback,
+cannot change what is read. Files rotated in between are found by rotated.py.
 """
 
 from __future__ import annotations
@@ -91,16 +92,12 @@ class _Followed:
     path: str
     cur: _Reader | None = None
     cur_is_path: bool = False          # False: cur is a rotated/deleted file being finished
-    after_ns: int | None = None        # mtime (at open) of the last file finished: the
-                                       # files rotated after it are read before the path
     seen: deque = field(default_factory=lambda: deque(maxlen=SEEN))   # fingerprints read
     lingering: list[tuple[_Reader, float]] = field(default_factory=list)
     last_pos: Position | None = None
     path_wd: tuple[int, int] | None = None     # (inode, wd): watch on a new, still empty file
     budget: int = 0                            # bytes this process() call may still read
     stats: FileStats = field(default_factory=FileStats)
-
-
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -392,6 +389,9 @@ class FileTailer:
             if st is not None:
                 f.cur = self._open(f.path, 0 if self.from_start else None)
                 f.cur_is_path = f.cur is not None
+                if f.cur is not None and not self.from_start:
+                    # History is not read: only files rotated from now on (_rotated_first).
+                    f.cur.mtime_ns = max(f.cur.mtime_ns, time.time_ns())
             return
         f.last_pos = pos
         if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):
@@ -455,6 +455,11 @@ class FileTailer:
                 f.cur_is_path = False
                 self.log.info("action=rotated path=%s old_inode=%d offset=%d",
                               f.path, r.ino, r.read_pos)
+                continue
+            # A rotated file too may have been copytruncated before it was renamed.
+            if self._truncated(r):
+                self._on_truncate(f, r)
+                continue
             if not self._read(f, r):
                 return
             st = _stat(f.path)
@@ -578,7 +583,7 @@ class FileTailer:
 
     def _read(self, f: _Followed, r: _Reader) -> bool:
         """Read r to its end, delivering complete lines as they come; False when this call's
-        budget ran out first."""
+        budget ran out first, or r was found truncated (the next call handles it)."""
         name = self._names[f.path]
         st = f.stats
         while True:
@@ -594,13 +599,12 @@ class FileTailer:
                     return True
                 if r.fp is None and r.read_pos == 0:
                     r.fp = _head_line(data)
-                if r.fp is not None and f.cur is r and f.cur_is_path \
-                        and os.pread(r.fd, len(r.fp), 0) != r.fp:
+                if r.fp is not None and f.cur is r and os.pread(r.fd, len(r.fp), 0) != r.fp:
                     # Truncated (copytruncate) and rewritten since we last looked, maybe
                     # between the fstat and the pread: these bytes are the new file's, at
                     # the old offset. Drop them; the truncation is handled on the next call.
                     self._kick()
-                    return True
+                    return False
                 r.mtime_ns = max(r.mtime_ns, fst.st_mtime_ns)
             except OSError as exc:
                 self.log.warning("action=read-error path=%s error=%s", f.path, exc)
