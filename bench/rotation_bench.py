@@ -110,7 +110,12 @@ def main() -> None:
     ap.add_argument("--busy", type=float, default=0.02, help="seconds spent per chunk")
     ap.add_argument("--polling", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("-v", action="store_true", help="log the tailer's actions to stderr")
     args = ap.parse_args()
+    if args.v:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(relativeCreated)6d %(message)s")
     print(f"tailer from {os.path.dirname(sys.modules['logwatch'].__file__)}; "
           f"busy {args.busy}s per chunk; {'polling' if args.polling else 'inotify'}")
     for name, writer in (("copytruncate", write_copytruncate), ("burst", write_burst)):

@@ -108,7 +108,8 @@ def next_rotated(path: str, after_ns: int, current: tuple[int, int] | None,
         if s.st.st_mtime_ns < after_ns or s.st.st_size == 0 or s.ident in open_ids:
             continue
         fp = file_fp(s.path)
-        if fp and fp in seen_fps:
+        # No complete first line yet: a copy being made (copytruncate), not a file to read.
+        if not fp or fp in seen_fps:
             continue
         if best is None or s.order() < best.order():
             best = s

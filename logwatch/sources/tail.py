@@ -468,6 +468,7 @@ class FileTailer:
                 return
             if not self._leave(f, r, st, now):
                 return
+        self._kick()                  # more transitions than one call makes: come back soon
 
     def _leave(self, f: _Followed, r: _Reader, st: os.stat_result | None, now: float) -> bool:
         """r (rotated away) is read: go on with the oldest file rotated after it that we have
