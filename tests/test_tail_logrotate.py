@@ -146,7 +146,9 @@ def test_logrotate_copytruncate(tmp_path: Path) -> None:
     assert set(got) <= set(range(1, TOTAL + 1))
     missing = set(in_files) - set(got)
     assert not missing, f"{len(missing)} lines in the files never delivered: {sorted(missing)[:10]}"
-    assert got[-1] == TOTAL
+    # The newest line written reaches us, unless a last rotation racing the writer's end lost
+    # it (then it is in no file either).
+    assert got[-1] == max(in_files + got)
     lost_by_logrotate = TOTAL - len(set(in_files))
     print(f"rotations={rotations} delivered={len(got)} in_files={len(in_files)} "
           f"lost_by_logrotate={lost_by_logrotate} delivered_not_in_files="
