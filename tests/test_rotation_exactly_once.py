@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc
-from logwatch.store import Store
+from logwatch.state.store import Store
 from tailmode import tail_mode  # noqa: F401  (a fixture)
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
