@@ -214,9 +214,10 @@ def _yaml_files(directory: Path) -> list[Path]:
 
 
 def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None,
-                 check: bool = True) -> Ruleset:
+                 check: bool = True, probes: bool = True) -> Ruleset:
     """All rules of the given directories in file order; local_dir's rules replace by id or add.
-    `check`: run every rule's samples and probes (rulecheck); RuleError lists the failures."""
+    `check`: run every rule's samples (rulecheck) and, with `probes`, time them and the hostile
+    probes; RuleError lists the failures."""
     rules: list[Rule] = []
     files: list[Path] = []
     origin: dict[str, Path] = {}
@@ -246,7 +247,7 @@ def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None
                     position[rule.id] = len(rules)
                     rules.append(rule)
     if check:
-        problems = check_rules(rules)
+        problems = check_rules(rules, probes=probes)
         if problems:
             raise RuleError(f"{len(problems)} rule self-test failure(s) on Python "
                             f"{sys.version.split()[0]}:\n" + "\n".join(problems))
