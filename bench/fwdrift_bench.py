@@ -21,8 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from netns import netns  # noqa: E402
 
 from logwatch.daemon.config import FirewallConfig  # noqa: E402
-from logwatch.effectors.firewall import make_firewall  # noqa: E402
-from logwatch.effectors.fwdrift import drift  # noqa: E402
+from logwatch.effectors.firewall import drift, make_firewall  # noqa: E402
 from logwatch.engine.model import Ban  # noqa: E402
 
 REMOVE = {

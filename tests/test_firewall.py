@@ -513,3 +513,28 @@ def test_nftables_unban_around_a_held_prefix(ns: Netns) -> None:
     ns.run(["nft", "flush", "set", "inet", "logwatchd", "ban6"])
     fw.unban(["2001:db8:7::/64"])
     assert kernel_nets(ns, "nftables") == []
+
+
+@needs_netns
+def test_a_held_xtables_lock_is_an_error_within_the_bounded_wait(
+        ns: Netns, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """iptables-restore waits a bounded time for the xtables lock, never the tool timeout."""
+    import fcntl
+    import os
+
+    import logwatch.effectors.firewall.base
+    import logwatch.effectors.firewall.iptables
+
+    # iptables' legacy variant (Debian's iptables package ships it) is the one taking the lock.
+    legacy = "/usr/sbin/xtables-legacy-multi"
+    (tmp_path / "iptables-restore").symlink_to(legacy)      # it dispatches on its own name
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(logwatch.effectors.firewall.iptables, "XTABLES_WAIT", 1)
+    monkeypatch.setattr(logwatch.effectors.firewall.base, "TOOL_TIMEOUT", 60.0)
+    fw = fw_for(ns, "iptables")
+    with open("/run/xtables.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                      # someone else holds the lock
+        started = time.monotonic()
+        with pytest.raises(FirewallError, match="xtables lock"):
+            fw._restore(4, [f":{CHAIN} - [0:0]"])
+    assert time.monotonic() - started < 30

@@ -11,7 +11,7 @@ import pytest
 from netns import Netns, needs_netns, netns
 from test_firewall import CHAIN, ban, fw_for, kernel_nets
 
-from logwatch.effectors.fwdrift import EXPIRY_SLACK, drift
+from logwatch.effectors.firewall import EXPIRY_SLACK, drift
 from logwatch.engine.model import Ban
 
 BANS = ["192.0.2.7", "192.0.2.8", "198.51.100.0/24", "2001:db8::/64", "2001:db8:1::5"]
@@ -123,7 +123,7 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
     import argparse
     import types
 
-    import logwatch.effectors.fwdrift
+    import logwatch.effectors.firewall.base
     from logwatch.daemon.app import FWCHECK_DUTY, Daemon
     from logwatch.daemon.config import Config
 
@@ -131,7 +131,7 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
         time.sleep(0.05)
         return []
 
-    monkeypatch.setattr(logwatch.effectors.fwdrift, "drift", slow_drift)
+    monkeypatch.setattr(logwatch.effectors.firewall, "drift", slow_drift)
     cfg = Config()
     cfg.daemon.actions_log = None
     cfg.firewall.check_interval = 0.1
@@ -146,7 +146,7 @@ def test_a_slow_check_waits_twenty_times_its_duration(monkeypatch) -> None:
 
 def test_a_hung_tool_is_an_error_not_a_hang(monkeypatch, tmp_path) -> None:
     """The periodic check runs the tools: one that never answers must end in FirewallError."""
-    import logwatch.effectors.firewall
+    import logwatch.effectors.firewall.base
     from logwatch.daemon.config import FirewallConfig
     from logwatch.effectors.firewall import FirewallError, IptablesFirewall
 
@@ -154,7 +154,7 @@ def test_a_hung_tool_is_an_error_not_a_hang(monkeypatch, tmp_path) -> None:
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setattr(logwatch.effectors.firewall, "TOOL_TIMEOUT", 0.5)
+    monkeypatch.setattr(logwatch.effectors.firewall.base, "TOOL_TIMEOUT", 0.5)
     fw = IptablesFirewall(FirewallConfig(backend="iptables"))
     started = time.monotonic()
     with pytest.raises(FirewallError, match="no answer"):

@@ -40,3 +40,21 @@ def test_big_input_no_input_and_failures() -> None:
     assert proc.returncode == 1 and "bad line 2" in proc.stderr
     with pytest.raises(subprocess.TimeoutExpired):
         run_tool([sys.executable, "-c", "import time; time.sleep(30)"], "a\n", timeout=0.5)
+
+
+def test_run_raises_typed_errors() -> None:
+    """run(): a missing tool, a hung one and a bad exit are three distinct error types."""
+    from logwatch.effectors.runner import CommandFailed, CommandTimeout, ToolMissing, run
+
+    with pytest.raises(ToolMissing):
+        run(["/nonexistent/logwatchd-no-such-tool"])
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as hung:
+        run([sys.executable, "-c", "import time; time.sleep(30)"], "a\n", timeout=0.5)
+    assert time.monotonic() - started < 20 and hung.value.timeout == 0.5
+    with pytest.raises(CommandFailed) as failed:
+        run([sys.executable, "-c", "import sys; sys.exit('bad line 2')"], "a\n")
+    assert failed.value.returncode == 1 and "bad line 2" in failed.value.stderr
+    assert run([sys.executable, "-c", "import sys; sys.exit(3)"], ok_codes=(3,)).returncode == 3
+    assert run([sys.executable, "-c", "import sys; sys.exit(3)"], check=False).returncode == 3
+    assert run([sys.executable, "-c", "print(input())"], "hi\n").stdout == "hi\n"

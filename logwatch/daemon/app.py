@@ -38,6 +38,7 @@ from logwatch.daemon.config import (
 from logwatch.daemon.hints import access_hint
 from logwatch.daemon.sdnotify import notify as _sd_notify
 from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
+from logwatch.effectors.firewall import FIREWALLS
 from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import Event, normalize_ip
@@ -173,7 +174,8 @@ class Daemon:
 
         flog = logging.getLogger("logwatchd.firewall")
         rlog = logging.getLogger("logwatchd.relaymap")
-        self.firewall = (make_firewall(cfg.firewall, dry_run=self.dry_run, log=flog)
+        self.firewall = (make_firewall(cfg.firewall, dry_run=self.dry_run, log=flog,
+                                       clock=self.clock)
                          if cfg.bans.enabled else None)
         self.relay_map = (open_relay_map(cfg.relay.map, value=cfg.relay.value,
                                          text_file=cfg.relay.text_file, dry_run=self.dry_run,
@@ -701,7 +703,7 @@ class Daemon:
         Returns the seconds the check took."""
         if self.firewall is None:
             return 0.0
-        from logwatch.effectors.fwdrift import drift
+        from logwatch.effectors.firewall import drift
 
         started = time.monotonic()
         bans = list(self.engine.bans.values())
@@ -725,11 +727,13 @@ class Daemon:
         other names (kept in the store), before ours is set up: both may share a name."""
         if self.dry_run:
             return                       # a dry run changes nothing, and remembers nothing
-        current = _firewall_identity(self.cfg, self.dry_run)
+        from logwatch.effectors.firewall import firewall_identity, old_firewall
+
+        current = firewall_identity(self.cfg, self.dry_run)
         stored = self.store.get_firewall_identity()
         if stored is not None and tuple(stored) != current:
             try:
-                old = _old_firewall(stored)
+                old = old_firewall(stored)
             except Exception as exc:     # not a usable identity (names now refused): forget it
                 log.error("action=firewall-retire result=skipped old=%s error=%s",
                           ":".join(stored), exc)
@@ -1076,26 +1080,6 @@ class Daemon:
                  len(self.engine.bans))
 
 
-def _firewall_identity(cfg: Config, dry_run: bool) -> tuple[str, ...] | None:
-    """The names of the kernel objects a config's firewall owns (ports are rules inside them);
-    None when it owns none (bans disabled, backend none, dry run)."""
-    fw = cfg.firewall
-    if not cfg.bans.enabled or dry_run or fw.backend == "none":
-        return None
-    return (fw.backend, fw.chain, fw.ipset_v4, fw.ipset_v6, fw.nft_table)
-
-
-def _old_firewall(identity: Sequence[str]) -> Any:
-    """A firewall for a stored identity, only to flush it (ports do not matter to flush)."""
-    from logwatch.daemon.config import FirewallConfig
-    from logwatch.effectors.firewall import make_firewall
-
-    backend, chain, ipset_v4, ipset_v6, nft_table = identity
-    return make_firewall(FirewallConfig(backend=backend, chain=chain, ipset_v4=ipset_v4,
-                                        ipset_v6=ipset_v6, nft_table=nft_table),
-                         log=logging.getLogger("logwatchd.firewall"))
-
-
 def effective_rules_dirs(cfg: Config) -> list[str]:
     """rules.dirs; the default share dir falls back to a source tree's rules/ when absent."""
     dirs = list(cfg.rules.dirs)
@@ -1148,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--state-dir", metavar="DIR", help="state directory holding state.db")
     a("--relay-map", metavar="TYPE:PATH", help="Postfix relay map, e.g. hash:/etc/postfix/pop-before-smtp")
     a("--grace", type=duration_arg, metavar="DURATION", help="relay grant duration after a login")
-    a("--firewall", choices=("iptables", "ipset", "nftables", "none"), help="firewall backend")
+    a("--firewall", choices=FIREWALLS.names(), help="firewall backend")
     a("--chain", metavar="NAME", help="iptables chain name")
     a("--ports", metavar="LIST", help="comma-separated TCP ports to block, e.g. 25,465,587")
     a("--maxretry", type=float, metavar="N", help="score that triggers a ban")

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from logwatch.effectors.firewall import config_checks as firewall_checks
+from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.literalscan import MATCHERS, hyperscan_available
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -128,14 +130,12 @@ SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
 }
-BACKENDS = ("iptables", "ipset", "nftables", "none")
 MAP_TYPES = ("hash", "lmdb")
 LOG_TARGETS = ("syslog", "stderr")
 SERVICES = ("pop3", "imap", "smtp", "submission", "sieve", "managesieve")
 _FAILURE_KINDS = (
     "user-unknown", "auth-failed", "login-failed", "relay-denied", "rejected", "stuck-session",
 )
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$")
 
 
 @dataclass
@@ -198,10 +198,6 @@ def _abs_paths(v: Any) -> str | None:
     return None
 
 
-def _nonempty_list(v: Any) -> str | None:
-    return None if v else "must not be empty"
-
-
 def check_map_spec(v: str) -> str | None:
     """Validate a Postfix TYPE:PATH map spec (hash or lmdb, absolute path)."""
     kind, sep, path = v.partition(":")
@@ -221,18 +217,6 @@ def _cidrs(v: Any) -> str | None:
         except ValueError:
             return f"not an IP address or CIDR: {item!r}"
     return None
-
-
-def _ports(v: Any) -> str | None:
-    for p in v:
-        if not 1 <= p <= 65535:
-            return f"port out of range 1-65535: {p}"
-    return None
-
-
-def _name(v: Any) -> str | None:
-    return None if _NAME_RE.match(v) else (
-        f"must be 1-28 characters of letters, digits, '_', '-', '.' (got {v!r})")
 
 
 def _services(v: Any) -> str | None:
@@ -296,13 +280,9 @@ CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "bans.ipv4_prefix": _int_range(8, 32),
     "bans.ipv6_prefix": _int_range(16, 128),
     "bans.max_tracked": _positive,
-    "firewall.backend": _one_of(BACKENDS),
-    "firewall.chain": _name,
-    "firewall.ports": lambda v: _nonempty_list(v) or _ports(v),
-    "firewall.ipset_v4": _name,
-    "firewall.ipset_v6": _name,
-    "firewall.ipset_maxelem": _positive,
-    "firewall.nft_table": _name,
+    # backend, ports and each backend's names: the rules of the firewall registry (one
+    # validation for this loader and the firewall itself)
+    **firewall_checks(),
     "firewall.check_interval": _positive,
     "watchdog.limit": _non_negative,
     "watchdog.interval": _positive,
@@ -400,6 +380,8 @@ def _cross_checks(cfg: Config, file: str, lines: dict[str, int],
         problems.append(ConfigProblem(
             file, lines.get("bans.max_bantime"), "bans.max_bantime",
             f"must be at least bans.bantime ({cfg.bans.bantime:g})"))
+    problems += [ConfigProblem(file, lines.get(f"firewall.{key}"), f"firewall.{key}", message)
+                 for key, message in firewall_cross_problems(cfg.firewall)]
     # Only the effective config must have a source: a file without one is fine with --stdin.
     if final and not (cfg.sources.logfiles or cfg.sources.stdin or cfg.sources.journal):
         problems.append(ConfigProblem(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 
+from logwatch.effectors import runner
 from logwatch.engine.whitelist import normalize_net
 
 log = logging.getLogger("logwatchd.postfixconf")
@@ -42,13 +42,13 @@ def read_mynetworks(config_dir: str | None = None, postconf: str = "postconf",
     # would return verbatim and so lose.
     argv += ["-x", "-h", "mynetworks"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("action=mynetworks status=failed error=%r", str(exc))
+        proc = runner.run(argv, timeout=timeout)
+    except runner.CommandFailed as exc:
+        log.warning("action=mynetworks status=failed rc=%d stderr=%r", exc.returncode,
+                    exc.stderr.strip()[:500])
         return None
-    if proc.returncode != 0:
-        log.warning("action=mynetworks status=failed rc=%d stderr=%r", proc.returncode,
-                    proc.stderr.strip()[:500])
+    except runner.ToolError as exc:
+        log.warning("action=mynetworks status=failed error=%r", str(exc.__cause__ or exc))
         return None
     cidrs, skipped = parse_mynetworks(proc.stdout)
     for entry in skipped:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from logwatch.effectors import runner
 from logwatch.parsing.events import normalize_ip
 
 _SUFFIX = {"hash": ".db", "lmdb": ".lmdb"}
@@ -199,12 +200,11 @@ class RelayMap:
              ok_codes: tuple[int, ...] = (0,),
              stdout: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            proc = subprocess.run(self._postmap + args, input=stdin, text=True,
-                                  stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, timeout=_POSTMAP_TIMEOUT,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RelayMapError(f"relay map {self.spec}: cannot run postmap: {exc}") from exc
+            proc = runner.run(self._postmap + args, stdin, timeout=_POSTMAP_TIMEOUT, check=False,
+                              stdout=stdout)
+        except runner.ToolError as exc:
+            raise RelayMapError(f"relay map {self.spec}: cannot run postmap: "
+                                f"{exc.__cause__ or exc}") from exc
         if check and (proc.returncode not in ok_codes or "fatal:" in proc.stderr):
             raise RelayMapError(f"relay map {self.spec}: postmap {' '.join(args)} failed "
                                 f"(exit {proc.returncode}): {_first_line(proc.stderr)}")
