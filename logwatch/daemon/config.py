@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,6 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     check_type,
     cross_checks,
     duration_for,
-    duration_keys,
 )
 from logwatch.effectors.relaymap import MAP_TYPES as MAP_TYPE_REGISTRY
 from logwatch.parsing.events import RELAY_SERVICES as SERVICES  # noqa: F401
@@ -207,17 +207,7 @@ def parse_config(text: str, file: str = "<string>", *, empty_ok: bool = True) ->
         return cfg
     problems: list[ConfigProblem] = []
     lines: dict[str, int] = {}
-    seen_sections: set[str] = set()
-    for key_node, sect_node in root.value:
-        sect = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-        if sect not in SECTIONS:
-            problems.append(ConfigProblem(file, _line(key_node), sect,
-                                          f"unknown section (known: {', '.join(SECTIONS)})"))
-            continue
-        if sect in seen_sections:
-            problems.append(ConfigProblem(file, _line(key_node), sect, "section given twice"))
-            continue
-        seen_sections.add(sect)
+    for sect, _key_node, sect_node in _known_once(root, file, SECTIONS, "", "section", problems):
         if isinstance(sect_node, yaml.ScalarNode) and sect_node.tag.endswith(":null"):
             continue  # "relay:" with nothing under it: keep the defaults
         if not isinstance(sect_node, yaml.MappingNode):
@@ -231,24 +221,32 @@ def parse_config(text: str, file: str = "<string>", *, empty_ok: bool = True) ->
     return cfg
 
 
+def _known_once(node: yaml.MappingNode, file: str, known: Collection[str], prefix: str,
+                what: str, problems: list[ConfigProblem],
+                ) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
+    """The (name, key node, value node) of a mapping's known names given once; each unknown
+    or repeated name adds a problem instead."""
+    seen: set[str] = set()
+    for k_node, v_node in node.value:
+        key = k_node.value if isinstance(k_node, yaml.ScalarNode) else str(k_node)
+        if key not in known:
+            problems.append(ConfigProblem(file, _line(k_node), prefix + key,
+                                          f"unknown {what} (known: {', '.join(known)})"))
+        elif key in seen:
+            problems.append(ConfigProblem(file, _line(k_node), prefix + key,
+                                          f"{what} given twice"))
+        else:
+            seen.add(key)
+            yield key, k_node, v_node
+
+
 def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
                    problems: list[ConfigProblem], lines: dict[str, int]) -> None:
     """Set the keys of one section on cfg; each bad key adds a problem instead."""
     section_obj = getattr(cfg, sect)
     hints = section_keys(SECTIONS[sect])
-    known = list(hints)
-    seen_keys: set[str] = set()
-    for k_node, v_node in node.value:
-        key = k_node.value if isinstance(k_node, yaml.ScalarNode) else str(k_node)
+    for key, _k_node, v_node in _known_once(node, file, hints, f"{sect}.", "key", problems):
         dotted = f"{sect}.{key}"
-        if key not in hints:
-            problems.append(ConfigProblem(file, _line(k_node), dotted,
-                                          f"unknown key (known: {', '.join(known)})"))
-            continue
-        if key in seen_keys:
-            problems.append(ConfigProblem(file, _line(k_node), dotted, "key given twice"))
-            continue
-        seen_keys.add(key)
         lines[dotted] = _line(v_node)
         try:
             value = _value(_construct(v_node), dotted, hints[key])

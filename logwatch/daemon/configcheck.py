@@ -149,38 +149,28 @@ _DURATION_KEYS: dict[str, bool] = {
 }
 
 
+def _owned(dotted: str, attr: str) -> Any:
+    """That attribute of the SourceKey owning a sources key (the first one set), or None."""
+    if not dotted.startswith("sources."):
+        return None
+    key = dotted.removeprefix("sources.")
+    for kind in SOURCES:
+        owned = kind.keys.get(key)
+        if owned is not None and getattr(owned, attr) is not None:
+            return getattr(owned, attr)
+    return None
+
+
 def check_for(dotted: str) -> Check | None:
     """The check of a key ("section.key"): the static table, or the source type owning it."""
-    check = _CHECKS.get(dotted) or _FIREWALL_CHECKS.get(dotted)
-    if check is None and dotted.startswith("sources."):
-        key = dotted.removeprefix("sources.")
-        for kind in SOURCES:
-            owned = kind.keys.get(key)
-            if owned is not None and owned.check is not None:
-                return owned.check
-    return check
+    return _CHECKS.get(dotted) or _FIREWALL_CHECKS.get(dotted) or _owned(dotted, "check")
 
 
 def duration_for(dotted: str) -> bool | None:
     """None if the key is no duration, else whether 0 is allowed."""
     if dotted in _DURATION_KEYS:
         return _DURATION_KEYS[dotted]
-    if dotted.startswith("sources."):
-        key = dotted.removeprefix("sources.")
-        for kind in SOURCES:
-            owned = kind.keys.get(key)
-            if owned is not None and owned.duration is not None:
-                return owned.duration
-    return None
-
-
-def duration_keys() -> dict[str, bool]:
-    """Every duration key and whether 0 is allowed (the README's list, tests)."""
-    keys = dict(_DURATION_KEYS)
-    for kind in SOURCES:
-        keys.update({f"sources.{k}": o.duration for k, o in kind.keys.items()
-                     if o.duration is not None})
-    return keys
+    return _owned(dotted, "duration")
 
 
 def cross_checks(cfg: Config, file: str, lines: dict[str, int],
