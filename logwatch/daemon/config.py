@@ -21,8 +21,6 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     cross_checks,
     duration_for,
 )
-from logwatch.effectors.relaymap import MAP_TYPES as MAP_TYPE_REGISTRY
-from logwatch.parsing.events import RELAY_SERVICES as SERVICES  # noqa: F401
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -146,7 +144,6 @@ SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
 }
-MAP_TYPES = MAP_TYPE_REGISTRY.names()   # as registered at import; the registry is the truth
 
 
 def section_keys(cls: type) -> dict[str, Any]:

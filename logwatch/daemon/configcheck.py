@@ -8,7 +8,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from logwatch.effectors.relaymap import RelayMapError, parse_spec
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
 from logwatch.parsing.literalscan import MATCHERS, hyperscan_available
 from logwatch.sources import SOURCES
@@ -61,6 +60,10 @@ class ConfigError(Exception):
 
 def map_spec(v: str) -> str | None:
     """A Postfix TYPE:PATH map of a registered type (relaymap.parse_spec)."""
+    # Imported here: the writer's module is not needed by logwatchctl commands that only
+    # read the socket path from the config.
+    from logwatch.effectors.relaymap import RelayMapError, parse_spec
+
     try:
         parse_spec(v)
     except RelayMapError as exc:

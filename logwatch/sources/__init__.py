@@ -152,13 +152,22 @@ def build_sources(section: SourcesConfig, ctx: SourceContext) -> list[Any]:
 
 
 from logwatch.sources import kinds  # noqa: E402
-from logwatch.sources.journal import JournalSource  # noqa: E402
-from logwatch.sources.stdin import StdinSource  # noqa: E402
-from logwatch.sources.tail import FileTailer  # noqa: E402
 
 SOURCES.register(kinds.FILE.name, kinds.FILE)
 SOURCES.register(kinds.JOURNAL.name, kinds.JOURNAL)
 SOURCES.register(kinds.STDIN.name, kinds.STDIN)
+
+_CLASSES = {"FileTailer": "tail", "JournalSource": "journal", "StdinSource": "stdin"}
+
+
+def __getattr__(name: str) -> Any:
+    # The source classes load on first use: the config loader (and so every logwatchctl
+    # command) reads this registry without importing the sources themselves.
+    if name in _CLASSES:
+        import importlib
+
+        return getattr(importlib.import_module(f"logwatch.sources.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["DEFAULT_MAX_LINE", "SOURCES", "FileTailer", "JournalSource", "LineBuffer", "OnChunk",
            "SourceContext", "SourceKey", "SourceType", "StdinSource", "build_sources"]
