@@ -6,6 +6,7 @@ The watches only wake the loop up; what is read is decided by tail.py's stat che
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -20,10 +21,9 @@ if TYPE_CHECKING:
 
 def stat_or_none(path: str) -> os.stat_result | None:
     """os.stat(path), or None if it cannot be stat'ed."""
-    try:
+    with contextlib.suppress(OSError):
         return os.stat(path)
-    except OSError:
-        return None
+    return None
 
 
 class TailWatches:
