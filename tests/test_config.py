@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from logwatch.daemon.config import (
     apply_overrides,
     load_config,
     parse_config,
+    section_keys,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,8 +51,8 @@ def test_shipped_example_documents_every_key_with_its_default():
     text = EXAMPLE.read_text()
     for name, cls in SECTIONS.items():
         assert re.search(rf"^{name}:", text, re.M), name
-        for f in fields(cls):
-            assert re.search(rf"^  {f.name}:", text, re.M), f"{name}.{f.name} not in example"
+        for key in section_keys(cls):
+            assert re.search(rf"^  {key}:", text, re.M), f"{name}.{key} not in example"
 
 
 def test_values_are_read_and_ints_become_floats(tmp_path):
@@ -248,10 +248,10 @@ def test_path_flags_stay_right_after_daemonize_chdir(tmp_path, monkeypatch):
 
 
 def test_matcher_hyperscan_without_the_module_is_a_config_error(tmp_path, monkeypatch):
-    from logwatch.daemon import config
+    from logwatch.daemon import configcheck
 
     path = write(tmp_path, "rules:\n  matcher: hyperscan\n")
-    monkeypatch.setattr(config, "hyperscan_available", lambda: False)
+    monkeypatch.setattr(configcheck, "hyperscan_available", lambda: False)
     msgs = errors(path)
     assert len(msgs) == 1 and msgs[0].startswith(f"{path}:2: rules.matcher: ")
     assert "not installed" in msgs[0]

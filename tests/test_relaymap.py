@@ -290,20 +290,20 @@ def test_lmdb_header_check_with_64k_pages(tmp_path: Path) -> None:
     """LMDB's second meta page is one page in: 64 KiB on ppc64el, past a 16 KiB read."""
     import struct
 
-    from logwatch.effectors.relaymap import _LMDB_MAGIC, _structure_problem
+    from logwatch.effectors.relaymap.lmdb import MAGIC, structure_problem
 
     page = 65536
 
     def meta(txnid: int, last_pg: int) -> bytes:
         b = bytearray(page)
-        struct.pack_into("<II", b, 16, _LMDB_MAGIC, 1)
+        struct.pack_into("<II", b, 16, MAGIC, 1)
         struct.pack_into("<I", b, 40, page)
         struct.pack_into("<QQ", b, 136, last_pg, txnid)
         return bytes(b)
 
     path = tmp_path / "m.lmdb"
     path.write_bytes(meta(5, 3) + meta(6, 3) + bytes(2 * page))
-    assert _structure_problem(str(path), "lmdb") is None
+    assert structure_problem(str(path)) is None
     with open(path, "r+b") as fh:
         fh.truncate(3 * page)
-    assert "truncated" in (_structure_problem(str(path), "lmdb") or "")
+    assert "truncated" in (structure_problem(str(path)) or "")

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sourceloop import pump, run_loop
 
-from logwatch.sources import FileTailer, LineBuffer
-from logwatch.sources import tail as tail_mod
+from logwatch.sources import FileTailer, LineBuffer, tailwatch
 
 
 class Sink:
@@ -335,7 +334,7 @@ def test_falls_back_to_polling_without_inotify(tmp_path, monkeypatch, caplog) ->
     def refuse() -> None:
         raise OSError(errno.EMFILE, "too many inotify instances")
 
-    monkeypatch.setattr(tail_mod, "Inotify", refuse)
+    monkeypatch.setattr(tailwatch, "Inotify", refuse)
     p = str(tmp_path / "mail.log")
     append(p, b"")
     sink = Sink()

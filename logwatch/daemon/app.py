@@ -191,22 +191,9 @@ class Daemon:
                         log=logging.getLogger("logwatchd.watchdog"), clock=self.clock)
 
     def _make_sources(self, cfg: Config) -> list[Any]:
-        from logwatch.sources import FileTailer, JournalSource, StdinSource
+        from logwatch.sources import SourceContext, build_sources
 
-        sources: list[Any] = []
-        if cfg.sources.logfiles:
-            sources.append(FileTailer(cfg.sources.logfiles, on_chunk=self.on_chunk,
-                                      store=self.store, from_start=cfg.sources.from_start,
-                                      max_line=cfg.sources.max_line,
-                                      poll_interval=cfg.sources.poll_interval))
-        if cfg.sources.journal:
-            sources.append(JournalSource(cfg.sources.journal_identifiers,
-                                         cfg.sources.journal_units, on_chunk=self.on_chunk,
-                                         store=self.store, from_start=cfg.sources.from_start,
-                                         max_line=cfg.sources.max_line))
-        if cfg.sources.stdin:
-            sources.append(StdinSource(self.on_chunk, max_line=cfg.sources.max_line))
-        return sources
+        return build_sources(cfg.sources, SourceContext(self.on_chunk, self.store))
 
     def setup(self) -> None:
         """Open the store, load rules and state, reconcile the effectors, open the sources."""

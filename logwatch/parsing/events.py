@@ -21,6 +21,12 @@ KINDS: tuple[str, ...] = (
 SUCCESS_KINDS = frozenset({LOGIN, AUTH})
 FAILURE_KINDS = frozenset(KINDS) - SUCCESS_KINDS
 
+# The services an event can name (a rule's service, its service_map's values).
+SERVICES: tuple[str, ...] = ("pop3", "imap", "smtp", "submission", "sieve")
+# What relay.services accepts: also "managesieve", the name a rule's service group captures
+# from Dovecot when the rule has no service_map to "sieve" (accepted since the first version).
+RELAY_SERVICES: tuple[str, ...] = (*SERVICES, "managesieve")
+
 
 @dataclass(frozen=True)
 class Event:

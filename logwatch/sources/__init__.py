@@ -10,6 +10,15 @@ with b"\\n", and may be several MB.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from logwatch.registry import Registry
+from logwatch.util.checks import Check
+
+if TYPE_CHECKING:
+    from logwatch.daemon.config import SourcesConfig
+    from logwatch.state.store import Store
 
 OnChunk = Callable[[str, bytes], None]
 
@@ -104,9 +113,61 @@ class LineBuffer:
         self.held = 0
 
 
-from logwatch.sources.journal import JournalSource  # noqa: E402
-from logwatch.sources.stdin import StdinSource  # noqa: E402
-from logwatch.sources.tail import FileTailer  # noqa: E402
+@dataclass(frozen=True)
+class SourceKey:
+    """A key under `sources:` that a source type owns: its check, and for a key SourcesConfig
+    has no field for, its type and default (the value is then in SourcesConfig.extra)."""
 
-__all__ = ["DEFAULT_MAX_LINE", "FileTailer", "JournalSource", "LineBuffer", "OnChunk",
-           "StdinSource"]
+    check: Check | None = None
+    duration: bool | None = None    # read as a duration (90, 30s, 1h); True: 0 is allowed
+    type: Any = None
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source's factory gets from the daemon besides the sources section."""
+
+    on_chunk: OnChunk
+    store: Store | None = None
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """One kind of source: its name, its config keys, when it is on, and its factory."""
+
+    name: str
+    enabled: Callable[[SourcesConfig], bool]
+    build: Callable[[SourcesConfig, SourceContext], Any]
+    keys: dict[str, SourceKey] = field(default_factory=dict)
+
+
+# The source types, in the order the daemon builds them (file tailer, journal, stdin).
+SOURCES: Registry[SourceType] = Registry("source")
+
+
+def build_sources(section: SourcesConfig, ctx: SourceContext) -> list[Any]:
+    """A source for every registered type the sources section enables, in registry order."""
+    return [kind.build(section, ctx) for kind in SOURCES if kind.enabled(section)]
+
+
+from logwatch.sources import kinds  # noqa: E402
+
+SOURCES.register(kinds.FILE.name, kinds.FILE)
+SOURCES.register(kinds.JOURNAL.name, kinds.JOURNAL)
+SOURCES.register(kinds.STDIN.name, kinds.STDIN)
+
+_CLASSES = {"FileTailer": "tail", "JournalSource": "journal", "StdinSource": "stdin"}
+
+
+def __getattr__(name: str) -> Any:
+    # The source classes load on first use: the config loader (and so every logwatchctl
+    # command) reads this registry without importing the sources themselves.
+    if name in _CLASSES:
+        import importlib
+
+        return getattr(importlib.import_module(f"logwatch.sources.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["DEFAULT_MAX_LINE", "SOURCES", "FileTailer", "JournalSource", "LineBuffer", "OnChunk",
+           "SourceContext", "SourceKey", "SourceType", "StdinSource", "build_sources"]

@@ -1,8 +1,8 @@
 """Follow log files through rotation (rename or copytruncate), deletion and restarts.
 
-inotify (our ctypes binding, sources/inotify.py) only wakes the loop; every ``process()``
-re-checks each file with fstat/stat, so a lost or coalesced event, or the polling fallback,
-cannot change what is read. Files rotated in between are found by rotated.py.
+inotify (our ctypes binding, sources/inotify.py; the watches: tailwatch.py) only wakes the
+loop; every ``process()`` re-checks each file with fstat/stat, so a lost or coalesced event,
+or the polling fallback, cannot change what is read. Files rotated in between are found by rotated.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import stat as stat_mod
 import time
 from collections import deque
@@ -19,7 +18,6 @@ from typing import Any
 
 from logwatch.engine.model import Position
 from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
-from logwatch.sources.inotify import Inotify, Mask
 from logwatch.sources.missing import MissingFiles
 from logwatch.sources.rotated import (
     FP_LEN,
@@ -29,6 +27,7 @@ from logwatch.sources.rotated import (
     fp_hex,
     next_rotated,
 )
+from logwatch.sources.tailwatch import TailWatches, stat_or_none
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 
@@ -107,14 +106,7 @@ class _Followed:
     stats: FileStats = field(default_factory=FileStats)
 
 
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-class FileTailer:
+class FileTailer(TailWatches):
     """Follows files with inotify (or polling) and delivers chunks of complete lines."""
 
     name = "files"
@@ -142,16 +134,7 @@ class FileTailer:
         for p in paths:
             self._names.setdefault(os.path.abspath(p), p)
         self.files = [_Followed(path=ap) for ap in self._names]
-        self._inotify: Any = None
-        self.polling = True
-        # fileno() is an epoll fd holding the inotify fd and a "kick" pipe: a byte in the pipe
-        # makes the daemon call process() again when work is left (first read after start,
-        # a backlog bigger than one call's budget), which no inotify event would announce.
-        self._epoll: select.epoll | None = None
-        self._kick_r = self._kick_w = -1
-        self._dir_wds: dict[str, int] = {}
-        self._dir_ids: dict[str, tuple[int, int]] = {}
-        self._wd_refs: dict[int, int] = {}
+        self._init_watches()
         self.closed = False
         if force_polling:
             self._fall_back("forced by configuration")
@@ -167,38 +150,11 @@ class FileTailer:
 
     # -- public interface -----------------------------------------------------
 
-    def fileno(self) -> int | None:
-        """The inotify fd to register for reading, or None when process() must be polled
-        (no inotify, or a directory to watch does not exist yet)."""
-        if self._epoll is None or self.polling or self._missing_dirs():
-            return None
-        return self._epoll.fileno()
-
     def process(self) -> None:
         """Read what is available from every file (up to a budget) and deliver it."""
         if self.closed:       # reopening the files would deliver them again from offset 0
             return
-        if self._kick_r >= 0:
-            try:
-                os.read(self._kick_r, 4096)
-            except BlockingIOError:
-                pass
-        if self._inotify is not None:
-            try:
-                # The events only wake us up; each file is re-checked below anyway.
-                events = self._inotify.read()
-            except OSError as exc:
-                self.log.warning("action=inotify-read-error error=%s", exc)
-                events = []
-            gone = {e.wd for e in events if e.mask & Mask.IGNORED}
-            for d, wd in list(self._dir_wds.items()):
-                # A watched directory removed (perhaps made anew): watch it again once it is
-                # there; meanwhile fileno() is None and the daemon polls us.
-                st = _stat(d)
-                if wd in gone or st is None or (st.st_ino, st.st_dev) != self._dir_ids.get(d):
-                    self._release_dir(d)
-            if self._missing_dirs():
-                self._watch_dirs()
+        self._drain_events()
         now = time.monotonic()
         more = False
         for f in self.files:
@@ -210,19 +166,12 @@ class FileTailer:
             self._kick()
         self.check_missing()
 
-    def _kick(self) -> None:
-        if self._kick_w >= 0:
-            try:
-                os.write(self._kick_w, b"k")
-            except BlockingIOError:
-                pass              # already kicked
-
     def check_missing(self, at_start: bool = False) -> None:
         """Warn about paths that do not exist (at start, then rate-limited); the daemon also
         calls this from a timer, as no inotify event comes for a file that never appears."""
         now = time.monotonic()
         for f in self.files:
-            exists = (f.cur is not None and f.cur_is_path) or _stat(f.path) is not None
+            exists = (f.cur is not None and f.cur_is_path) or stat_or_none(f.path) is not None
             self._missing.update(self._names[f.path], exists, now, at_start)
             f.stats.missing = int(self._missing.is_missing(self._names[f.path]))
 
@@ -258,110 +207,7 @@ class FileTailer:
             if f.cur is not None:
                 self._close(f.cur)
                 f.cur = None
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-            os.close(self._kick_r)
-            os.close(self._kick_w)
-            self._kick_r = self._kick_w = -1
-
-    # -- inotify / polling ----------------------------------------------------
-
-    def _setup_inotify(self) -> None:
-        try:
-            self._inotify = Inotify()
-        except (OSError, AttributeError) as exc:      # AttributeError: a libc without inotify
-            self._fall_back(f"inotify_init failed ({exc})")
-            return
-        self.polling = False
-        self._epoll = select.epoll()
-        self._kick_r, self._kick_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._epoll.register(self._inotify.fileno(), select.EPOLLIN)
-        self._epoll.register(self._kick_r, select.EPOLLIN)
-        self._kick()              # read what is already there as soon as the loop runs
-        self._watch_dirs()
-
-    def _fall_back(self, why: str) -> None:
-        if not self.polling or self._inotify is None:
-            self.log.warning(
-                "action=polling reason=%r interval=%.1fs files=%s",
-                why, self.poll_interval, ",".join(f.path for f in self.files),
-            )
-        self.polling = True
-
-    def _missing_dirs(self) -> list[str]:
-        dirs = dict.fromkeys(os.path.dirname(f.path) for f in self.files)
-        return [d for d in dirs if d not in self._dir_wds]
-
-    def _watch_dirs(self) -> None:
-        fl = Mask
-        mask = (fl.CREATE | fl.MOVED_TO | fl.MOVED_FROM | fl.DELETE | fl.ATTRIB
-                | fl.DELETE_SELF | fl.MOVE_SELF)
-        for d in self._missing_dirs():
-            try:
-                self._dir_wds[d] = self._inotify.add_watch(d, mask)
-                st = os.stat(d)
-                self._dir_ids[d] = (st.st_ino, st.st_dev)
-            except OSError as exc:
-                self._release_dir(d)
-                if exc.errno == errno.ENOENT:
-                    continue          # retried from process(); the file is polled until then
-                self._fall_back(f"cannot watch {d} ({exc})")
-                return
-
-    def _release_dir(self, d: str) -> None:
-        wd = self._dir_wds.pop(d, None)
-        self._dir_ids.pop(d, None)
-        if wd is not None:
-            try:
-                self._inotify.rm_watch(wd)
-            except OSError:
-                pass              # the kernel dropped it already
-
-    def _add_wd(self, path: str, what: str) -> int | None:
-        """A MODIFY watch on path's inode; watches are per inode, so they are counted."""
-        if self._inotify is None or self.polling:
-            return None
-        try:
-            wd = self._inotify.add_watch(path, Mask.MODIFY)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                self._fall_back(f"cannot watch {what} ({exc})")
-            return None
-        self._wd_refs[wd] = self._wd_refs.get(wd, 0) + 1
-        return wd
-
-    def _release_wd(self, wd: int | None) -> None:
-        if wd is None or self._inotify is None or wd not in self._wd_refs:
-            return
-        self._wd_refs[wd] -= 1
-        if self._wd_refs[wd] <= 0:
-            del self._wd_refs[wd]
-            try:
-                self._inotify.rm_watch(wd)
-            except OSError:
-                pass              # already gone with its deleted inode
-
-    def _watch_file(self, r: _Reader) -> None:
-        # Through /proc the watch is on the inode we opened, even if renamed meanwhile.
-        r.wd = self._add_wd(f"/proc/self/fd/{r.fd}", r.path)
-
-    def _watch_new_path(self, f: _Followed, st: os.stat_result) -> None:
-        """Be woken by the first write to a new, still empty file we do not read yet."""
-        if f.path_wd is not None and f.path_wd[0] == st.st_ino:
-            return
-        self._unwatch_new_path(f)
-        wd = self._add_wd(f.path, f.path)
-        if wd is not None:
-            f.path_wd = (st.st_ino, wd)
-
-    def _unwatch_new_path(self, f: _Followed) -> None:
-        if f.path_wd is not None:
-            self._release_wd(f.path_wd[1])
-            f.path_wd = None
+        self._close_watches()
 
     def _close(self, r: _Reader) -> None:
         self._release_wd(r.wd)
@@ -391,7 +237,7 @@ class FileTailer:
 
     def _start(self, f: _Followed, pos: Position | None) -> None:
         """Choose where to begin: saved position, rotated predecessor, end or beginning."""
-        st = _stat(f.path)
+        st = stat_or_none(f.path)
         if pos is None:
             if st is not None:
                 f.cur = self._open(f.path, 0 if self.from_start else None)
@@ -456,7 +302,7 @@ class FileTailer:
                     continue
                 if not self._read(f, r):
                     return
-                st = _stat(f.path)
+                st = stat_or_none(f.path)
                 if st is not None and (st.st_ino, st.st_dev) == (r.ino, r.dev):
                     return
                 f.cur_is_path = False
@@ -469,7 +315,7 @@ class FileTailer:
                 continue
             if not self._read(f, r):
                 return
-            st = _stat(f.path)
+            st = stat_or_none(f.path)
             if st is not None and (st.st_ino, st.st_dev) == (r.ino, r.dev):
                 f.cur_is_path = True      # moved back (or the rename was undone)
                 return

@@ -1,5 +1,8 @@
 """Postfix relay map writer (pop-before-smtp): keeps hash: or lmdb: tables of granted IPs.
 
+The table types are entries of MAP_TYPES (one module each: hash.py, lmdb.py); this module is
+the type-independent core.
+
 Incremental changes go through `postmap -i -r` / `postmap -d -` (Postfix's own writer, under
 the exclusive lock that Postfix's shared lookup locks respect); a full rebuild writes a new
 file beside the map and renames it into place. For hash: maps every change moves the file's
@@ -20,14 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from logwatch.effectors import runner
 from logwatch.parsing.events import normalize_ip
+from logwatch.registry import Registry
 
-_SUFFIX = {"hash": ".db", "lmdb": ".lmdb"}
 _NS = 1_000_000_000
-_BDB_HASH_MAGIC = 0x061561
-_LMDB_MAGIC = 0xBEEFC0DE
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _POSTMAP_TIMEOUT = 300.0
@@ -38,6 +40,22 @@ class RelayMapError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class MapType:
+    """One Postfix table type: the file postmap writes and how changes must be made."""
+
+    name: str
+    suffix: str                                   # postmap's file is PATH + suffix
+    structure_problem: Callable[[str], str | None]   # header check of a whole map, or None
+    bump_mtime: bool = False      # smtpd sees in-place changes only by a later st_mtime second
+    lock_insert: bool = False     # postmap -i takes no lock: hold an fcntl write lock around it
+    package: str = "postfix"      # the Debian package(s) that give postmap this type
+
+
+# The relay-map types (hash.py, lmdb.py register themselves at the end of this module).
+MAP_TYPES: Registry[MapType] = Registry("relay map type")
+
+
+@dataclass(frozen=True, slots=True)
 class MapSpec:
     """A parsed Postfix table name such as hash:/etc/postfix/pop-before-smtp."""
 
@@ -45,22 +63,31 @@ class MapSpec:
     path: str
 
     @property
+    def maptype(self) -> MapType:
+        """The registered type of this map."""
+        return MAP_TYPES.get(self.type)
+
+    @property
     def file(self) -> str:
         """The file postmap writes (path plus the type's suffix)."""
-        return self.path + _SUFFIX[self.type]
+        return self.path + self.maptype.suffix
 
     def __str__(self) -> str:
         return f"{self.type}:{self.path}"
 
 
 def parse_spec(spec: str) -> MapSpec:
-    """Parse "hash:/path" or "lmdb:/path"; RelayMapError for anything else."""
+    """Parse "TYPE:/path" with a registered TYPE (hash, lmdb); RelayMapError otherwise."""
     kind, sep, path = spec.partition(":")
-    if not sep or kind not in _SUFFIX:
-        raise RelayMapError(
-            f"relay map {spec!r}: expected hash:/path or lmdb:/path (Postfix table notation)")
+    if not sep or kind not in MAP_TYPES:
+        raise RelayMapError(f"relay map {spec!r}: must be TYPE:PATH with TYPE one of "
+                            f"{', '.join(MAP_TYPES.names())} (Postfix table notation)")
     if not os.path.isabs(path) or "\n" in path or "\0" in path:
-        raise RelayMapError(f"relay map {spec!r}: the path must be absolute")
+        raise RelayMapError(f"relay map {spec!r}: the map path must be absolute")
+    for other in MAP_TYPES:
+        if other.suffix and path.endswith(other.suffix):
+            raise RelayMapError(f"relay map {spec!r}: give the map path without the "
+                                f"{other.suffix.lstrip('.')!r} suffix, as Postfix does")
     return MapSpec(kind, os.path.normpath(path))
 
 
@@ -151,7 +178,7 @@ class RelayMap:
                 return False
         except OSError:
             return False
-        problem = _structure_problem(self.spec.file, self.spec.type)
+        problem = self.spec.maptype.structure_problem(self.spec.file)
         if problem is None:
             # A full dump reads every page: a damaged LMDB page kills postmap (SIGBUS), a
             # damaged Berkeley DB makes it complain on stderr.
@@ -220,17 +247,15 @@ class RelayMap:
             raise RelayMapError(f"relay map {self.spec}: {path} is missing; rebuild needed") \
                 from None
         # postmap fdatasync()s both types before it exits: durable when this returns.
-        if self.spec.type == "hash" or args[0] != "-i":
+        maptype = self.spec.maptype
+        if not maptype.lock_insert or args[0] != "-i":
             # postmap locks by itself here: flock(LOCK_EX) for hash (readers take LOCK_SH),
             # an fcntl write lock per deleted key for lmdb. Taking ours too would deadlock.
             self._run(args + [str(self.spec)], body, ok_codes=ok_codes)
-            if self.spec.type == "hash":
+            if maptype.bump_mtime:
                 self._bump_mtime(path, before)
             return
-        # Postfix opens LMDB with MDB_NOLOCK: its readers (smtpd, postmap -q) take an fcntl
-        # read lock per lookup, but `postmap -i` on lmdb takes no lock at all (seen with
-        # strace, Postfix 3.7), and LMDB reuses freed pages in place. Holding the fcntl write
-        # lock around it keeps every reader out while pages are rewritten.
+        # See lmdb.py: postmap -i takes no lock there; the fcntl write lock keeps readers out.
         fd = os.open(path, os.O_RDWR)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -260,7 +285,7 @@ class RelayMap:
             with open(src, "w", encoding="ascii") as fh:
                 fh.writelines(f"{ip}\t{self.value}\n" for ip in keys)
             self._run([f"{self.spec.type}:{src}"], "")
-            built = src + _SUFFIX[self.spec.type]
+            built = src + self.spec.maptype.suffix
             _copy_owner_mode(self.spec.file, built)
             with open(built, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -316,8 +341,13 @@ class RelayMap:
             raise
 
 
-def _structure_problem(path: str, kind: str) -> str | None:
-    """Why the file cannot be a whole map of this type (by its header), or None.
+class NotAMap(Exception):
+    """Raised by a type's header reader: the file is not a map of that type."""
+
+
+def header_problem(path: str, needed_size: Callable[[bytes, BinaryIO], int]) -> str | None:
+    """Why the file cannot be a whole map, or None: needed_size(first 16 KiB, file) gives the
+    size its header promises (NotAMap: not this type; struct.error: header cut short).
 
     Catches truncation that lookups alone can miss: Berkeley DB returns what is left of a
     page-aligned truncated hash file without complaint.
@@ -326,43 +356,11 @@ def _structure_problem(path: str, kind: str) -> str | None:
         with open(path, "rb") as fh:
             head = fh.read(16384)
             size = os.fstat(fh.fileno()).st_size
-            if kind == "lmdb" and len(head) >= 44:
-                # LMDB's second meta page sits one page in; pages are 64 KiB on some
-                # architectures (ppc64el), beyond what was read.
-                (pagesize,) = struct.unpack_from("<I", head, 40)
-                if 0 < pagesize <= 1 << 20 and pagesize + 160 > len(head):
-                    fh.seek(pagesize)
-                    head = head[:pagesize].ljust(pagesize, b"\0") + fh.read(4096)
+            need = needed_size(head, fh)
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}"
-    try:
-        if kind == "hash":
-            # Berkeley DB metadata page: magic, version, page size, ..., last page number.
-            magic, _version, pagesize = struct.unpack_from("<III", head, 12)
-            fmt = "<I"
-            if magic != _BDB_HASH_MAGIC:
-                magic, _version, pagesize = struct.unpack_from(">III", head, 12)
-                fmt = ">I"
-            if magic != _BDB_HASH_MAGIC or pagesize <= 0:
-                return "not a Berkeley DB hash file"
-            (last_pgno,) = struct.unpack_from(fmt, head, 32)
-            need = (last_pgno + 1) * pagesize
-        else:
-            # Two LMDB meta pages; the one with the higher transaction id is current.
-            best: tuple[int, int, int] | None = None
-            offset = 0
-            for _ in range(2):
-                magic, _version = struct.unpack_from("<II", head, offset + 16)
-                (pagesize,) = struct.unpack_from("<I", head, offset + 40)
-                last_pg, txnid = struct.unpack_from("<QQ", head, offset + 136)
-                if magic != _LMDB_MAGIC or pagesize <= 0:
-                    return "not an LMDB file"
-                if best is None or txnid > best[0]:
-                    best = (txnid, last_pg, pagesize)
-                offset = pagesize
-            if best is None:
-                return "not an LMDB file"
-            need = (best[1] + 1) * best[2]
+    except NotAMap as exc:
+        return str(exc)
     except struct.error:
         return f"truncated header ({size} bytes)"
     if size < need:
@@ -418,7 +416,7 @@ def _check_writable_dir(directory: str, what: str) -> None:
 def open_relay_map(spec: str, value: str = "OK", text_file: str | None = None,
                    dry_run: bool = False, log: logging.Logger | None = None,
                    postfix_config_dir: str | None = None) -> RelayMap:
-    """Open the relay map `spec` ("hash:/path" or "lmdb:/path"); RelayMapError if unusable.
+    """Open the relay map `spec` ("TYPE:/path", e.g. hash: or lmdb:); RelayMapError if unusable.
 
     postfix_config_dir: the directory with the main.cf postmap must read (default: postmap's
     own default, /etc/postfix or $MAIL_CONFIG).
@@ -434,10 +432,18 @@ def open_relay_map(spec: str, value: str = "OK", text_file: str | None = None,
             _check_writable_dir(os.path.dirname(os.path.abspath(text_file)),
                                 f"relay text file {text_file}")
         if shutil.which("postmap") is None:
-            raise RelayMapError(f"relay map {parsed}: postmap not found (install postfix"
-                                + (", postfix-lmdb" if parsed.type == "lmdb" else "") + ")")
+            raise RelayMapError(f"relay map {parsed}: postmap not found "
+                                f"(install {parsed.maptype.package})")
         cfdir = postfix_config_dir or os.environ.get("MAIL_CONFIG") or "/etc/postfix"
         if not os.path.isfile(os.path.join(cfdir, "main.cf")):
             raise RelayMapError(f"relay map {parsed}: {cfdir}/main.cf is missing; "
                                 "postmap cannot run without it")
     return RelayMap(parsed, value, text_file, dry_run, log, postfix_config_dir)
+
+
+# The built-in types, in the order config errors and --help list them.
+from logwatch.effectors.relaymap import hash as _hash  # noqa: E402
+from logwatch.effectors.relaymap import lmdb as _lmdb  # noqa: E402
+
+MAP_TYPES.register(_hash.MAP_TYPE.name, _hash.MAP_TYPE)
+MAP_TYPES.register(_lmdb.MAP_TYPE.name, _lmdb.MAP_TYPE)

@@ -1,0 +1,80 @@
+"""Value checks for config keys: each takes the (type-checked) value and returns an error
+message or None. Shared by the config loader and the registries' entries (sources, map types)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[Any], str | None]
+
+
+
+def positive(v: Any) -> str | None:
+    """Finite and > 0."""
+    # .inf/.nan are YAML floats: inf overflows int() later, nan compares false to everything.
+    if not math.isfinite(v):
+        return f"must be a finite number (got {v!r})"
+    return None if v > 0 else "must be greater than 0"
+
+
+def non_negative(v: Any) -> str | None:
+    """Finite and >= 0."""
+    if not math.isfinite(v):
+        return f"must be a finite number (got {v!r})"
+    return None if v >= 0 else "must not be negative"
+
+
+def one_of(choices: tuple[str, ...]) -> Check:
+    """One of these names."""
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
+    return check
+
+
+def int_range(lo: int, hi: int) -> Check:
+    """lo <= v <= hi."""
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo} and {hi} (got {v})"
+    return check
+
+
+def abs_path(v: Any) -> str | None:
+    """An absolute path."""
+    return None if v.startswith("/") else f"must be an absolute path (got {v!r})"
+
+
+def abs_paths(v: Any) -> str | None:
+    """A list of absolute paths."""
+    for p in v:
+        if not p.startswith("/"):
+            return f"must be absolute paths (got {p!r})"
+    return None
+
+
+def cidrs(v: Any) -> str | None:
+    """A list of IP addresses or networks."""
+    for item in v:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"not an IP address or CIDR: {item!r}"
+    return None
+
+
+def regexes(v: Any) -> str | None:
+    """A list of valid regular expressions."""
+    for p in v:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            return f"invalid regular expression {p!r}: {exc}"
+    return None
+
+
+def optional(check: Check) -> Check:
+    """None is fine, anything else goes through check."""
+    return lambda v: None if v is None else check(v)
