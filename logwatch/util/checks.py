@@ -12,7 +12,6 @@ from typing import Any
 Check = Callable[[Any], str | None]
 
 
-
 def positive(v: Any) -> str | None:
     """Finite and > 0."""
     # .inf/.nan are YAML floats: inf overflows int() later, nan compares false to everything.
