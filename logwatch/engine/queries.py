@@ -31,13 +31,13 @@ class EngineQueries:
 
     def _wall(self: Engine, t: int) -> float:
         """Wall-clock seconds of a packed hit time."""
-        from logwatch.engine.core import _BIAS
+        from logwatch.engine.offenders import _BIAS
 
         return (t - _BIAS + self._epoch_ms) / 1000
 
     def _offender_view(self: Engine, key: int, value: int, now: float) -> dict[str, Any] | None:
         """Score, threshold, reasons and decay times of one tracked offender; None if 0."""
-        from logwatch.engine.core import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
+        from logwatch.engine.offenders import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
 
         now_ms = self._ms(now)
         find_cut = now_ms - self._find_ms
@@ -87,7 +87,7 @@ class EngineQueries:
     def offenders(self: Engine, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the offenders with a score that are not banned, highest score first, at most
         limit of them; how many there are in all). Walks every tracked network."""
-        from logwatch.engine.core import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
+        from logwatch.engine.offenders import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
 
         now = self.clock()
         now_ms = self._ms(now)
