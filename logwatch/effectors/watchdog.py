@@ -26,12 +26,13 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psutil
 
+from logwatch.clock import Clock, wall
 from logwatch.daemon.config import WatchdogConfig
 from logwatch.parsing.events import STUCK_SESSION, Event, normalize_ip
 
@@ -182,7 +183,7 @@ class Watchdog:
         *,
         dry_run: bool = False,
         log: logging.Logger | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall,
     ) -> None:
         if cfg.limit < 0:
             raise ValueError(f"watchdog.limit must be >= 0, got {cfg.limit}")
@@ -493,7 +494,7 @@ class Watchdog:
         if report.outcome not in (TERM_SENT, DRY_RUN):
             return None     # follow-ups (KILL, exited) and aborted kills are not new offences
         return Event(
-            time=datetime.now(UTC),
+            time=datetime.fromtimestamp(self.clock(), UTC),
             kind=STUCK_SESSION,
             ip=report.ip,
             user=None,

@@ -8,11 +8,11 @@ clock-skew rules); bans and expiries on the injected clock, the time the daemon 
 from __future__ import annotations
 
 import heapq
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
+from logwatch.clock import Clock, wall
 from logwatch.daemon.config import BanConfig, RelayConfig
 from logwatch.engine.bans import BanBook
 from logwatch.engine.grants import GrantBook
@@ -44,7 +44,7 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         whitelist: Whitelist | None = None,
         mynetworks: Sequence[str] = (),
         own_addresses: Sequence[str] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall,
     ) -> None:
         self.clock = clock
         self.grants: dict[str, Grant] = {}
