@@ -8,10 +8,11 @@ from collections.abc import Iterable, Sequence
 
 from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect
 from logwatch.engine.offenders import _V6_FLAG
+from logwatch.engine.state import EngineState
 from logwatch.engine.whitelist import net_text, parse_net, range_text
 
 
-class BanBook:
+class BanBook(EngineState):
     """Ban bookkeeping and the manual ban/unban/flush commands (state lives in Engine)."""
 
     def _reindex_bans(self) -> None:

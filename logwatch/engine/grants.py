@@ -7,10 +7,11 @@ import math
 from dataclasses import replace
 
 from logwatch.engine.model import Effect, Grant, GrantAdded, GrantRevoked
+from logwatch.engine.state import EngineState
 from logwatch.parsing.events import normalize_ip
 
 
-class GrantBook:
+class GrantBook(EngineState):
     """Grants and the manual grant/revoke commands (state lives in Engine)."""
 
     def _drop_excluded_grants(self) -> list[Effect]:

@@ -3,6 +3,7 @@ A mixin of Engine (logwatch.engine.core)."""
 
 from __future__ import annotations
 
+from logwatch.engine.state import EngineState
 from logwatch.parsing.events import Event
 
 # A line may be dated this far ahead of our clock (another host's syslog, a clock step) and keep
@@ -10,7 +11,7 @@ from logwatch.parsing.events import Event
 LOG_CLOCK_SKEW = 300.0
 
 
-class LogTime:
+class LogTime(EngineState):
     """event_time() and its counters (state lives in Engine)."""
 
     def event_time(self, event: Event, now: float | None = None) -> float:

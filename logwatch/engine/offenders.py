@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from logwatch.engine.model import Effect
+from logwatch.engine.state import EngineState
 from logwatch.engine.whitelist import net_text, parse_net
 from logwatch.parsing.events import Event
 
@@ -76,7 +77,7 @@ def _user_hash(user: str) -> int:
     return (hash(user.lower()) & _USER_MASK) or 1
 
 
-class OffenderScoring:
+class OffenderScoring(EngineState):
     """Offender keys, packed hits and the ban decision (state lives in Engine)."""
 
     def _ms(self, now: float) -> int:
