@@ -104,6 +104,7 @@ class JournalSource:
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Clock = wall,
     ) -> None:
         self.identifiers = list(identifiers)
         self.units = list(units)
@@ -112,7 +113,8 @@ class JournalSource:
         self.journalctl = journalctl
         self.from_start = from_start
         self.log = log or LOG
-        self.clock = clock
+        self.clock = clock                  # restarts and backoff
+        self.wall_clock = wall_clock        # dates records without a timestamp
         # The read end keeps one fd number across restarts (dup2), so a reused fd number can
         # never confuse the daemon's selector; only journalctl holds the write end, so its
         # death shows as EOF. While none runs, fileno() is None and the daemon polls us.
@@ -291,7 +293,7 @@ class JournalSource:
             cursor = rec.get("__CURSOR")
             if isinstance(cursor, str):
                 self.cursor = cursor
-            line = record_to_line(rec)
+            line = record_to_line(rec, self.wall_clock)
             if line is None:
                 continue
             if len(line) - 1 > self.max_line:
