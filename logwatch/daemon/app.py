@@ -323,6 +323,10 @@ class Daemon:
         """Keep the selector in step with the source's fd (it drops to polling, stdin ends)."""
         old = self._src_fds.get(id(src))
         new = src.fileno()
+        # Before the early return: a source polled from the start (no inotify) has old and
+        # new both None, and without the timer it would never be read.
+        if new is None and "poll" not in self.timers:
+            self.timers["poll"] = self.clock() + self.cfg.sources.poll_interval
         if old == new:
             return
         if old is not None:
@@ -333,8 +337,6 @@ class Daemon:
         if new is not None:
             self.selector.register(new, selectors.EVENT_READ, lambda m, s=src: self._pump(s))
         self._src_fds[id(src)] = new
-        if new is None and "poll" not in self.timers:
-            self.timers["poll"] = self.clock() + self.cfg.sources.poll_interval
 
     def _unregister_sources(self) -> None:
         for src in self.sources:
@@ -405,6 +407,9 @@ class Daemon:
             elif name == "positions":
                 self._save_positions()
                 self.lag.update(now, self.sources)
+                for src in self.sources:       # a log file still missing: warn, rate-limited
+                    if hasattr(src, "check_missing"):
+                        src.check_missing()
                 self.timers["positions"] = now + POSITION_SAVE_INTERVAL
             elif name == "whitelist":
                 self.timers["whitelist"] = now + WHITELIST_CHECK_INTERVAL
