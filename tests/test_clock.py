@@ -15,6 +15,7 @@ from logwatch.cli.ctl import format_bans, format_grants, format_offenders
 from logwatch.daemon.config import WatchdogConfig
 from logwatch.effectors.watchdog import TERM_SENT, KillReport, Watchdog
 from logwatch.sources.journal import record_to_line
+from logwatch.sources.tail import FileTailer
 
 TOP = Path(__file__).resolve().parent.parent
 RUFF = [sys.executable, "-m", "ruff"]
@@ -94,3 +95,17 @@ def test_logwatchctl_tables_count_down_from_the_clock() -> None:
     offender = {"ip": "192.0.2.0/24", "score": 2, "threshold": 5, "reasons": {"auth-failed": 2},
                 "decays_at": clock.now + 600, "clears_at": clock.now + 1200}
     assert "in 10m" in format_offenders([offender], 1, clock=clock)
+
+
+def test_tailer_takes_now_from_its_clock(tmp_path: Path) -> None:
+    """Started at the end, the tailer reads only files rotated after its clock's now."""
+    log = tmp_path / "mail.log"
+    log.write_text("old line\n")
+    clock = FakeClock(4_000_000_000.0)           # 2096: later than the file's mtime
+    tailer = FileTailer([str(log)], on_chunk=lambda name, chunk: None, force_polling=True,
+                        clock=clock)
+    try:
+        assert tailer.files[0].cur is not None
+        assert tailer.files[0].cur.mtime_ns == 4_000_000_000 * 10**9
+    finally:
+        tailer.close()

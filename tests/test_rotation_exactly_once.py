@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc
-from logwatch.state.store import Store
 from tailmode import tail_mode  # noqa: F401  (a fixture)
+
+from logwatch.state.store import Store
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 TOTAL = 100_000
