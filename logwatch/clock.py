@@ -12,3 +12,8 @@ Clock = Callable[[], float]
 def wall() -> float:
     """Seconds since the epoch, now."""
     return time.time()
+
+
+def local(ts: float) -> time.struct_time:
+    """The local broken-down time of ts (never "now": time.localtime() is banned elsewhere)."""
+    return time.localtime(ts)

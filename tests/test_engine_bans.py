@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from conftest import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,22 +16,12 @@ from logwatch.engine.whitelist import NetSet, Whitelist
 from logwatch.parsing.events import Event
 
 
-class Clock:
-    """A settable clock for the engine."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def ev(kind: str, ip: str, user: str | None = None, service: str | None = "smtp") -> Event:
     return Event(datetime(2024, 1, 1), kind, ip, user, service, "postfix/smtpd", "test", None)
 
 
-def make(clock: Clock | None = None, **bans) -> tuple[Engine, Clock]:
-    clock = clock or Clock()
+def make(clock: FakeClock | None = None, **bans) -> tuple[Engine, FakeClock]:
+    clock = clock or FakeClock()
     kw = {k: bans.pop(k) for k in ("whitelist", "mynetworks", "own_addresses") if k in bans}
     return Engine(RelayConfig(), BanConfig(**bans), clock=clock, **kw), clock
 
@@ -39,7 +30,7 @@ def added(effects) -> list[Ban]:
     return [e.ban for e in effects if isinstance(e, BanAdded)]
 
 
-def feed(engine: Engine, kind: str, ip: str, n: int, clock: Clock | None = None,
+def feed(engine: Engine, kind: str, ip: str, n: int, clock: FakeClock | None = None,
          step: float = 0.0, user_prefix: str | None = None) -> list:
     out = []
     for i in range(n):
@@ -149,7 +140,7 @@ def test_bans_disabled():
 
 # -- growth, cap, permanent ------------------------------------------------------
 
-def ban_cycle(engine: Engine, clock: Clock, ip: str = "192.0.2.7") -> Ban:
+def ban_cycle(engine: Engine, clock: FakeClock, ip: str = "192.0.2.7") -> Ban:
     (ban,) = added(feed(engine, "auth-failed", ip, 5))
     if ban.expires_at is not None:
         clock.now = ban.expires_at
@@ -531,7 +522,7 @@ OTHER_IPS = ["192.0.2.1", "192.0.2.2", "2001:db8:bb::1", "2001:db8:bb::2"]
        st.integers(min_value=1, max_value=5), st.integers(min_value=1, max_value=4))
 def test_property_protected_never_banned(events, maxretry, distinct):
     wl, _ = Whitelist.from_lines(["198.51.100.0/24", "2001:db8:aa::/48"])
-    clock = Clock()
+    clock = FakeClock()
     engine = Engine(RelayConfig(), BanConfig(maxretry=maxretry, distinct_users=distinct),
                     whitelist=wl, mynetworks=["10.0.0.0/8"], own_addresses=["203.0.113.9"],
                     clock=clock)

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,21 +18,13 @@ from logwatch.engine.model import Grant, GrantAdded, GrantRevoked
 from logwatch.parsing.events import Event
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def login(ip: str, user: str | None = "bob", service: str | None = "imap",
           kind: str = "login") -> Event:
     return Event(datetime(2024, 1, 1), kind, ip, user, service, "dovecot", "test", None)
 
 
-def make(mynetworks=(), **relay) -> tuple[Engine, Clock]:
-    clock = Clock()
+def make(mynetworks=(), **relay) -> tuple[Engine, FakeClock]:
+    clock = FakeClock()
     return Engine(RelayConfig(**relay), BanConfig(), mynetworks=mynetworks, clock=clock), clock
 
 

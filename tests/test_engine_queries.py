@@ -5,19 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from conftest import FakeClock
 
 from logwatch.daemon.config import BanConfig, RelayConfig
 from logwatch.engine.core import Engine
 from logwatch.engine.whitelist import Whitelist
 from logwatch.parsing.events import Event
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ev(kind: str, ip: str, user: str | None = None) -> Event:
@@ -27,7 +20,7 @@ def ev(kind: str, ip: str, user: str | None = None) -> Event:
 @pytest.fixture
 def engine():
     wl, _ = Whitelist.from_lines(["# office", "192.0.2.0/24", "2001:db8:7::5"], "/etc/wl")
-    clock = Clock()
+    clock = FakeClock()
     e = Engine(RelayConfig(exclude=["198.18.0.0/15"]), BanConfig(),
                whitelist=wl, mynetworks=["10.0.0.0/8"], own_addresses=["198.51.100.1"],
                clock=clock)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from conftest import FakeClock
 
 from logwatch.daemon.config import BanConfig, RelayConfig
 from logwatch.engine.core import LOG_CLOCK_SKEW, PREFIX_FALLBACK, Engine
@@ -17,21 +18,13 @@ NOW = 1_795_305_600.0          # 2026-11-22 00:00 UTC
 DAY = 86400.0
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def at(when: float, kind: str, ip: str, user: str | None = None,
        service: str | None = "imap") -> Event:
     return Event(datetime.fromtimestamp(when, UTC), kind, ip, user, service, "x", "test", None)
 
 
-def make(relay: dict | None = None, **bans) -> tuple[Engine, Clock]:
-    clock = Clock()
+def make(relay: dict | None = None, **bans) -> tuple[Engine, FakeClock]:
+    clock = FakeClock(NOW)
     kw = {k: bans.pop(k) for k in ("whitelist", "mynetworks", "own_addresses") if k in bans}
     return Engine(RelayConfig(**(relay or {})), BanConfig(**bans), clock=clock, **kw), clock
 
@@ -218,7 +211,7 @@ def test_one_line_dated_2099_does_not_pin_the_lag_at_zero():
 
     cfg = Config()
     cfg.daemon.actions_log = None
-    clock = Clock()
+    clock = FakeClock(NOW)
     d = Daemon(cfg, None, argparse.Namespace(), clock=clock)
     d.engine = types.SimpleNamespace(handle=lambda ev: [])
     d.parser = types.SimpleNamespace(stats=None)

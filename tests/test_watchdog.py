@@ -15,6 +15,7 @@ from datetime import datetime
 
 import psutil
 import pytest
+from conftest import FakeClock
 
 from logwatch.daemon.config import WatchdogConfig
 from logwatch.effectors.watchdog import (
@@ -255,19 +256,9 @@ def test_real_age_with_short_limit(spawn: Spawn) -> None:
     drain(wd)
 
 
-class FakeClock:
-    """A settable clock, far enough ahead that every test process is past a short limit."""
-
-    def __init__(self) -> None:
-        self.now = time.time() + 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_term_ignored_then_sigkill_after_grace(spawn: Spawn) -> None:
     proc = spawn(STUCK_V4, ignore_term=True)
-    clock = FakeClock()
+    clock = FakeClock(time.time() + 1000.0)   # every test process is past a short limit
     wd = make(grace=10.0, clock=clock)
     found = mine(wd.scan(), proc)
     assert [r.outcome for r in wd.kill(found)] == [TERM_SENT]
@@ -441,7 +432,7 @@ def test_run_once(spawn: Spawn) -> None:
     token = f"T{os.getpid()}x{time.monotonic_ns()}"
     title = f"sendmail: {token}: server [192.0.2.30] cmd read"
     proc = spawn(title, ignore_term=True)
-    clock = FakeClock()
+    clock = FakeClock(time.time() + 1000.0)   # every test process is past a short limit
     wd = make(grace=5.0, clock=clock)
     wd.patterns = [re.compile(
         r"sendmail: " + token + r": server \[(?P<addr>[^\[\]\s]+)\] cmd read")]

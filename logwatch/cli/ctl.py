@@ -6,11 +6,11 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import datetime
 from typing import Any
 
 from logwatch import __version__
+from logwatch.clock import Clock, wall
 from logwatch.daemon.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
 from logwatch.services.control import Unavailable, request
 from logwatch.util.duration import duration_arg
@@ -92,8 +92,8 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def format_bans(bans: list[dict[str, Any]]) -> str:
-    now = time.time()
+def format_bans(bans: list[dict[str, Any]], clock: Clock = wall) -> str:
+    now = clock()
     rows = [[b["ip"], b.get("reason") or "-", _ts(b.get("since")),
              _ts(b.get("expires")) if b.get("expires") is None
              else f"{_ts(b['expires'])} (in {_duration(b['expires'] - now)})"]
@@ -101,16 +101,16 @@ def format_bans(bans: list[dict[str, Any]]) -> str:
     return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(bans)} ban(s)"
 
 
-def format_grants(grants: list[dict[str, Any]]) -> str:
-    now = time.time()
+def format_grants(grants: list[dict[str, Any]], clock: Clock = wall) -> str:
+    now = clock()
     rows = [[g["ip"], g.get("reason") or "-", _ts(g.get("since")),
              f"{_ts(g['expires'])} (in {_duration(g['expires'] - now)})"]
             for g in grants]
     return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(grants)} grant(s)"
 
 
-def format_offenders(offenders: list[dict[str, Any]], total: int) -> str:
-    now = time.time()
+def format_offenders(offenders: list[dict[str, Any]], total: int, clock: Clock = wall) -> str:
+    now = clock()
     rows = []
     for o in offenders:
         reasons = ",".join(f"{k}:{v}" for k, v in sorted(o.get("reasons", {}).items())) or "-"
@@ -131,9 +131,9 @@ def _where(p: dict[str, Any]) -> str:
     return f"{p['entry']} ({p['what']})"
 
 
-def format_check(v: dict[str, Any]) -> str:
+def format_check(v: dict[str, Any], clock: Clock = wall) -> str:
     """What the daemon would do with one address, one fact a line."""
-    now = time.time()
+    now = clock()
     out = [f"{v['ip']}  (counted as offender network {v['offender_net']})"]
     prot = v.get("protected_by") or []
     out.append("whitelisted:   " + ("yes" if v.get("whitelisted") else "no"))

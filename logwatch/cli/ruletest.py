@@ -143,7 +143,13 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except OSError as exc:
         print(f"logwatchctl: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    wall = time.perf_counter() - began
+    _report(out, ruleset, parser, check, parse_seconds, time.perf_counter() - began)
+    return 0
+
+
+def _report(out: TextIO, ruleset: Ruleset, parser: Parser, check: Diagnostics,
+            parse_seconds: float, wall: float) -> None:
+    """The test-rules report: counts, rates, events by kind and rule, what looks missed."""
     stats = parser.stats
     w = out.write
     w(f"Rules:        {len(ruleset)} from {len(ruleset.files)} files\n")
@@ -183,7 +189,6 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         w(f"  {number}: {_show(raw)}\n")
     if found.suspect_count:
         w("  (add a rule for a format you want counted: see README, 'Rules')\n")
-    return 0
 
 
 def _show(raw: bytes, limit: int = 300) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logwatch import __version__
+from logwatch.clock import wall
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import (
     DEFAULT_CONFIG_PATH,
@@ -79,7 +80,7 @@ class StartupError(Exception):
 class Counters:
     """What `logwatchctl status` reports besides the live grants and bans."""
 
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=wall)
     events: Counter = field(default_factory=Counter)
     actions: Counter = field(default_factory=Counter)
     newest_event: float | None = None
@@ -107,7 +108,7 @@ class Daemon:
     """The running daemon: owns the loop, the state and every component."""
 
     def __init__(self, cfg: Config, config_path: str | None, args: argparse.Namespace,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = wall) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.args = args

@@ -26,14 +26,23 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psutil
 
+from logwatch.clock import Clock, wall
 from logwatch.daemon.config import WatchdogConfig
-from logwatch.parsing.events import STUCK_SESSION, Event, normalize_ip
+from logwatch.effectors.sendmailtitle import (
+    _NEVER,
+    MAX_TITLE,
+    client_ip,
+    compile_patterns,
+    read_cmdline,
+    title_from_cmdline,
+)
+from logwatch.parsing.events import STUCK_SESSION, Event
 
 PROGRAM = "logwatchd/watchdog"
 RULE = "watchdog-cmd-read"
@@ -46,35 +55,6 @@ GONE = "gone"               # process vanished before we could signal it
 CHANGED = "changed"         # PID now names another process (create_time/title/user differ)
 DENIED = "denied"           # the kernel refused the signal (EPERM)
 DRY_RUN = "dry-run"         # dry-run: logged, nothing sent
-
-# Longest title we look at; sendmail's own buffer is far smaller, and the bound keeps
-# regex work per process constant whatever a process writes into its argv area.
-MAX_TITLE = 4096
-
-_PROG = r"(?:sendmail|sm-mta|sendmail-mta)"
-# Optional "PREFIX: " segments (ProcTitlePrefix, e.g. Debian's "MTA: ", or a queue id).
-_SEGS = r"(?:[^\s:\[\]]{1,64}: ){0,2}"
-
-# Built-in "cmd read" titles.  The client address is the last bracketed token, taken
-# from the anchored end: sendmail appends it after the (remote-controlled) ident user
-# and PTR name, so no text those parties choose can stand in for it.
-DEFAULT_PATTERNS: tuple[str, ...] = (
-    _PROG + r": " + _SEGS
-    # "server [ip]", "server host [ip]", "server user@host [ip]", and, without reverse DNS
-    # but with an ident answer, "server user@[ip]".
-    + r"server (?:[^\x00-\x1f]{0,1024}?[ @])?\[(?P<addr>[^\[\]\s]{1,80})\]"
-    + r"(?: \(may be forged\))? cmd read",
-)
-
-# Titles that are never ours to end, whatever custom pattern matches them: the daemon
-# parent and queue runners.  Anchored at the start, which no remote party controls.
-_NEVER = re.compile(
-    r"^" + _PROG + r": " + _SEGS
-    + r"(?:(?:accepting|rejecting|deferring) connections"
-    + r"|running queue|queue ?runner|queue control|\S+ from queue|starting daemon)",
-    re.IGNORECASE,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class StuckProcess:
@@ -125,52 +105,9 @@ class _Stats:
     last_scan_seconds: float = 0.0
 
 
-def compile_patterns(cfg: WatchdogConfig) -> list[re.Pattern[str]]:
-    """Built-in plus configured title patterns; a bad regex raises ValueError naming it."""
-    compiled = [re.compile(p) for p in DEFAULT_PATTERNS]
-    for i, text in enumerate(cfg.patterns):
-        try:
-            compiled.append(re.compile(text))
-        except re.error as exc:
-            raise ValueError(f"watchdog.patterns[{i}] {text!r}: invalid regex: {exc}") from exc
-    return compiled
-
-
-def title_from_cmdline(raw: bytes) -> str:
-    """The process title from raw /proc/PID/cmdline bytes: argv[0] without NUL/space padding.
-
-    Sendmail writes its whole title into argv[0] and pads the rest of the argv area with
-    NULs (Linux) or spaces, so argv[0] is the title; psutil's cmdline() would split a
-    single NUL-terminated title on spaces, which is why we read the raw bytes.
-    """
-    head = raw[:MAX_TITLE].split(b"\0", 1)[0]
-    return head.decode("utf-8", "replace").rstrip()
-
-
-def client_ip(match: re.Match[str]) -> str | None:
-    """Validated, normalised client address from a title match's `addr` group, or None."""
-    try:
-        addr = match.group("addr")
-    except IndexError:
-        return None
-    if not addr:
-        return None
-    if addr[:5].lower() == "ipv6:":
-        addr = addr[5:]
-    return normalize_ip(addr)
-
-
 def _quote(text: str) -> str:
     # Titles carry remote-chosen text (ident user, PTR name): quote so a log line stays one line.
     return json.dumps(text, ensure_ascii=True)
-
-
-def _read_cmdline(pid: int) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb", buffering=0) as fh:
-            return fh.read(MAX_TITLE)
-    except OSError:
-        return None
 
 
 class Watchdog:
@@ -182,7 +119,7 @@ class Watchdog:
         *,
         dry_run: bool = False,
         log: logging.Logger | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall,
     ) -> None:
         if cfg.limit < 0:
             raise ValueError(f"watchdog.limit must be >= 0, got {cfg.limit}")
@@ -239,7 +176,7 @@ class Watchdog:
         for pid in psutil.pids():
             if pid == self._own_pid:
                 continue
-            raw = _read_cmdline(pid)
+            raw = read_cmdline(pid)
             if not raw:     # gone, or a kernel thread
                 continue
             seen += 1
@@ -285,7 +222,7 @@ class Watchdog:
                 return CHANGED, None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return GONE, None
-            raw = _read_cmdline(sp.pid)
+            raw = read_cmdline(sp.pid)
             if raw is None:
                 return GONE, None
             if title_from_cmdline(raw) != sp.title:
@@ -493,7 +430,7 @@ class Watchdog:
         if report.outcome not in (TERM_SENT, DRY_RUN):
             return None     # follow-ups (KILL, exited) and aborted kills are not new offences
         return Event(
-            time=datetime.now(UTC),
+            time=datetime.fromtimestamp(self.clock(), UTC),
             kind=STUCK_SESSION,
             ip=report.ip,
             user=None,

@@ -9,6 +9,14 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
+from logwatch.engine.offenders import (
+    _BIAS,
+    _KIND_MASK,
+    _TIME_SHIFT,
+    _USER_MASK,
+    _USER_SHIFT,
+    _hits,
+)
 from logwatch.engine.whitelist import LOOPBACK, parse_net
 from logwatch.parsing.events import normalize_ip
 
@@ -31,14 +39,10 @@ class EngineQueries:
 
     def _wall(self: Engine, t: int) -> float:
         """Wall-clock seconds of a packed hit time."""
-        from logwatch.engine.core import _BIAS
-
         return (t - _BIAS + self._epoch_ms) / 1000
 
     def _offender_view(self: Engine, key: int, value: int, now: float) -> dict[str, Any] | None:
         """Score, threshold, reasons and decay times of one tracked offender; None if 0."""
-        from logwatch.engine.core import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
-
         now_ms = self._ms(now)
         find_cut = now_ms - self._find_ms
         score, reasons, times = 0.0, {}, []
@@ -87,8 +91,6 @@ class EngineQueries:
     def offenders(self: Engine, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the offenders with a score that are not banned, highest score first, at most
         limit of them; how many there are in all). Walks every tracked network."""
-        from logwatch.engine.core import _KIND_MASK, _TIME_SHIFT, _USER_MASK, _USER_SHIFT, _hits
-
         now = self.clock()
         now_ms = self._ms(now)
         find_cut, distinct_cut = now_ms - self._find_ms, now_ms - self._distinct_ms

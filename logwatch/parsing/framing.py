@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+
+from logwatch.clock import Clock, wall
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -85,7 +86,7 @@ class Frame:
 class Framer:
     """Parses the framing of single lines; the clock (epoch seconds) decides syslog years."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Clock = wall) -> None:
         self.clock = clock
         self.stamp_cache: dict[str, datetime] = {}
         self._minute_bases: dict[str, datetime] = {}     # "Nov 21 10:00" -> its time at :00

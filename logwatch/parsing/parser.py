@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 from operator import attrgetter
 
+from logwatch.clock import Clock, wall
 from logwatch.parsing.events import IP_CACHE, Event, normalize_ip
 from logwatch.parsing.framing import Framer
 from logwatch.parsing.literalscan import make_matcher
@@ -62,7 +63,7 @@ class ParserStats:
 class Parser:
     """Turns bytes of log lines into Events with a compiled Ruleset."""
 
-    def __init__(self, ruleset: Ruleset, clock: Callable[[], float] = time.time,
+    def __init__(self, ruleset: Ruleset, clock: Clock = wall,
                  matcher: str = "auto", max_message: int = MAX_MESSAGE,
                  budget: float = RULE_BUDGET, quarantine: float = QUARANTINE) -> None:
         self.ruleset = ruleset

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from logwatch.clock import Clock, local, wall
 from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 
 LOG = logging.getLogger("logwatchd.sources.journal")
@@ -64,8 +65,9 @@ def _token(b: bytes | None, default: bytes) -> bytes:
     return b"_".join(_one_line(b).split()) or default
 
 
-def record_to_line(rec: dict[str, Any]) -> bytes | None:
-    """One journal record as a syslog line ending in a newline; None without a MESSAGE."""
+def record_to_line(rec: dict[str, Any], clock: Clock = wall) -> bytes | None:
+    """One journal record as a syslog line ending in a newline (dated clock() without a
+    timestamp); None without a MESSAGE."""
     msg = _field(rec.get("MESSAGE"))
     if msg is None:
         return None
@@ -73,7 +75,7 @@ def record_to_line(rec: dict[str, Any]) -> bytes | None:
         ts = int(_field(rec.get("__REALTIME_TIMESTAMP")) or b"0") / 1e6
     except ValueError:
         ts = 0.0
-    tm = time.localtime(ts or time.time())
+    tm = local(ts or clock())
     # English month names whatever the locale: that is what syslog writes and rules expect.
     stamp = f"{MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
     host = _token(_field(rec.get("_HOSTNAME")), b"localhost")
@@ -102,6 +104,7 @@ class JournalSource:
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Clock = wall,
     ) -> None:
         self.identifiers = list(identifiers)
         self.units = list(units)
@@ -110,7 +113,8 @@ class JournalSource:
         self.journalctl = journalctl
         self.from_start = from_start
         self.log = log or LOG
-        self.clock = clock
+        self.clock = clock                  # restarts and backoff
+        self.wall_clock = wall_clock        # dates records without a timestamp
         # The read end keeps one fd number across restarts (dup2), so a reused fd number can
         # never confuse the daemon's selector; only journalctl holds the write end, so its
         # death shows as EOF. While none runs, fileno() is None and the daemon polls us.
@@ -289,7 +293,7 @@ class JournalSource:
             cursor = rec.get("__CURSOR")
             if isinstance(cursor, str):
                 self.cursor = cursor
-            line = record_to_line(rec)
+            line = record_to_line(rec, self.wall_clock)
             if line is None:
                 continue
             if len(line) - 1 > self.max_line:

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from logwatch.clock import Clock, wall
 from logwatch.engine.model import Position
 from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
 from logwatch.sources.missing import MissingFiles
@@ -122,8 +123,10 @@ class FileTailer(TailWatches):
         poll_interval: float = 1.0,
         force_polling: bool = False,
         log: logging.Logger | None = None,
+        clock: Clock = wall,
     ) -> None:
         self.on_chunk = on_chunk
+        self.clock = clock                  # wall time: "rotated from now on"
         self.store = store
         self.from_start = from_start
         self.max_line = max_line
@@ -244,7 +247,7 @@ class FileTailer(TailWatches):
                 f.cur_is_path = f.cur is not None
                 if f.cur is not None and not self.from_start:
                     # History is not read: only files rotated from now on (_rotated_first).
-                    f.cur.mtime_ns = max(f.cur.mtime_ns, time.time_ns())
+                    f.cur.mtime_ns = max(f.cur.mtime_ns, round(self.clock() * 1e9))
             return
         f.last_pos = pos
         if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from logwatch.clock import Clock, wall
 from logwatch.effectors import runner
 from logwatch.parsing.events import normalize_ip
 from logwatch.registry import Registry
@@ -104,8 +105,10 @@ class RelayMap:
     """One Postfix lookup table of granted client IPs; see open_relay_map()."""
 
     def __init__(self, spec: MapSpec, value: str, text_file: str | None, dry_run: bool,
-                 log: logging.Logger, postfix_config_dir: str | None = None) -> None:
+                 log: logging.Logger, postfix_config_dir: str | None = None,
+                 clock: Clock = wall) -> None:
         self.spec = spec
+        self.clock = clock
         self.value = value
         self.text_file = text_file
         self.dry_run = dry_run
@@ -294,7 +297,7 @@ class RelayMap:
             if old_sec is not None and new_sec is not None and new_sec <= old_sec:
                 # The rename alone is noticed (old file unlinked); a later mtime also keeps
                 # the next in-place update's "strictly later second" rule simple.
-                os.utime(built, ns=(time.time_ns(), (old_sec + 1) * _NS))
+                os.utime(built, ns=(round(self.clock() * _NS), (old_sec + 1) * _NS))
             os.replace(built, self.spec.file)
             _fsync_dir(directory)
         except OSError as exc:
