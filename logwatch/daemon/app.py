@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -31,24 +30,24 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
     mynetworks,
     own_addresses,
 )
-from logwatch.daemon.hints import access_hint
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
+from logwatch.daemon.reload import reload as reload_daemon
 from logwatch.daemon.sdnotify import notify as _sd_notify
 from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
-from logwatch.daemon.status import Counters, snapshot, summary
+from logwatch.daemon.sourcefds import SourceFds
+from logwatch.daemon.status import Counters, note_newest, snapshot, summary
 from logwatch.daemon.upkeep import FWCHECK_DUTY, Upkeep  # noqa: F401
+from logwatch.daemon.watchers import SdWatchdog, ServiceTimers, WatchdogRuns, WhitelistWatch
 from logwatch.parsing.events import Event
 from logwatch.protocols import Source
-from logwatch.services import SERVICES
+from logwatch.services import ServiceError, start_services
 from logwatch.services.commands import Actions, Commands
-from logwatch.sources.filewatch import FileWatch
 from logwatch.sources.lag import LagMeter
 
 log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
-WHITELIST_CHECK_INTERVAL = 2.0   # mtime check of the whitelist file when inotify is missing
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -98,24 +97,22 @@ class Daemon:
         self.loop = loop if loop is not None else Loop(clock)
         self.counters = Counters(started=clock())
         self.lag = LagMeter(started=self.counters.started)
-        self._src_fds: dict[int, int | None] = {}
-        self.whitelist_mtime: int | None = None
-        self.whitelist_watch: FileWatch | None = None
         self.state_lock: Any = None
-        self.sd_interval = 0.0
         self.effects = Effects(self.parts, self.loop, Recorder(
             self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
-        for name, handler in (("engine", lambda now: self.apply(self.engine.sweep())),
-                              ("positions", self._on_positions),
-                              ("whitelist", self._on_whitelist_timer),
-                              ("watchdog", self._on_watchdog),
-                              ("sd_watchdog", self._on_sd_watchdog),
-                              ("poll", self._on_poll), ("control", self._on_services)):
-            self.loop.on_timer(name, handler)
+        self.fds = SourceFds(self.parts, self.loop, self._pump,
+                             lambda: self.cfg.sources.poll_interval)
+        self.whitelist_watch = WhitelistWatch(self.loop, lambda: self.cfg.bans.whitelist,
+                                              self.reload_whitelist)
+        self.watchdog_runs = WatchdogRuns(self.parts, self.loop, self.feed, self.error)
+        self.service_timers = ServiceTimers(self.parts, self.loop)
+        self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
+        self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
+        self.loop.on_timer("positions", self._on_positions)
 
     @property
     def dry_run(self) -> bool:
@@ -139,7 +136,7 @@ class Daemon:
     # -- building -------------------------------------------------------------------
 
     def load_whitelist(self, cfg: Config) -> Any:
-        self.whitelist_mtime = factory.file_mtime(cfg.bans.whitelist)
+        self.whitelist_watch.note_read(cfg.bans.whitelist)
         return factory.load_whitelist(cfg, log)
 
     def make_sources(self, cfg: Config) -> list[Any]:
@@ -157,7 +154,7 @@ class Daemon:
         except Exception as exc:
             raise StartupError(f"rules: {exc}") from exc
         self.whitelist = self.load_whitelist(cfg)
-        self.watch_whitelist(cfg.bans.whitelist)
+        self.whitelist_watch.follow(cfg.bans.whitelist)
         self.engine = factory.make_engine(cfg, self.whitelist, self.clock)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
@@ -177,56 +174,23 @@ class Daemon:
             self.watchdog = factory.make_watchdog(cfg, self.dry_run, self.clock)
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc
-        self._start_services(cfg)
+        try:
+            self.parts.services = start_services(cfg, self.handle_request, self.loop.selector,
+                                                 self.clock)
+        except ServiceError as exc:
+            raise StartupError(str(exc)) from exc
         try:
             self.sources = self.make_sources(cfg)
         except Exception as exc:
             raise StartupError(f"sources: {exc}") from exc
         self.effects.save_positions()   # where a new file starts (its end) must survive a crash
-        self.register_sources()
+        self.fds.register()
         self._schedule_all()
         log.info("action=start version=%s config=%s dry_run=%s grants=%d bans=%d sources=%d",
                  __version__, self.config_path or "(defaults)", int(self.dry_run),
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
 
-    def _start_services(self, cfg: Config) -> None:
-        """Every enabled service of the registry, answering through the command table."""
-        for entry in SERVICES:
-            if not entry.enabled(cfg):
-                continue
-            service = entry.build(cfg, self.handle_request, self.loop.selector, self.clock)
-            try:
-                service.start()
-            except Exception as exc:    # ControlError (bind, mkdir): say which key to fix
-                hint = access_hint(os.path.dirname(entry.address(cfg)), entry.address_key)
-                raise StartupError(f"{entry.name} socket: {exc}{hint}") from exc
-            self.parts.services.append(service)
-
     # -- sources on the loop --------------------------------------------------------
-
-    def register_sources(self) -> None:
-        for src in self.sources:
-            self._sync_fd(src)
-
-    def unregister_sources(self) -> None:
-        for src in self.sources:
-            fd = self._src_fds.pop(id(src), None)
-            if fd is not None:
-                self.loop.unregister(fd)
-
-    def _sync_fd(self, src: Source) -> None:
-        """Keep the selector in step with the source's fd (it drops to polling, stdin ends)."""
-        old = self._src_fds.get(id(src))
-        new = src.fileno()
-        if old == new:
-            return
-        if old is not None:
-            self.loop.unregister(old)
-        if new is not None:
-            self.loop.register(new, lambda m, s=src: self._pump(s))
-        self._src_fds[id(src)] = new
-        if new is None and not self.loop.armed("poll"):
-            self.loop.call_at("poll", self.clock() + self.cfg.sources.poll_interval)
 
     def _pump(self, src: Source) -> None:
         # A reload may have replaced the sources while a stale ready fd of the same select()
@@ -238,7 +202,7 @@ class Daemon:
         except Exception as exc:   # a source failing must not kill the daemon
             self.error(f"source {type(src).__name__}: {exc}")
             log.exception("action=source-error")
-        self._sync_fd(src)
+        self.fds.sync(src)
         # eof: optional (a stream source only); files and the journal never end.
         if getattr(src, "eof", False) and all(getattr(s, "eof", False) for s in self.sources):
             # A syslog daemon piping into us (rsyslog omprog) closes the pipe to stop us,
@@ -251,15 +215,11 @@ class Daemon:
     def _schedule_all(self) -> None:
         now = self.clock()
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
-        if self.whitelist_watch is None or self.whitelist_watch.fileno() is None:
-            self.loop.call_at("whitelist", now + WHITELIST_CHECK_INTERVAL)
+        self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
         self.schedule_engine()
-        self.schedule_watchdog(now)
-        period = _sd_watchdog_interval()
-        if period:
-            self.sd_interval = period / 2     # ping twice per WatchdogSec= period
-            self.loop.call_at("sd_watchdog", now)
+        self.watchdog_runs.schedule(now)
+        self.sd_watchdog.schedule(now)
 
     def schedule_engine(self) -> None:
         deadline = self.engine.next_deadline()
@@ -268,70 +228,15 @@ class Daemon:
         else:
             self.loop.call_at("engine", deadline)
 
-    def schedule_watchdog(self, now: float) -> None:
-        interval = self.watchdog.interval() if self.watchdog is not None else None
-        if interval is None:
-            self.loop.cancel("watchdog")
-            return
-        pending = self.watchdog.next_deadline()    # a SIGKILL due after the grace
-        self.loop.call_at("watchdog", now + interval if pending is None
-                          else min(now + interval, pending))
-
-    def _schedule_services(self) -> None:
-        """Idle clients are closed (64 idle connections would lock everyone out)."""
-        deadlines = [d for s in self.parts.services if (d := s.next_deadline()) is not None]
-        if deadlines:
-            self.loop.call_at("control", min(deadlines))
-        else:
-            self.loop.cancel("control")
-
     def _run_timers(self, now: float) -> None:
         self.loop.run_timers(now)
         self.schedule_engine()
-        self._schedule_services()
+        self.service_timers.schedule()
 
     def _on_positions(self, now: float) -> None:
         self.effects.save_positions()
         self.lag.update(now, self.sources)
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
-
-    def _on_whitelist_timer(self, now: float) -> None:
-        self.loop.call_at("whitelist", now + WHITELIST_CHECK_INTERVAL)
-        if factory.file_mtime(self.cfg.bans.whitelist) != self.whitelist_mtime:
-            self.reload_whitelist()
-
-    def _on_sd_watchdog(self, now: float) -> None:
-        sd_notify("WATCHDOG=1")
-        self.loop.call_at("sd_watchdog", now + self.sd_interval)
-
-    def _on_poll(self, now: float) -> None:
-        for src in self.sources:
-            if src.fileno() is None:
-                self._pump(src)
-        self.loop.call_at("poll", now + self.cfg.sources.poll_interval)
-
-    def _on_services(self, now: float) -> None:
-        for service in self.parts.services:
-            service.expire_idle(now)
-
-    def _on_watchdog(self, now: float) -> None:
-        try:
-            reports = self.watchdog.run_once()   # never blocks: SIGKILLs come on a later run
-        except Exception as exc:
-            self.error(f"watchdog: {exc}")
-            log.exception("action=watchdog-error")
-            reports = []
-        events = []
-        for rep in reports:
-            if rep.signal is not None or rep.outcome == "dry-run":
-                self.actions.write("kill", now, pid=rep.pid, ip=rep.ip, age=f"{rep.age:.0f}",
-                                   signal=rep.signal, outcome=rep.outcome, title=rep.title)
-            ev = self.watchdog.to_event(rep)
-            if ev is not None:
-                events.append(ev)
-        if events:
-            self.feed(events)
-        self.schedule_watchdog(self.clock())
 
     # -- the data path ----------------------------------------------------------------
 
@@ -351,22 +256,8 @@ class Daemon:
             self.counters.events[ev.kind] += 1
             effects.extend(handle(ev))
         if events:
-            self._note_newest(events[-1])
+            note_newest(self.counters, events[-1], self.clock())
         self.effects.apply(effects, positions=positions)
-
-    def _note_newest(self, event: Event) -> None:
-        """Track the newest log time for `lag`; a line dated in the future beyond the clock
-        skew (a bogus 2099) is not believed, or it would pin the lag at 0 for good."""
-        from logwatch.engine.core import LOG_CLOCK_SKEW
-
-        try:
-            newest = event.time.timestamp()
-        except (AttributeError, ValueError, OverflowError, OSError):
-            return
-        if newest > self.clock() + LOG_CLOCK_SKEW:
-            return          # the engine counts it (time_future)
-        if self.counters.newest_event is None or newest > self.counters.newest_event:
-            self.counters.newest_event = newest
 
     def apply(self, effects: Iterable[Any], positions: bool = False) -> None:
         """Effects through the effect table (effectors, store, actions log)."""
@@ -375,24 +266,6 @@ class Daemon:
     _apply = apply
 
     # -- whitelist ----------------------------------------------------------------------
-
-    def watch_whitelist(self, path: str | None) -> None:
-        """Re-read the whitelist as soon as it changes (inotify; an mtime timer without it)."""
-        if self.whitelist_watch is not None:
-            fd = self.whitelist_watch.fileno()
-            if fd is not None:
-                self.loop.unregister(fd)
-            self.whitelist_watch.close()
-            self.whitelist_watch = None
-        if not path:
-            return
-        self.whitelist_watch = watch = FileWatch(path)
-        fd = watch.fileno()
-        if fd is None:
-            self.loop.call_at("whitelist", self.clock() + WHITELIST_CHECK_INTERVAL)
-        else:
-            self.loop.cancel("whitelist")
-            self.loop.register(fd, lambda _mask: watch.changed() and self.reload_whitelist())
 
     def reload_whitelist(self) -> None:
         """The whitelist file changed: re-read it; a now-whitelisted ban is lifted."""
@@ -408,10 +281,7 @@ class Daemon:
 
     # -- control, status, reload ------------------------------------------------------
 
-    def reload(self) -> tuple[bool, str]:
-        from logwatch.daemon.reload import reload
-
-        return reload(self)
+    reload = reload_daemon       # () -> (ok, message)
 
     def status(self) -> dict[str, Any]:
         return snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
@@ -464,17 +334,10 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
-        if self.effects.store_dirty:
-            self.effects.resync()
-        self.effects.save_positions()
-        try:
-            if not self.effects.store_dirty:
-                self.store.put_offenders(self.engine.offender_rows())
-        except Exception as exc:
-            log.error("action=store-error error=%s", exc)
+        self.effects.final_save()
         if self.watchdog is not None:
             self.watchdog.close()
-        self.watch_whitelist(None)
+        self.whitelist_watch.follow(None)
         for src in self.sources:
             try:
                 src.close()

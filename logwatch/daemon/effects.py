@@ -321,3 +321,14 @@ class Effects:
         except Exception as exc:
             self.error(f"positions: {exc}")
             log.error("action=positions-error error=%s", exc)
+
+    def final_save(self) -> None:
+        """At stop: the resync if the store lags, the positions, the whole offender history."""
+        if self.store_dirty:
+            self.resync()
+        self.save_positions()
+        try:
+            if not self.store_dirty:
+                self.parts.store.put_offenders(self.parts.engine.offender_rows())
+        except Exception as exc:
+            log.error("action=store-error error=%s", exc)

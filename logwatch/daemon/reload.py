@@ -44,7 +44,7 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.parser = parser
     d.whitelist = whitelist
     if cfg.bans.whitelist != old.bans.whitelist:
-        d.watch_whitelist(cfg.bans.whitelist)
+        d.whitelist_watch.follow(cfg.bans.whitelist)
     d.apply(d.engine.reconfigure(cfg.relay, cfg.bans, mynetworks=factory.mynetworks(cfg)))
     d.apply(d.engine.set_whitelist(whitelist))
     d.actions.close()
@@ -89,7 +89,7 @@ def _watchdog(d: Daemon, old: Config, cfg: Config) -> None:
         if d.watchdog is not None:
             d.watchdog.close()
         d.watchdog = factory.make_watchdog(cfg, cfg.daemon.dry_run, d.clock)
-        d.schedule_watchdog(d.clock())
+        d.watchdog_runs.schedule(d.clock())
 
 
 def _sources(d: Daemon, cfg: Config) -> None:
@@ -101,8 +101,8 @@ def _sources(d: Daemon, cfg: Config) -> None:
         d.error(f"reload sources: {exc}")
         log.error("action=reload-sources-error error=%s (keeping the old sources)", exc)
         return
-    d.unregister_sources()
+    d.fds.unregister()
     for src in d.sources:
         src.close()
     d.sources = new_sources
-    d.register_sources()
+    d.fds.register()

@@ -25,6 +25,21 @@ class Counters:
     reloads: int = 0
 
 
+def note_newest(c: Counters, event: Any, now: float) -> None:
+    """Track the newest log time for `lag`; a line dated in the future beyond the clock
+    skew (a bogus 2099) is not believed, or it would pin the lag at 0 for good."""
+    from logwatch.engine.core import LOG_CLOCK_SKEW
+
+    try:
+        newest = event.time.timestamp()
+    except (AttributeError, ValueError, OverflowError, OSError):
+        return
+    if newest > now + LOG_CLOCK_SKEW:
+        return          # the engine counts it (time_future)
+    if c.newest_event is None or newest > c.newest_event:
+        c.newest_event = newest
+
+
 def _files(parts: Parts) -> tuple[list[dict[str, Any]], int]:
     """Per followed file: its stats and position; and the lines skipped as too long."""
     files: list[dict[str, Any]] = []

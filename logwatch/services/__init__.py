@@ -8,6 +8,7 @@ policy service and the metrics listener are next."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,4 +45,29 @@ SERVICES.register("control", ServiceEntry("control", lambda cfg: True, _build_co
                                           lambda cfg: cfg.daemon.socket,
                                           "daemon.socket (--socket)"))
 
-__all__ = ["SERVICES", "Handler", "Service", "ServiceEntry"]
+class ServiceError(Exception):
+    """A service cannot start; the message names the service and the key to fix."""
+
+
+def start_services(cfg: Any, handler: Handler, selector: Any,
+                   clock: Callable[[], float]) -> list[Service]:
+    """Build and start every enabled service, each answering with handler(request)."""
+    from logwatch.daemon.hints import access_hint
+
+    started: list[Service] = []
+    for entry in SERVICES:
+        if not entry.enabled(cfg):
+            continue
+        service = entry.build(cfg, handler, selector, clock)
+        try:
+            service.start()
+        except Exception as exc:    # ControlError (bind, mkdir): say which key to fix
+            for done in started:
+                done.close()
+            hint = access_hint(os.path.dirname(entry.address(cfg)), entry.address_key)
+            raise ServiceError(f"{entry.name} socket: {exc}{hint}") from exc
+        started.append(service)
+    return started
+
+
+__all__ = ["SERVICES", "Handler", "Service", "ServiceEntry", "ServiceError", "start_services"]
