@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from datetime import datetime
+
+from logwatch.clock import Clock, wall
 
 log = logging.getLogger("logwatchd.actionlog")
 
@@ -29,8 +30,9 @@ def format_line(action: str, when: float, **fields: object) -> str:
 class ActionLog:
     """Appends LTSV lines to a file, reopened when logrotate moved it away."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, clock: Clock = wall) -> None:
         self.path = path
+        self.clock = clock
         self._fh = None
         self._ident: tuple[int, int] | None = None
         self._failed = False
@@ -61,7 +63,7 @@ class ActionLog:
         """Append one line; errors are logged once and never stop the daemon."""
         if not self.path:
             return
-        line = format_line(action, time.time() if when is None else when, **fields)
+        line = format_line(action, self.clock() if when is None else when, **fields)
         try:
             if self._fh is None or self._rotated():
                 self.close()
