@@ -8,6 +8,7 @@ import contextlib
 import os
 import typing
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,9 +27,9 @@ from logwatch.services.commands import Actions, Commands
 NOW = 1_700_000_000.0
 
 
+@dataclass
 class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
+    now: float = NOW
 
     def __call__(self) -> float:
         return self.now

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from logwatch.daemon.factory import Parts
@@ -60,50 +61,7 @@ def _fold_lift(b: Batch, e: BanLifted) -> None:
     b.bans.pop(e.net, None)
 
 
-# -- effector calls (None: nothing to do) ----------------------------------------------------
-
-def _map_add(p: Parts, b: Batch) -> Callable[[], Any] | None:
-    adds = [ip for ip in b.new_map if ip in b.grants]
-    rm = p.relay_map
-    return (lambda: rm.add(adds)) if adds and rm is not None else None
-
-
-def _map_remove(p: Parts, b: Batch) -> Callable[[], Any] | None:
-    rm = p.relay_map
-    return (lambda: rm.remove(list(b.revoked))) if b.revoked and rm is not None else None
-
-
-def _fw_ban(p: Parts, b: Batch) -> Callable[[], Any] | None:
-    fw = p.firewall
-    return (lambda: fw.ban(list(b.bans.values()))) if b.bans and fw is not None else None
-
-
-def _fw_unban(p: Parts, b: Batch) -> Callable[[], Any] | None:
-    fw = p.firewall
-    return (lambda: fw.unban(list(b.lifted))) if b.lifted and fw is not None else None
-
-
 # -- store writes (inside the batch's transaction) -------------------------------------------
-
-def _put_grants(p: Parts, b: Batch) -> None:
-    if b.grants:
-        p.store.put_grants(b.grants.values())
-
-
-def _delete_grants(p: Parts, b: Batch) -> None:
-    if b.revoked:
-        p.store.delete_grants(b.revoked)
-
-
-def _put_bans(p: Parts, b: Batch) -> None:
-    if b.bans:
-        p.store.put_bans(b.bans.values())
-
-
-def _delete_bans(p: Parts, b: Batch) -> None:
-    if b.lifted:
-        p.store.delete_bans(b.lifted)
-
 
 def _put_offenders(p: Parts, b: Batch) -> None:
     if b.bans:
@@ -156,25 +114,33 @@ def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
 
 @dataclass(frozen=True)
 class EffectKind:
-    """What one effect type does: fold into a batch, effector call, store write, log lines."""
+    """What one effect type does: how it folds into a batch, which effector method gets
+    which of the batch's keys, which store method gets which rows, and its log lines."""
 
     fold: Callable[[Batch, Any], None]
-    effector: str                                       # its name in errors ("firewall", ...)
-    call: Callable[[Parts, Batch], Callable[[], Any] | None]
-    store: Callable[[Parts, Batch], None]
+    effector: str                           # the Parts field, and its name in errors
+    method: str                             # called with call_args(batch) when not empty
+    call_args: Callable[[Batch], list[Any]]
+    store_method: str                       # called with store_rows(batch) when not empty
+    store_rows: Callable[[Batch], Any]
     record: Callable[[Recorder, Batch, float], None]
     call_rank: int      # removals reach the effector before additions, as always
 
 
 EFFECTS: dict[type, EffectKind] = {
-    GrantAdded: EffectKind(_fold_grant, "relaymap", _map_add, _put_grants, _log_grants, 1),
-    GrantRevoked: EffectKind(_fold_revoke, "relaymap", _map_remove, _delete_grants,
-                             _log_revokes, 0),
-    BanAdded: EffectKind(_fold_ban, "firewall", _fw_ban, _put_bans, _log_bans, 3),
-    BanLifted: EffectKind(_fold_lift, "firewall", _fw_unban, _delete_bans, _log_lifts, 2),
+    GrantAdded: EffectKind(_fold_grant, "relay_map", "add",
+                           lambda b: [ip for ip in b.new_map if ip in b.grants],
+                           "put_grants", lambda b: b.grants.values(), _log_grants, 1),
+    GrantRevoked: EffectKind(_fold_revoke, "relay_map", "remove", lambda b: list(b.revoked),
+                             "delete_grants", lambda b: b.revoked, _log_revokes, 0),
+    BanAdded: EffectKind(_fold_ban, "firewall", "ban", lambda b: list(b.bans.values()),
+                         "put_bans", lambda b: b.bans.values(), _log_bans, 3),
+    BanLifted: EffectKind(_fold_lift, "firewall", "unban", lambda b: list(b.lifted),
+                          "delete_bans", lambda b: b.lifted, _log_lifts, 2),
 }
 _BY_CALL = sorted(EFFECTS.values(), key=lambda k: k.call_rank)
 _STORE_LAST = (_put_offenders,)     # after every kind's write, in the same transaction
+_ERROR_NAME = {"relay_map": "relaymap", "firewall": "firewall"}
 
 
 @dataclass
@@ -219,9 +185,10 @@ class Effects:
         for eff in effects:
             EFFECTS[type(eff)].fold(batch, eff)
         for kind in _BY_CALL:
-            call = kind.call(self.parts, batch)
-            if call is not None:
-                self.guarded(kind.effector, call)
+            target, args = getattr(self.parts, kind.effector), kind.call_args(batch)
+            if target is not None and args:
+                self.guarded(_ERROR_NAME[kind.effector], partial(getattr(target, kind.method),
+                                                                 args))
         self.persist(batch, positions)
         for kind in EFFECTS.values():
             kind.record(self.recorder, batch, now)
@@ -261,7 +228,9 @@ class Effects:
                     for src in self.parts.sources:
                         src.save_positions()
                 for kind in EFFECTS.values():
-                    kind.store(self.parts, batch)
+                    rows = kind.store_rows(batch)
+                    if rows:
+                        getattr(store, kind.store_method)(rows)
                 for write in _STORE_LAST:
                     write(self.parts, batch)
         except Exception as exc:
