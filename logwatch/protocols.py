@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from logwatch.engine.model import Ban
+from logwatch.engine.model import Ban, Position
 
 
 @runtime_checkable
@@ -18,6 +18,22 @@ class Source(Protocol):
     def stats(self) -> Mapping[str, Mapping[str, Any]]: ...
     def save_positions(self) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamSource(Source, Protocol):
+    """A source that ends (stdin): eof once the writer closed it; pending while input is
+    readable without waiting (a regular file on stdin, which epoll refuses)."""
+
+    eof: bool
+    pending: bool
+
+
+@runtime_checkable
+class FileSource(Source, Protocol):
+    """A source of files with byte offsets (the tailer): shown in status."""
+
+    def positions(self) -> list[Position]: ...
 
 
 class Firewall(Protocol):

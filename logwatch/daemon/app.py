@@ -40,7 +40,7 @@ from logwatch.daemon.status import Counters, note_newest, snapshot, summary
 from logwatch.daemon.upkeep import FWCHECK_DUTY, Upkeep  # noqa: F401
 from logwatch.daemon.watchers import SdWatchdog, ServiceTimers, WatchdogRuns, WhitelistWatch
 from logwatch.parsing.events import Event
-from logwatch.protocols import Source
+from logwatch.protocols import Source, StreamSource
 from logwatch.services import ServiceError, start_services
 from logwatch.services.commands import Actions, Commands
 from logwatch.sources.lag import LagMeter
@@ -57,6 +57,10 @@ def sd_notify(state: str) -> None:
         _sd_notify(state)
     except OSError as exc:
         log.debug("sd_notify failed: %s", exc)
+
+
+def _ended(src: Source) -> bool:
+    return isinstance(src, StreamSource) and src.eof
 
 
 class _Part:
@@ -203,8 +207,8 @@ class Daemon:
             self.error(f"source {type(src).__name__}: {exc}")
             log.exception("action=source-error")
         self.fds.sync(src)
-        # eof: optional (a stream source only); files and the journal never end.
-        if getattr(src, "eof", False) and all(getattr(s, "eof", False) for s in self.sources):
+        # Only a stream source ends; files and the journal never do.
+        if _ended(src) and all(_ended(s) for s in self.sources):
             # A syslog daemon piping into us (rsyslog omprog) closes the pipe to stop us,
             # and starts a new logwatchd when it comes back: end cleanly, state saved.
             log.info("action=stop reason=end-of-input")
@@ -321,7 +325,7 @@ class Daemon:
             while not self.stopping:
                 # A regular file on stdin has no fd to wait on: it is read a chunk per turn.
                 busy = [lambda s=src: self._pump(s) for src in self.sources
-                        if getattr(src, "pending", False)]
+                        if isinstance(src, StreamSource) and src.pending]
                 self.loop.turn(busy)
                 self._handle_signals()
                 if self.stopping:

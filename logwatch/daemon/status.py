@@ -9,6 +9,7 @@ from typing import Any
 
 from logwatch import __version__
 from logwatch.daemon.factory import Parts
+from logwatch.protocols import FileSource
 
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
 
@@ -45,8 +46,7 @@ def _files(parts: Parts) -> tuple[list[dict[str, Any]], int]:
     files: list[dict[str, Any]] = []
     skipped = 0
     for src in parts.sources:
-        positions = getattr(src, "positions", None)     # only file tailers have offsets
-        offsets = {p.path: p for p in positions()} if positions is not None else {}
+        offsets = {p.path: p for p in src.positions()} if isinstance(src, FileSource) else {}
         for name, st in src.stats().items():
             skipped += int(st.get("skipped_long", 0) or 0)
             entry: dict[str, Any] = {"path": name, **st}
