@@ -93,8 +93,8 @@ check: deps-test
 	$(MAKE) test
 
 # A venv on Debian's python3 that sees the apt-installed PyYAML/netaddr/psutil; pip only
-# fetches inotify_simple and hyperscan (neither is packaged in Debian 12). Without hyperscan
-# the parser uses its re matcher; offline, without inotify_simple too, the daemon polls.
+# fetches hyperscan (not packaged in Debian 12). Without it (offline) the parser uses its re
+# matcher. inotify is our own ctypes binding: nothing to fetch.
 install:
 	@if dpkg-query -W -f='$${Status}' logwatchd 2>/dev/null | grep -q 'ok installed'; then \
 	    echo "the logwatchd .deb is installed; remove it (apt remove logwatchd) first" >&2; \
@@ -102,7 +102,7 @@ install:
 	test -x $(INSTALL_VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(INSTALL_VENV)
 	$(INSTALL_PIP) --force-reinstall --no-deps .
 	$(INSTALL_PIP) '.[fast]' || $(INSTALL_PIP) . \
-	    || echo "warning: could not fetch inotify_simple; logwatchd will poll the logs" >&2
+	    || echo "warning: could not fetch hyperscan; the parser uses its re matcher" >&2
 	rm -rf build
 	ln -sf $(INSTALL_VENV)/bin/logwatchd $(SBIN)/logwatchd
 	ln -sf $(INSTALL_VENV)/bin/logwatchctl $(SBIN)/logwatchctl

@@ -36,6 +36,13 @@ class FileSource(Source, Protocol):
     def positions(self) -> list[Position]: ...
 
 
+@runtime_checkable
+class WatchesMissing(Protocol):
+    """A source that warns (rate-limited) about configured files still missing."""
+
+    def check_missing(self) -> None: ...
+
+
 class Firewall(Protocol):
     """A firewall backend (firewall.py): bans in the kernel."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tailmode import POLL_INTERVAL, polling_forced
 
 from logwatch.services.control import request
 
@@ -56,6 +57,8 @@ class DaemonProc:
             "daemon": {"state_dir": str(base / "state"), "socket": self.socket,
                        "log": "stderr", "actions_log": str(base / "actions.log")},
         }
+        if polling_forced():          # tests/tailmode.py: keep polled tests short
+            self.settings["sources"]["poll_interval"] = POLL_INTERVAL
         for section, values in (settings or {}).items():
             self.settings.setdefault(section, {}).update(values)
         self.config = base / "logwatchd.yaml"

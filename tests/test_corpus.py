@@ -87,7 +87,7 @@ DELIBERATE_COUNTS: dict[tuple[str, int], str] = {
                       "(weight 0 by default), not as a failed password; " + _AGGRESSIVE,
 }
 
-# Lines whose framing logwatch/framing.py does not (yet) understand. While unframed they make
+# Lines whose framing logwatch/parsing/framing.py does not (yet) understand. While unframed they make
 # their file's test xfail with a note; once framed they must match like any other line.
 FRAMING_GAPS: dict[tuple[str, int], str] = {
     ("sendmail-reject", 127): "FreeBSD 'syslogd -v' prefix '<mail.notice>' before the host",
@@ -301,7 +301,7 @@ def test_corpus_file(name: str) -> None:
     assert not result.failures, "\n".join(result.failures)
     if result.unframed:
         pytest.xfail(f"{len(result.unframed)} line(s) of {name} await framing support in "
-                     f"logwatch/framing.py (lines {result.unframed[:8]}...)")
+                     f"logwatch/parsing/framing.py (lines {result.unframed[:8]}...)")
 
 
 def test_exception_lists_name_real_lines() -> None:

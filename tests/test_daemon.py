@@ -15,6 +15,7 @@ import types
 import pytest
 from daemon_harness import REPO, DaemonProc, postfix_config_dir, pyenv
 from netns import needs_netns, netns
+from tailmode import tail_mode  # noqa: F401  (a fixture)
 
 from logwatch.daemon.app import Daemon
 from logwatch.daemon.config import Config
@@ -84,6 +85,7 @@ def test_runs_on_flags_only(tmp_path):
         proc.wait(10)
 
 
+@pytest.mark.usefixtures("tail_mode")
 def test_sigterm_stops_quickly_and_saves_state(daemon):
     daemon.start()
     assert daemon.req(cmd="grant", ip="192.0.2.10")["ok"]
@@ -124,6 +126,7 @@ def test_sigusr1_logs_a_summary(daemon):
     assert daemon.req(cmd="status")["ok"]      # still running
 
 
+@pytest.mark.usefixtures("tail_mode")
 def test_sighup_with_a_broken_rules_file_keeps_the_old_rules(daemon, tmp_path):
     local = tmp_path / "rules.d"
     local.mkdir()
@@ -297,6 +300,7 @@ def test_a_ban_batch_stores_only_its_own_offender_history():
     assert asked == [["198.51.100.1/32"]] and stored == [("198.51.100.1/32", 1, 5.0)]
 
 
+@pytest.mark.usefixtures("tail_mode")
 def test_reload_keeps_counters_and_warns_about_restart_only_settings(daemon):
     daemon.start()
     daemon.append("one", "two")
@@ -439,6 +443,7 @@ def test_daemonize_reports_a_failed_start(tmp_path):
     assert "cannot start: state:" in d.stderr()
 
 
+@pytest.mark.usefixtures("tail_mode")
 def test_sighup_can_add_a_log_file(daemon):
     daemon.start()
     second = daemon.base / "dovecot.log"
@@ -457,3 +462,58 @@ def test_sighup_can_add_a_log_file(daemon):
     assert postmap_q(daemon, "192.0.2.70") == "OK", daemon.stderr()
     paths = [f["path"] for f in daemon.req(cmd="status")["files"]]
     assert paths == [str(daemon.log), str(second)]
+
+
+def guess(ip: str, user: str) -> str:
+    return (f"Nov 21 10:00:00 mx postfix/smtpd[2345]: NOQUEUE: reject: RCPT from unknown[{ip}]: "
+            f"550 5.1.1 <{user}@example.org>: Recipient address rejected: User unknown in local "
+            f"recipient table; from=<s@example.net> to=<{user}@example.org> proto=ESMTP "
+            f"helo=<guess>")
+
+
+def test_polling_daemon_reads_appended_lines(tmp_path, monkeypatch):
+    """Without inotify (the .deb without inotify_simple used to) the daemon polls: lines
+    appended after the start are read on the default 1 s timer and give events."""
+    monkeypatch.setenv("LOGWATCHD_POLLING", "1")
+    d = DaemonProc(tmp_path, {"sources": {"poll_interval": 1.0}})
+    try:
+        d.start()
+        assert "action=polling" in d.stderr()
+        assert d.req(cmd="status")["lines_read"] == 0
+        for rnd in range(2):              # twice: the timer keeps firing
+            d.append(guess("198.51.100.5", f"u{rnd}"), f"Nov 21 10:00:0{rnd} mx noise")
+            deadline = time.monotonic() + 8
+            while (d.req(cmd="status")["lines_read"] < 2 * (rnd + 1)
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            st = d.req(cmd="status")
+            assert st["lines_read"] == 2 * (rnd + 1), d.stderr()
+            assert sum(st["events"].values()) == rnd + 1
+            assert st["files"][0]["lines"] == 2 * (rnd + 1)
+    finally:
+        d.stop(signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("tail_mode")
+def test_missing_log_file_is_warned_at_start_and_in_status(tmp_path):
+    typo = tmp_path / "mail.lgo"
+    d = DaemonProc(tmp_path, {"sources": {"logfiles": [str(typo)]}})
+    try:
+        d.start()
+        assert f"action=file-missing path={typo} missing_for=0s warning=1" in d.stderr()
+        st = d.req(cmd="status")
+        assert [(f["path"], f["missing"]) for f in st["files"]] == [(str(typo), 1)]
+        out = d.ctl("status")
+        assert out.returncode == 0 and f"{typo}" in out.stdout and "MISSING" in out.stdout
+        typo.write_text(guess("198.51.100.6", "x") + "\n")
+        deadline = time.monotonic() + 8
+        while d.req(cmd="status")["lines_read"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 3          # the 1 s timer notices it appeared
+        while d.req(cmd="status")["files"][0]["missing"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = d.req(cmd="status")
+        assert st["lines_read"] == 1 and st["files"][0]["missing"] == 0
+        assert "MISSING" not in d.ctl("status").stdout
+    finally:
+        d.stop(signal.SIGKILL)

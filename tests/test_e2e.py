@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc
+from tailmode import tail_mode  # noqa: F401  (a fixture)
 
 from logwatch.state.store import Store
 
 pytestmark = [
+    pytest.mark.usefixtures("tail_mode"),      # every test on inotify and on polling
     pytest.mark.root,
     pytest.mark.needs("root", "ip", "postmap"),
 ]

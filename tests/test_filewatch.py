@@ -1,5 +1,6 @@
 """The whitelist change watcher, with real inotify."""
 
+import errno
 import os
 import select
 
@@ -49,7 +50,10 @@ def test_other_files_in_the_directory_do_not_count(tmp_path):
 
 
 def test_without_inotify_it_reports_no_fd(tmp_path, monkeypatch):
-    monkeypatch.setattr(filewatch, "INotify", None)
+    def refuse() -> None:
+        raise OSError(errno.EMFILE, "too many inotify instances")
+
+    monkeypatch.setattr(filewatch, "Inotify", refuse)
     watch = FileWatch(str(tmp_path / "whitelist"))
     assert watch.fileno() is None and not watch.changed()
 

@@ -43,9 +43,9 @@ def test_deb_contents(contents: set[str]) -> None:
     expected = {
         "/usr/sbin/logwatchd", "/usr/sbin/logwatchctl",
         "/usr/lib/python3/dist-packages/logwatch/__init__.py",
-        "/usr/lib/python3/dist-packages/logwatch/sdnotify.py",
-        "/usr/lib/python3/dist-packages/logwatch/daemon.py",
-        "/usr/lib/python3/dist-packages/logwatch/ctl.py",
+        "/usr/lib/python3/dist-packages/logwatch/daemon/sdnotify.py",
+        "/usr/lib/python3/dist-packages/logwatch/daemon/app.py",
+        "/usr/lib/python3/dist-packages/logwatch/cli/ctl.py",
         "/etc/logwatchd/logwatchd.yaml", "/etc/logwatchd/whitelist", "/etc/logwatchd/rules.d",
         "/etc/logrotate.d/logwatchd",
         "/lib/systemd/system/logwatchd.service",

@@ -74,7 +74,7 @@ def test_fixture_file(name: str, ruleset: Ruleset) -> None:
             hit = next((r for r in ruleset.for_program("exim") if r.regex.search(message)), None)
             want = case.expect.get("rule") if case.expect else None
             assert (hit.id if hit else None) == want, f"{name}:{case.line_no}: {hit} != {want}"
-        pytest.xfail("logwatch/framing.py does not frame exim's own mainlog format yet")
+        pytest.xfail("logwatch/parsing/framing.py does not frame exim's own mainlog format yet")
     assert cases, f"{name} holds no cases"
     errors = []
     for case in cases:

@@ -3,10 +3,10 @@ partial and overlong lines, bad bytes, several files, polling fallback."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
-import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 
@@ -14,6 +14,7 @@ import pytest
 from sourceloop import pump, run_loop
 
 from logwatch.sources import FileTailer, LineBuffer
+from logwatch.sources import tail as tail_mod
 
 
 class Sink:
@@ -330,8 +331,11 @@ def test_backlog_is_read_in_budgeted_calls(tmp_path, monkeypatch) -> None:
         t.close()
 
 
-def test_falls_back_to_polling_without_inotify_simple(tmp_path, monkeypatch, caplog) -> None:
-    monkeypatch.setitem(sys.modules, "inotify_simple", None)   # import fails
+def test_falls_back_to_polling_without_inotify(tmp_path, monkeypatch, caplog) -> None:
+    def refuse() -> None:
+        raise OSError(errno.EMFILE, "too many inotify instances")
+
+    monkeypatch.setattr(tail_mod, "Inotify", refuse)
     p = str(tmp_path / "mail.log")
     append(p, b"")
     sink = Sink()
@@ -348,7 +352,7 @@ def test_falls_back_to_polling_without_inotify_simple(tmp_path, monkeypatch, cap
     finally:
         t.close()
     msgs = [r.getMessage() for r in caplog.records if "action=polling" in r.getMessage()]
-    assert len(msgs) == 1 and "inotify_simple" in msgs[0]
+    assert len(msgs) == 1 and "inotify_init failed" in msgs[0]
 
 
 def test_directory_removed_and_recreated(tmp_path, make) -> None:
@@ -398,8 +402,8 @@ def test_fingerprint_is_hashed_once_per_file(tmp_path, make, monkeypatch) -> Non
     import logwatch.sources.tail as tail
 
     hashed: list[bytes | None] = []
-    real = tail._fp_hex
-    monkeypatch.setattr(tail, "_fp_hex", lambda first: hashed.append(first) or real(first))
+    real = tail.fp_hex
+    monkeypatch.setattr(tail, "fp_hex", lambda first: hashed.append(first) or real(first))
     p = str(tmp_path / "mail.log")
     append(p, nums(0, 3))
     t, sink = make([p])

@@ -116,7 +116,10 @@ def run_rotation(tmp_path: Path, method: str, lag: float = 0.0
         tailer.close()
     assert not errors, errors
     assert writer.returncode == 0
-    got = [int(line[:8]) for line in b"".join(delivered).split(b"\n")[:-1]]
+    # A copy logrotate made while a line was being written ends in a torn line; it is
+    # delivered (with a newline) when the copy is let go, out of order: not a line of ours.
+    got = [int(line[:8]) for line in b"".join(delivered).split(b"\n")[:-1]
+           if line.endswith(b"]")]
     in_files: list[int] = []
     for p in rotated_files(tmp_path, "mail.log"):
         in_files += [int(line[:8]) for line in p.read_bytes().split(b"\n")[:-1]]
@@ -143,7 +146,9 @@ def test_logrotate_copytruncate(tmp_path: Path) -> None:
     assert set(got) <= set(range(1, TOTAL + 1))
     missing = set(in_files) - set(got)
     assert not missing, f"{len(missing)} lines in the files never delivered: {sorted(missing)[:10]}"
-    assert got[-1] == TOTAL
+    # The newest line written reaches us, unless a last rotation racing the writer's end lost
+    # it (then it is in no file either).
+    assert got[-1] == max(in_files + got)
     lost_by_logrotate = TOTAL - len(set(in_files))
     print(f"rotations={rotations} delivered={len(got)} in_files={len(in_files)} "
           f"lost_by_logrotate={lost_by_logrotate} delivered_not_in_files="

@@ -82,7 +82,8 @@ def format_status(st: dict[str, Any]) -> str:
         for f in files:
             out.append(f"  {f.get('path')}  offset {f.get('offset')}"
                        + (f" of {f['size']}" if f.get("size") is not None else "")
-                       + (f"  inode {f['inode']}" if f.get("inode") else ""))
+                       + (f"  inode {f['inode']}" if f.get("inode") else "")
+                       + ("  MISSING (waiting for it to appear)" if f.get("missing") else ""))
     errors = st.get("errors") or []
     if errors:
         out.append("last errors:")

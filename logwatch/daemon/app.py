@@ -40,7 +40,7 @@ from logwatch.daemon.status import Counters, note_newest, snapshot, summary
 from logwatch.daemon.upkeep import FWCHECK_DUTY, Upkeep  # noqa: F401
 from logwatch.daemon.watchers import SdWatchdog, ServiceTimers, WatchdogRuns, WhitelistWatch
 from logwatch.parsing.events import Event
-from logwatch.protocols import Source, StreamSource
+from logwatch.protocols import Source, StreamSource, WatchesMissing
 from logwatch.services import ServiceError, start_services
 from logwatch.services.commands import Actions, Commands
 from logwatch.sources.lag import LagMeter
@@ -240,6 +240,9 @@ class Daemon:
     def _on_positions(self, now: float) -> None:
         self.effects.save_positions()
         self.lag.update(now, self.sources)
+        for src in self.sources:       # a log file still missing: warn, rate-limited
+            if isinstance(src, WatchesMissing):
+                src.check_missing()
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
 
     # -- the data path ----------------------------------------------------------------

@@ -34,6 +34,10 @@ class SourceFds:
     def sync(self, src: Source) -> None:
         old = self.fds.get(id(src))
         new = src.fileno()
+        # Before the early return: a source polled from the start (no inotify) has old and
+        # new both None, and without the timer it would never be read.
+        if new is None and not self.loop.armed("poll"):
+            self.loop.call_at("poll", self.loop.clock() + self.poll_interval())
         if old == new:
             return
         if old is not None:
@@ -41,8 +45,6 @@ class SourceFds:
         if new is not None:
             self.loop.register(new, lambda m, s=src: self.pump(s))
         self.fds[id(src)] = new
-        if new is None and not self.loop.armed("poll"):
-            self.loop.call_at("poll", self.loop.clock() + self.poll_interval())
 
     def _on_poll(self, now: float) -> None:
         for src in self.parts.sources:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-try:
-    from inotify_simple import INotify
-    from inotify_simple import flags as iflags
-except ImportError:   # Debian 12 has no package of it; then the daemon compares mtimes
-    INotify = None  # type: ignore[assignment,misc]
+from logwatch.sources.inotify import Inotify
+from logwatch.sources.inotify import Mask as iflags
 
 log = logging.getLogger("logwatchd.filewatch")
 
@@ -20,17 +17,15 @@ class FileWatch:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self._name = os.path.basename(self.path)
-        self._inotify = None
-        if INotify is None:
-            return
+        self._inotify: Inotify | None = None
         try:
-            inotify = INotify(nonblocking=True)
+            inotify = Inotify()
             # The directory, not the file: editors and config tools replace files by rename,
             # and the file may not exist yet.
             inotify.add_watch(os.path.dirname(self.path),
                               iflags.CLOSE_WRITE | iflags.MOVED_TO | iflags.MOVED_FROM
                               | iflags.CREATE | iflags.DELETE | iflags.ATTRIB)
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:    # no inotify: the daemon compares mtimes
             log.warning("action=filewatch-fallback path=%s error=%s (checking its mtime instead)",
                         self.path, exc)
             return
@@ -44,10 +39,7 @@ class FileWatch:
         """Drain pending events; True if one of them concerns our file."""
         if self._inotify is None:
             return False
-        try:
-            events = self._inotify.read(timeout=0)
-        except BlockingIOError:
-            return False
+        events = self._inotify.read()
         return any(event.name == self._name for event in events)
 
     def close(self) -> None:

@@ -1,32 +1,43 @@
 """Follow log files through rotation (rename or copytruncate), deletion and restarts.
 
-inotify (via inotify_simple) only wakes the loop; every ``process()`` re-checks each file with
-fstat/stat, so a lost or coalesced event, or the polling fallback, cannot change what is read.
+inotify (our ctypes binding, sources/inotify.py) only wakes the loop; every ``process()``
+re-checks each file with fstat/stat, so a lost or coalesced event, or the polling fallback,
+cannot change what is read. Files rotated in between are found by rotated.py.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import select
 import stat as stat_mod
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logwatch.engine.model import Position
 from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.sources.inotify import Inotify, Mask
+from logwatch.sources.missing import MissingFiles
+from logwatch.sources.rotated import (
+    FP_LEN,
+    file_fp,
+    find_previous,
+    first_line,
+    fp_hex,
+    next_rotated,
+)
 
 LOG = logging.getLogger("logwatchd.sources.tail")
 
 READ_MAX = 4 << 20            # at most this much per read (and per delivered chunk)
-FP_LEN = 1024                 # the fingerprint covers the first line, at most this many bytes
 LINGER = 5.0                  # seconds a rotated file is still watched for late writes
 BUDGET = 32 << 20             # bytes per file per process() call, so timers still run while
                               # a big backlog (--from-start, long downtime) is read
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z", ".zip")
+POLLING_ENV = "LOGWATCHD_POLLING"   # set (not "0"): poll, as without inotify (tests, debugging)
+SEEN = 64                     # first lines of the last files read, to know their copies
 
 
 @dataclass
@@ -40,6 +51,7 @@ class FileStats:
     truncations: int = 0
     late_lines: int = 0       # lines written to a rotated file after we had switched away
     lost_bytes: int = 0       # bytes known to be unrecoverable (rotated file gone, no copy)
+    missing: int = 0          # 1 while the path does not exist (reported: sources/missing.py)
 
 
 class _Reader:
@@ -50,9 +62,12 @@ class _Reader:
         self.fd = fd
         self.ino = st.st_ino
         self.dev = st.st_dev
+        # Its last write we know of: files rotated after this one (or, copytruncated, after
+        # this generation of it) are written after it (see rotated.py).
+        self.mtime_ns = st.st_mtime_ns
         self.read_pos = offset
         self.lb = LineBuffer(max_line)
-        self.fp = _first_line(fd)
+        self.fp = first_line(fd)
         self.wd: int | None = None
 
     @property
@@ -69,11 +84,11 @@ class _Reader:
     def fp(self, first: bytes | None) -> None:
         # positions() runs for every chunk: hash the first line once, not per call.
         self._fp = first
-        self._fp_hex = _fp_hex(first)
+        self._fp_hex = fp_hex(first)
 
     def fingerprint(self) -> str:
         if self.fp is None:
-            self.fp = _first_line(self.fd)
+            self.fp = first_line(self.fd)
         return self._fp_hex
 
 
@@ -84,27 +99,12 @@ class _Followed:
     path: str
     cur: _Reader | None = None
     cur_is_path: bool = False          # False: cur is a rotated/deleted file being finished
-    queue: list[str] = field(default_factory=list)     # rotated files to read after cur
+    seen: deque = field(default_factory=lambda: deque(maxlen=SEEN))   # fingerprints read
     lingering: list[tuple[_Reader, float]] = field(default_factory=list)
     last_pos: Position | None = None
     path_wd: tuple[int, int] | None = None     # (inode, wd): watch on a new, still empty file
     budget: int = 0                            # bytes this process() call may still read
     stats: FileStats = field(default_factory=FileStats)
-
-
-def _first_line(fd: int) -> bytes | None:
-    try:
-        head = os.pread(fd, FP_LEN, 0)
-    except OSError:
-        return None
-    nl = head.find(b"\n")
-    if nl >= 0:
-        return head[: nl + 1]
-    return head if len(head) == FP_LEN else None
-
-
-def _fp_hex(first: bytes | None) -> str:
-    return hashlib.sha256(first).hexdigest()[:32] if first else ""
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -143,7 +143,6 @@ class FileTailer:
             self._names.setdefault(os.path.abspath(p), p)
         self.files = [_Followed(path=ap) for ap in self._names]
         self._inotify: Any = None
-        self._flags: Any = None
         self.polling = True
         # fileno() is an epoll fd holding the inotify fd and a "kick" pipe: a byte in the pipe
         # makes the daemon call process() again when work is left (first read after start,
@@ -156,11 +155,15 @@ class FileTailer:
         self.closed = False
         if force_polling:
             self._fall_back("forced by configuration")
+        elif os.environ.get(POLLING_ENV, "") not in ("", "0"):
+            self._fall_back(f"forced by {POLLING_ENV}")
         else:
             self._setup_inotify()
         saved = store.load_positions() if store is not None else {}
         for f in self.files:
             self._start(f, saved.get(f.path))
+        self._missing = MissingFiles(self.log)
+        self.check_missing(at_start=True)
 
     # -- public interface -----------------------------------------------------
 
@@ -183,11 +186,11 @@ class FileTailer:
         if self._inotify is not None:
             try:
                 # The events only wake us up; each file is re-checked below anyway.
-                events = self._inotify.read(timeout=0)
+                events = self._inotify.read()
             except OSError as exc:
                 self.log.warning("action=inotify-read-error error=%s", exc)
                 events = []
-            gone = {e.wd for e in events if e.mask & self._flags.IGNORED}
+            gone = {e.wd for e in events if e.mask & Mask.IGNORED}
             for d, wd in list(self._dir_wds.items()):
                 # A watched directory removed (perhaps made anew): watch it again once it is
                 # there; meanwhile fileno() is None and the daemon polls us.
@@ -205,6 +208,7 @@ class FileTailer:
             more = more or f.budget <= 0
         if more:
             self._kick()
+        self.check_missing()
 
     def _kick(self) -> None:
         if self._kick_w >= 0:
@@ -212,6 +216,15 @@ class FileTailer:
                 os.write(self._kick_w, b"k")
             except BlockingIOError:
                 pass              # already kicked
+
+    def check_missing(self, at_start: bool = False) -> None:
+        """Warn about paths that do not exist (at start, then rate-limited); the daemon also
+        calls this from a timer, as no inotify event comes for a file that never appears."""
+        now = time.monotonic()
+        for f in self.files:
+            exists = (f.cur is not None and f.cur_is_path) or _stat(f.path) is not None
+            self._missing.update(self._names[f.path], exists, now, at_start)
+            f.stats.missing = int(self._missing.is_missing(self._names[f.path]))
 
     def positions(self) -> list[Position]:
         """Where each file stands now: exactly the data delivered so far."""
@@ -259,16 +272,10 @@ class FileTailer:
 
     def _setup_inotify(self) -> None:
         try:
-            from inotify_simple import INotify, flags
-        except ImportError as exc:
-            self._fall_back(f"inotify_simple not importable ({exc})")
-            return
-        try:
-            self._inotify = INotify(nonblocking=True)
-        except OSError as exc:
+            self._inotify = Inotify()
+        except (OSError, AttributeError) as exc:      # AttributeError: a libc without inotify
             self._fall_back(f"inotify_init failed ({exc})")
             return
-        self._flags = flags
         self.polling = False
         self._epoll = select.epoll()
         self._kick_r, self._kick_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -290,7 +297,7 @@ class FileTailer:
         return [d for d in dirs if d not in self._dir_wds]
 
     def _watch_dirs(self) -> None:
-        fl = self._flags
+        fl = Mask
         mask = (fl.CREATE | fl.MOVED_TO | fl.MOVED_FROM | fl.DELETE | fl.ATTRIB
                 | fl.DELETE_SELF | fl.MOVE_SELF)
         for d in self._missing_dirs():
@@ -319,7 +326,7 @@ class FileTailer:
         if self._inotify is None or self.polling:
             return None
         try:
-            wd = self._inotify.add_watch(path, self._flags.MODIFY)
+            wd = self._inotify.add_watch(path, Mask.MODIFY)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 self._fall_back(f"cannot watch {what} ({exc})")
@@ -389,6 +396,9 @@ class FileTailer:
             if st is not None:
                 f.cur = self._open(f.path, 0 if self.from_start else None)
                 f.cur_is_path = f.cur is not None
+                if f.cur is not None and not self.from_start:
+                    # History is not read: only files rotated from now on (_rotated_first).
+                    f.cur.mtime_ns = max(f.cur.mtime_ns, time.time_ns())
             return
         f.last_pos = pos
         if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):
@@ -405,9 +415,9 @@ class FileTailer:
             # we were down; the rest of what we had not read is in the copy, if it is found.
             self._close(r)
             f.stats.truncations += 1
-            found = self._find_previous(f.path, pos, st, by_inode=False)
+            found = find_previous(f.path, pos, st, by_inode=False)
         else:
-            found = self._find_previous(f.path, pos, st, by_inode=True)
+            found = find_previous(f.path, pos, st, by_inode=True)
             if found is not None:
                 f.stats.rotations += 1
         if found is None:
@@ -415,51 +425,13 @@ class FileTailer:
                 "action=resume-lost path=%s inode=%d offset=%d reason=previous-file-not-found",
                 f.path, pos.inode, pos.offset)
             return                    # cur None: the current file is read from 0 by _step
-        old_path, chain = found
-        r = self._open(old_path, pos.offset)
+        r = self._open(found, pos.offset)
         if r is None:
             return
-        f.cur, f.cur_is_path, f.queue = r, False, chain
-        self.log.info("action=resume-rotated path=%s from=%s offset=%d then=%s",
-                      f.path, old_path, pos.offset, ",".join([*chain, f.path]))
-
-    def _find_previous(self, path: str, pos: Position, cur: os.stat_result | None,
-                       by_inode: bool) -> tuple[str, list[str]] | None:
-        """Find the file we were reading among path's rotated siblings: by inode (rename
-        rotation), else by first line (a copytruncate copy); also the files rotated after it."""
-        d, base = os.path.split(path)
-        sibs: list[tuple[str, os.stat_result]] = []
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            return None
-        for e in entries:
-            if e.name == base or not e.name.startswith(base) or e.name.endswith(COMPRESSED):
-                continue
-            try:
-                st = e.stat()
-            except OSError:
-                continue
-            if stat_mod.S_ISREG(st.st_mode) and not (
-                    cur is not None and (st.st_ino, st.st_dev) == (cur.st_ino, cur.st_dev)):
-                sibs.append((e.path, st))
-        match: tuple[str, os.stat_result] | None = None
-        if by_inode:
-            for p, st in sibs:
-                if (st.st_ino, st.st_dev) == (pos.inode, pos.dev) and \
-                        (not pos.fingerprint or _file_fp(p) == pos.fingerprint):
-                    match = (p, st)
-        if match is None and pos.fingerprint:
-            cands = [(p, st) for p, st in sibs
-                     if st.st_size >= pos.offset and _file_fp(p) == pos.fingerprint]
-            if cands:
-                match = max(cands, key=lambda c: c[1].st_mtime_ns)
-        if match is None:
-            return None
-        mp, mst = match
-        later = sorted((st.st_mtime_ns, p) for p, st in sibs
-                       if p != mp and st.st_mtime_ns > mst.st_mtime_ns)
-        return mp, [p for _, p in later]
+        # The files rotated after it are found when it is finished (_leave).
+        f.cur, f.cur_is_path = r, False
+        self.log.info("action=resume-rotated path=%s from=%s offset=%d",
+                      f.path, found, pos.offset)
 
     # -- the work -------------------------------------------------------------
 
@@ -469,9 +441,6 @@ class FileTailer:
         for _ in range(16):           # a few transitions per call at most
             r = f.cur
             if r is None:
-                if f.queue:
-                    f.cur, f.cur_is_path = self._open(f.queue.pop(0), 0), False
-                    continue
                 r = self._open(f.path, 0)
                 if r is None:
                     return
@@ -483,6 +452,8 @@ class FileTailer:
                 if self._truncated(r):
                     self._on_truncate(f, r)
                     continue
+                if r.read_pos == 0 and r.fp is None and self._rotated_first(f, r):
+                    continue
                 if not self._read(f, r):
                     return
                 st = _stat(f.path)
@@ -491,25 +462,68 @@ class FileTailer:
                 f.cur_is_path = False
                 self.log.info("action=rotated path=%s old_inode=%d offset=%d",
                               f.path, r.ino, r.read_pos)
+                continue
+            # A rotated file too may have been copytruncated before it was renamed.
+            if self._truncated(r):
+                self._on_truncate(f, r)
+                continue
             if not self._read(f, r):
                 return
-            if f.queue:
-                self._retire(f, now)
-                continue
             st = _stat(f.path)
             if st is not None and (st.st_ino, st.st_dev) == (r.ino, r.dev):
                 f.cur_is_path = True      # moved back (or the rename was undone)
                 return
-            # Switch only once the new file has data: a single writer (syslog) has then moved
-            # to it, so everything it wrote to the old one is there to be read first.
-            if st is None or st.st_size == 0:
-                if st is not None:
-                    self._watch_new_path(f, st)
+            if not self._leave(f, r, st, now):
                 return
-            if not self._read(f, r):
-                return
-            self._retire(f, now)
-            f.stats.rotations += 1
+        self._kick()                  # more transitions than one call makes: come back soon
+
+    def _leave(self, f: _Followed, r: _Reader, st: os.stat_result | None, now: float) -> bool:
+        """r (rotated away) is read: go on with the oldest file rotated after it that we have
+        not read (several rotations may have come since we looked), else with the path."""
+        open_ids = {(r.ino, r.dev), *((x.ino, x.dev) for x, _ in f.lingering)}
+        # A copy of what the path holds now (copytruncate between its copy and its truncate)
+        # is no file of its own: the path is read from 0 next.
+        seen = {*f.seen, r.fingerprint(), *(x.fingerprint() for x, _ in f.lingering),
+                file_fp(f.path) if st is not None and st.st_size else ""}
+        nxt = next_rotated(f.path, r.mtime_ns, None if st is None else (st.st_ino, st.st_dev),
+                           open_ids, seen)
+        # Switch to the path only once it has data: a single writer (syslog) has then moved
+        # to it, so everything it wrote to the old one is there to be read first.
+        if nxt is None and (st is None or st.st_size == 0):
+            if st is not None:
+                self._watch_new_path(f, st)
+            return False
+        if not self._read(f, r):
+            return False
+        nr = self._open(nxt, 0) if nxt is not None else None
+        self._retire(f, now)
+        f.stats.rotations += 1
+        if nr is not None:
+            self.log.info("action=rotated-between path=%s reading=%s inode=%d",
+                          f.path, nxt, nr.ino)
+            f.cur, f.cur_is_path = nr, False
+        return True
+
+    def _rotated_first(self, f: _Followed, r: _Reader) -> bool:
+        """Before the first read of a new file at the path: files rotated since our last read
+        of the previous one (e.g. a copy copytruncate made of lines we never saw) come first."""
+        try:
+            if os.fstat(r.fd).st_size == 0:
+                return False
+        except OSError:
+            return False
+        open_ids = {(r.ino, r.dev), *((x.ino, x.dev) for x, _ in f.lingering)}
+        # Not a copy of what r holds (copytruncate between its copy and its truncate).
+        seen = {*f.seen, *(x.fingerprint() for x, _ in f.lingering), fp_hex(first_line(r.fd))}
+        nxt = next_rotated(f.path, r.mtime_ns, (r.ino, r.dev), open_ids, seen)
+        nr = self._open(nxt, 0) if nxt is not None else None
+        if nr is None:
+            return False
+        self.log.info("action=rotated-between path=%s reading=%s inode=%d", f.path, nxt, nr.ino)
+        self._close(r)
+        f.cur, f.cur_is_path = nr, False
+        f.stats.rotations += 1
+        return True
 
     def _truncated(self, r: _Reader) -> bool:
         try:
@@ -518,22 +532,25 @@ class FileTailer:
             return False
         if size < r.read_pos:
             return True
-        # Truncated and rewritten past our offset before we looked: the first line changed.
-        if r.fp is not None and r.read_pos >= len(r.fp):
+        # Truncated and rewritten (past our offset) before we looked: the first line changed.
+        if r.fp is not None:
             return os.pread(r.fd, len(r.fp), 0) != r.fp
         return False
 
     def _on_truncate(self, f: _Followed, r: _Reader) -> None:
         f.stats.truncations += 1
-        pos = Position(f.path, r.ino, r.dev, r.line_start, _fp_hex(r.fp))
-        found = self._find_previous(f.path, pos, os.fstat(r.fd), by_inode=False) \
-            if r.fp else None
+        fp = r.fingerprint()
+        if fp:
+            f.seen.append(fp)         # its copy is data we read: never read it from 0 again
+        pos = Position(f.path, r.ino, r.dev, r.line_start, fp)
+        found = find_previous(f.path, pos, os.fstat(r.fd), by_inode=False) if fp else None
         if found is not None:
-            copy = self._open(found[0], r.line_start)
+            copy = self._open(found, r.line_start)
             if copy is not None:
-                # Finish the copy logrotate made, then come back to the file from 0.
+                # Finish the copy logrotate made (then any file rotated after it, _leave),
+                # then come back to the file from 0.
                 self.log.info("action=truncated path=%s offset=%d rest-from=%s",
-                              f.path, r.line_start, found[0])
+                              f.path, r.line_start, found)
                 self._close(r)
                 f.cur, f.cur_is_path = copy, False
                 return
@@ -541,13 +558,15 @@ class FileTailer:
                       f.path, r.line_start)
         r.read_pos = 0
         r.lb.reset()
-        r.fp = None
+        r.fp = None       # r.mtime_ns stays: what was rotated since is read first
 
     def _retire(self, f: _Followed, now: float) -> None:
         """cur is finished: keep it a while for late writes, then let the next file come."""
         r = f.cur
         assert r is not None
         f.last_pos = Position(f.path, r.ino, r.dev, r.line_start, r.fingerprint())
+        if r.fingerprint():
+            f.seen.append(r.fingerprint())
         f.lingering.append((r, now + LINGER))
         f.cur = None
 
@@ -572,21 +591,31 @@ class FileTailer:
 
     def _read(self, f: _Followed, r: _Reader) -> bool:
         """Read r to its end, delivering complete lines as they come; False when this call's
-        budget ran out first."""
+        budget ran out first, or r was found truncated (the next call handles it)."""
         name = self._names[f.path]
         st = f.stats
         while True:
             if f.budget <= 0:
                 return False
             try:
-                size = os.fstat(r.fd).st_size
-                if size <= r.read_pos:
+                fst = os.fstat(r.fd)
+                if fst.st_size <= r.read_pos:
                     return True
-                data = os.pread(r.fd, min(size - r.read_pos, READ_MAX, f.budget), r.read_pos)
+                data = os.pread(r.fd, min(fst.st_size - r.read_pos, READ_MAX, f.budget),
+                                r.read_pos)
+                if not data:
+                    return True
+                if r.fp is None and r.read_pos == 0:
+                    r.fp = _head_line(data)
+                if r.fp is not None and f.cur is r and os.pread(r.fd, len(r.fp), 0) != r.fp:
+                    # Truncated (copytruncate) and rewritten since we last looked, maybe
+                    # between the fstat and the pread: these bytes are the new file's, at
+                    # the old offset. Drop them; the truncation is handled on the next call.
+                    self._kick()
+                    return False
+                r.mtime_ns = max(r.mtime_ns, fst.st_mtime_ns)
             except OSError as exc:
                 self.log.warning("action=read-error path=%s error=%s", f.path, exc)
-                return True
-            if not data:
                 return True
             f.budget -= len(data)
             r.read_pos += len(data)
@@ -595,22 +624,19 @@ class FileTailer:
             st.lines += r.lb.lines - lines
             st.skipped_long += r.lb.skipped_long - skipped
             if r.fp is None:
-                r.fp = _first_line(r.fd)
+                r.fp = first_line(r.fd)
             if out:
                 st.bytes += len(out)
                 # Positions already include this chunk, so a consumer may commit them with it.
                 self.on_chunk(name, out)
 
 
-def _file_fp(path: str) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    try:
-        return _fp_hex(_first_line(fd))
-    finally:
-        os.close(fd)
+def _head_line(data: bytes) -> bytes | None:
+    """The first line of data read from offset 0, as rotated.first_line() takes it."""
+    nl = data.find(b"\n", 0, FP_LEN)
+    if nl >= 0:
+        return data[: nl + 1]
+    return data[:FP_LEN] if len(data) >= FP_LEN else None
 
 
 def _end_of_last_line(fd: int, size: int, max_line: int) -> int:
