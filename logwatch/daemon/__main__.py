@@ -2,6 +2,6 @@
 
 import sys
 
-from logwatch.daemon.app import main
+from logwatch.daemon.main import main
 
 sys.exit(main())

@@ -45,6 +45,8 @@ class _Client:
 class ControlServer:
     """Accepts clients on a Unix socket and answers each request line with handler(request)."""
 
+    name = "control"
+
     def __init__(self, path: str, handler: Handler, selector: selectors.BaseSelector,
                  clock: Callable[[], float] = time.monotonic,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:

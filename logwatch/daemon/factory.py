@@ -1,0 +1,175 @@
+"""Builds the daemon's collaborators from a Config: parser, whitelist, engine, store, relay map,
+firewall, watchdog, sources. The Daemon only wires what it is given (tests pass fakes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logwatch.clock import Clock, wall
+from logwatch.daemon.actionlog import ActionLog
+from logwatch.daemon.config import DEFAULT_RULES_DIR, Config
+from logwatch.parsing.events import normalize_ip
+from logwatch.protocols import Firewall, RelayMap, Service, Source
+
+
+class StartupError(Exception):
+    """The daemon cannot start (bad config, unwritable state dir, busy socket...)."""
+
+
+@dataclass
+class Parts:
+    """The collaborators the daemon wires together; any may be a fake in a test."""
+
+    store: Any = None
+    engine: Any = None
+    parser: Any = None
+    whitelist: Any = None
+    relay_map: RelayMap | None = None
+    firewall: Firewall | None = None
+    watchdog: Any = None
+    sources: list[Source] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    actions: ActionLog = field(default_factory=lambda: ActionLog(None))
+
+
+def effective_rules_dirs(cfg: Config) -> list[str]:
+    """rules.dirs; the default share dir falls back to a source tree's rules/ when absent."""
+    dirs = list(cfg.rules.dirs)
+    if dirs == [DEFAULT_RULES_DIR] and not os.path.isdir(DEFAULT_RULES_DIR):
+        from logwatch.parsing.rules import default_rules_dirs
+
+        dirs = [str(p) for p in default_rules_dirs()]
+    return dirs
+
+
+def load_parser(cfg: Config, clock: Clock, on_quarantine: Callable[[str], None]) -> Any:
+    """The parser of the configured rules; a rule over the time budget is reported."""
+    from logwatch.parsing.parser import Parser
+    from logwatch.parsing.rules import load_ruleset
+
+    ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
+    parser = Parser(ruleset, clock=clock, matcher=cfg.rules.matcher)
+    parser.on_quarantine = on_quarantine      # a rule over the time budget shows in status
+    return parser
+
+
+def load_whitelist(cfg: Config, log: logging.Logger) -> Any:
+    """The whitelist file (bad lines are skipped with a warning, the rest applies)."""
+    from logwatch.engine.whitelist import Whitelist
+
+    path = cfg.bans.whitelist
+    if not path:
+        return Whitelist()
+    wl, warnings = Whitelist.from_file(path)
+    for warning in warnings:
+        log.warning("action=whitelist-warning %s", warning)
+    return wl
+
+
+def file_mtime(path: str | None) -> int | None:
+    """st_mtime_ns of path, None when absent or unreadable."""
+    if not path:
+        return None
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def make_engine(cfg: Config, whitelist: Any, clock: Clock) -> Any:
+    from logwatch.engine.core import Engine
+
+    return Engine(cfg.relay, cfg.bans, whitelist=whitelist, mynetworks=mynetworks(cfg),
+                  own_addresses=own_addresses(), clock=clock)
+
+
+def make_effectors(cfg: Config, dry_run: bool,
+                   clock: Clock = wall) -> tuple[Firewall | None, RelayMap | None]:
+    """The firewall (bans enabled) and the relay map (relay enabled)."""
+    from logwatch.effectors.firewall import make_firewall
+    from logwatch.effectors.relaymap import open_relay_map
+
+    flog = logging.getLogger("logwatchd.firewall")
+    rlog = logging.getLogger("logwatchd.relaymap")
+    firewall = (make_firewall(cfg.firewall, dry_run=dry_run, log=flog, clock=clock)
+                if cfg.bans.enabled else None)
+    relay_map = (open_relay_map(cfg.relay.map, value=cfg.relay.value,
+                                text_file=cfg.relay.text_file, dry_run=dry_run, log=rlog)
+                 if cfg.relay.enabled else None)
+    return firewall, relay_map
+
+
+def make_watchdog(cfg: Config, dry_run: bool, clock: Clock) -> Any:
+    if not cfg.watchdog.enabled or cfg.watchdog.limit <= 0:
+        return None
+    from logwatch.effectors.watchdog import Watchdog
+
+    return Watchdog(cfg.watchdog, dry_run=dry_run,
+                    log=logging.getLogger("logwatchd.watchdog"), clock=clock)
+
+
+def make_sources(cfg: Config, on_chunk: Callable[[str, bytes], None], store: Any) -> list[Any]:
+    """The configured log sources (the SOURCES registry), each calling on_chunk with whole
+    lines."""
+    from logwatch.sources import SourceContext, build_sources
+
+    return build_sources(cfg.sources, SourceContext(on_chunk, store))
+
+
+# -- host facts ---------------------------------------------------------------------------
+
+def mynetworks(cfg: Config) -> list[str]:
+    """relay.mynetworks, or Postfix's own `postconf -h mynetworks` (never granted or banned)."""
+    if cfg.relay.mynetworks is not None:
+        return list(cfg.relay.mynetworks)
+    from logwatch.effectors.postfixconf import read_mynetworks
+
+    return read_mynetworks() or []
+
+
+def own_addresses() -> list[str]:
+    """The host's own addresses: never banned."""
+    import psutil
+
+    addrs = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            ip = normalize_ip(entry.address.split("%", 1)[0])
+            if ip is not None:
+                addrs.append(ip)
+    return addrs
+
+
+def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, Any, tuple]:
+    """Lock the state directory, open the store, read the saved grants, bans and history:
+    (lock, store, (grants, bans, offenders))."""
+    import sqlite3
+
+    from logwatch.daemon.hints import access_hint
+    from logwatch.state.lock import StateLock, StateLockError
+    from logwatch.state.store import Store, StoreError
+
+    store = None
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        # Before anything else: a second instance must not touch the map or the firewall.
+        lock = StateLock(state_dir)
+        lock.acquire()
+        store = Store(os.path.join(state_dir, "state.db"))
+        if reset:
+            store.replace_state([], [], [])
+            log.warning("action=reset-state store=%s (saved grants and bans discarded)",
+                        store.path)
+        return lock, store, (store.load_grants(), store.load_bans(), store.load_offenders())
+    except sqlite3.Error as exc:   # a corrupt page shows only when it is read
+        path = store.path if store is not None else os.path.join(state_dir, "state.db")
+        raise StartupError(f"state: {path}: {exc} (move it aside to start "
+                           "afresh: live bans and grants are then adopted)") from exc
+    except (OSError, StoreError, StateLockError) as exc:
+        in_use = isinstance(exc, StateLockError) and not isinstance(exc.__cause__, OSError)
+        hint = "" if in_use else access_hint(state_dir, "daemon.state_dir (--state-dir)")
+        raise StartupError(f"state: {exc}{hint}") from exc

@@ -1,0 +1,118 @@
+"""Control commands: ONE table, command name -> handler. Read-only commands answer from engine
+queries; the others call the explicit actions the daemon passes in, never its fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from logwatch.engine.targets import check_ban, check_grant
+from logwatch.parsing.events import normalize_ip
+from logwatch.services.queries import answer_query
+from logwatch.util.duration import parse_duration
+
+Reply = dict[str, Any]
+Handler = Callable[[dict[str, Any]], Reply]
+
+_NOTHING = {"ban": "not banned", "unban": "not banned",
+            "grant": "not granted", "revoke": "no grant to revoke"}
+
+
+def reason_text(reason: dict[str, int] | str | None) -> str:
+    if not reason:
+        return ""
+    if isinstance(reason, str):
+        return reason
+    return ",".join(f"{k}:{v}" for k, v in sorted(reason.items()))
+
+
+@dataclass
+class Actions:
+    """What commands may do besides reading the engine: the daemon's own entry points."""
+
+    status: Callable[[], dict[str, Any]]            # a snapshot for `status`
+    apply: Callable[[Iterable[Any]], None]          # effects through the effect table
+    reload: Callable[[], tuple[bool, str]]
+    changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+
+
+class Commands:
+    """The control socket's handler: request -> reply through the table."""
+
+    def __init__(self, engine: Any, actions: Actions) -> None:
+        self.engine = engine
+        self.actions = actions
+        self.table: dict[str, Handler] = {
+            "status": self._status, "bans": self._bans, "grants": self._grants,
+            "reload": self._reload, "flush": self._flush,
+            "offenders": self._query, "check": self._query,
+            **{cmd: self._manual for cmd in _NOTHING},
+        }
+
+    def __call__(self, req: dict[str, Any]) -> Reply:
+        handler = self.table.get(req["cmd"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {req['cmd']!r}"}
+        return handler(req)
+
+    def _status(self, req: dict[str, Any]) -> Reply:
+        return {"ok": True, **self.actions.status()}
+
+    def _bans(self, req: dict[str, Any]) -> Reply:
+        return {"ok": True, "bans": [
+            {"ip": b.net, "reason": reason_text(b.reason) or b.source,
+             "score": b.score, "since": b.since, "expires": b.expires_at,
+             "offences": b.offences, "source": b.source}
+            for b in sorted(self.engine.bans.values(), key=lambda b: b.since)]}
+
+    def _grants(self, req: dict[str, Any]) -> Reply:
+        return {"ok": True, "grants": [
+            {"ip": g.ip, "reason": f"{g.service or '?'} login {g.user or '?'}",
+             "user": g.user, "service": g.service, "since": g.granted_at,
+             "expires": g.expires_at}
+            for g in sorted(self.engine.grants.values(), key=lambda g: g.granted_at)]}
+
+    def _reload(self, req: dict[str, Any]) -> Reply:
+        ok, msg = self.actions.reload()
+        return {"ok": ok, "message": msg} if ok else {"ok": False, "error": msg}
+
+    def _flush(self, req: dict[str, Any]) -> Reply:
+        effects = list(self.engine.flush())
+        self.actions.apply(effects)
+        return {"ok": True, "message": f"flushed: {len(effects)} ban(s) lifted"}
+
+    def _query(self, req: dict[str, Any]) -> Reply:
+        return answer_query(self.engine, req)
+
+    def _manual(self, req: dict[str, Any]) -> Reply:
+        """ban/unban/grant/revoke IP [for DURATION]: checked, then through the engine."""
+        cmd, raw = req["cmd"], req.get("ip")
+        if not isinstance(raw, str):
+            return {"ok": False, "error": f"{cmd}: an \"ip\" string is required"}
+        duration = req.get("for")
+        if duration is not None:
+            try:
+                duration = parse_duration(duration)     # bounded: ten years at most
+            except ValueError as exc:
+                return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
+        ip: str | None = raw
+        if cmd in ("grant", "revoke"):
+            ip = normalize_ip(raw)
+            if ip is None:
+                return {"ok": False, "error": f"{cmd}: not an IP address: {raw!r}"}
+        refused = check_grant(ip) if cmd == "grant" else check_ban(ip) if cmd == "ban" else None
+        if refused:
+            return {"ok": False, "error": f"{cmd}: {refused}"}
+        op = {"ban": lambda: self.engine.ban(ip, duration), "unban": lambda: self.engine.unban(ip),
+              "grant": lambda: self.engine.grant(ip, duration),
+              "revoke": lambda: self.engine.revoke(ip)}[cmd]
+        try:
+            effects = list(op())
+        except ValueError as exc:
+            return {"ok": False, "error": f"{cmd}: {exc}"}
+        if not effects:
+            return {"ok": False, "error": f"{cmd}: {raw}: {_NOTHING[cmd]}"}
+        self.actions.apply(effects)
+        self.actions.changed()
+        return {"ok": True, "message": f"{cmd} {raw}: done"}
