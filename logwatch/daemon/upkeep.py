@@ -127,7 +127,7 @@ class Upkeep:
             return                       # a dry run changes nothing, and remembers nothing
         current = firewall_identity(cfg, dry_run)
         store = self.parts.store
-        stored = store.getfirewall_identity()
+        stored = store.get_firewall_identity()
         if stored is not None and tuple(stored) != current:
             try:
                 old = old_firewall(stored)
@@ -146,7 +146,7 @@ class Upkeep:
             log.info("action=firewall-retire old=%s new=%s", ":".join(stored),
                      ":".join(current) if current else "none")
         if stored is None or tuple(stored) != current:
-            store.setfirewall_identity(current)
+            store.set_firewall_identity(current)
 
     def adopt_live_entries(self, effects: Effects, reset: bool) -> None:
         """A new store (state.db missing or 0-byte) must not make the reconcile delete every
