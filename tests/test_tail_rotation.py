@@ -292,3 +292,16 @@ def test_rotated_file_renamed_between_the_scan_and_its_open(tmp_path, make, monk
     run_loop(t, lambda: False, 0.2)
     assert calls[0] >= 1
     assert sink.numbers() == list(range(400))
+
+
+def test_positions_saved_before_the_first_read_do_not_hide_a_copy(tmp_path, make) -> None:
+    """As above, with the daemon's once-a-second save of positions (positions() computes the
+    fingerprint) between the copytruncate and our first read: the copy is still read first."""
+    p = str(tmp_path / "mail.log")
+    append(p, b"")
+    t, sink = make(p)
+    append(p, nums(0, 50))
+    copytruncate(p, nums(50, 60))
+    t.positions()
+    pump(t, lambda: sink.numbers()[-1:] == [59])
+    assert sink.numbers() == list(range(60))

@@ -67,6 +67,10 @@ class _Reader:
         self.read_pos = offset
         self.lb = LineBuffer(max_line)
         self.fp = first_line(fd)
+        # Started with no first line known (empty, or truncated): files rotated since the
+        # previous one are looked for before its first read (_rotated_first). A flag of its
+        # own: fingerprint(), which positions() calls, fills in fp at any time.
+        self.check_rotated = self.fp is None
         self.wd: int | None = None
 
     @property
@@ -326,7 +330,7 @@ class FileTailer(TailWatches):
                 if self._truncated(r):
                     self._on_truncate(f, r)
                     continue
-                if r.read_pos == 0 and r.fp is None and self._rotated_first(f, r):
+                if r.read_pos == 0 and r.check_rotated and self._rotated_first(f, r):
                     continue
                 if not self._read(f, r):
                     return
@@ -450,6 +454,7 @@ class FileTailer(TailWatches):
         r.read_pos = 0
         r.lb.reset()
         r.fp = None       # r.mtime_ns stays: what was rotated since is read first
+        r.check_rotated = True
 
     def _retire(self, f: _Followed, now: float) -> None:
         """cur is finished: keep it a while for late writes, then let the next file come."""
