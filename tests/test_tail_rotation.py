@@ -305,3 +305,32 @@ def test_positions_saved_before_the_first_read_do_not_hide_a_copy(tmp_path, make
     t.positions()
     pump(t, lambda: sink.numbers()[-1:] == [59])
     assert sink.numbers() == list(range(60))
+
+
+def test_path_copytruncated_between_the_scan_and_its_open(tmp_path, make, monkeypatch) -> None:
+    """The path is the next file to read, but it is copytruncated (same inode) before we open
+    it: its copy is read first, then its new content (bench/rotation_bench.py lost one
+    such generation under load)."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 100))
+    t, sink = make(p, from_start=True)
+    pump(t, lambda: len(sink.numbers()) == 100)
+    append(p, nums(100, 150))                  # not read: only the copy will hold it
+    copytruncate(p, nums(150, 200))            # C1 (.1): 0-150; the path: 150-200
+    import logwatch.sources.tail as tail_mod
+
+    real = tail_mod.next_rotated
+    calls = [0]
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        calls[0] += 1
+        if calls[0] == 1:
+            copytruncate(p, nums(200, 300))    # C2 (.1): 150-200; the path: 200-300
+        return out
+
+    monkeypatch.setattr(tail_mod, "next_rotated", wrapped)
+    pump(t, lambda: sink.numbers()[-1:] == [299])
+    run_loop(t, lambda: False, 0.2)
+    assert calls[0] >= 1
+    assert sink.numbers() == list(range(300))

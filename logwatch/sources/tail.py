@@ -390,6 +390,10 @@ class FileTailer(TailWatches):
         elif nr is not None:
             self._unwatch_new_path(f)
             self.log.info("action=open path=%s inode=%d", f.path, nr.ino)
+            # Copytruncated since the scan keeps its inode: before its first read, look
+            # again for files rotated after the one just finished (the copy, _rotated_first).
+            nr.check_rotated = True
+            nr.mtime_ns = min(nr.mtime_ns, r.mtime_ns)
             f.cur, f.cur_is_path = nr, True
         return True
 
