@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logwatch.engine.model import Position
-from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.sources import DEFAULT_MAX_LINE, OnChunk
 from logwatch.sources.missing import MissingFiles
 from logwatch.sources.rotated import (
-    FP_LEN,
     file_fp,
     find_previous,
     first_line,
     fp_hex,
     next_rotated,
 )
+from logwatch.sources.tailreader import _end_of_last_line, _head_line, _Reader
 from logwatch.sources.tailwatch import TailWatches, stat_or_none
 
 LOG = logging.getLogger("logwatchd.sources.tail")
@@ -51,48 +51,6 @@ class FileStats:
     late_lines: int = 0       # lines written to a rotated file after we had switched away
     lost_bytes: int = 0       # bytes known to be unrecoverable (rotated file gone, no copy)
     missing: int = 0          # 1 while the path does not exist (reported: sources/missing.py)
-
-
-class _Reader:
-    """One open file: read position, partial line and fingerprint."""
-
-    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int, max_line: int):
-        self.path = path
-        self.fd = fd
-        self.ino = st.st_ino
-        self.dev = st.st_dev
-        # Its last write we know of: files rotated after this one (or, copytruncated, after
-        # this generation of it) are written after it (see rotated.py).
-        self.mtime_ns = st.st_mtime_ns
-        self.read_pos = offset
-        self.lb = LineBuffer(max_line)
-        self.fp = first_line(fd)
-        # Started with no first line known (empty, or truncated): files rotated since the
-        # previous one are looked for before its first read (_rotated_first). A flag of its
-        # own: fingerprint(), which positions() calls, fills in fp at any time.
-        self.check_rotated = self.fp is None
-        self.wd: int | None = None
-
-    @property
-    def line_start(self) -> int:
-        """Offset of the first byte not yet delivered (nor skipped as overlong)."""
-        return self.read_pos - self.lb.held
-
-    @property
-    def fp(self) -> bytes | None:
-        """The first line (None until it is complete)."""
-        return self._fp
-
-    @fp.setter
-    def fp(self, first: bytes | None) -> None:
-        # positions() runs for every chunk: hash the first line once, not per call.
-        self._fp = first
-        self._fp_hex = fp_hex(first)
-
-    def fingerprint(self) -> str:
-        if self.fp is None:
-            self.fp = first_line(self.fd)
-        return self._fp_hex
 
 
 @dataclass
@@ -529,23 +487,3 @@ class FileTailer(TailWatches):
                 st.bytes += len(out)
                 # Positions already include this chunk, so a consumer may commit them with it.
                 self.on_chunk(name, out)
-
-
-def _head_line(data: bytes) -> bytes | None:
-    """The first line of data read from offset 0, as rotated.first_line() takes it."""
-    nl = data.find(b"\n", 0, FP_LEN)
-    if nl >= 0:
-        return data[: nl + 1]
-    return data[:FP_LEN] if len(data) >= FP_LEN else None
-
-
-def _end_of_last_line(fd: int, size: int, max_line: int) -> int:
-    """Offset just after the last newline, so a line being written is not cut in two."""
-    if size == 0:
-        return 0
-    start = max(0, size - max_line - 1)
-    tail = os.pread(fd, size - start, start)
-    nl = tail.rfind(b"\n")
-    if nl >= 0:
-        return start + nl + 1
-    return 0 if start == 0 else size
