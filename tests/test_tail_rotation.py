@@ -240,3 +240,97 @@ def test_copytruncate_then_rename_during_a_read(tmp_path, make) -> None:
     pump(t, lambda: len(sink.numbers()) >= 450)
     run_loop(t, lambda: False, 0.2)
     assert sink.numbers() == list(range(450))
+
+
+def _rotate_after_first_scan(monkeypatch, p: str, data: bytes) -> list[int]:
+    """Wrap tail.next_rotated so that, once, right after the tailer has scanned the directory,
+    logrotate renames everything again (path.N -> path.N+1, path -> path.1): the window
+    between the choice of the next file and its open."""
+    import logwatch.sources.tail as tail_mod
+
+    real = tail_mod.next_rotated
+    calls = [0]
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        calls[0] += 1
+        if calls[0] == 1:
+            rename_rotate(p, data)
+        return out
+
+    monkeypatch.setattr(tail_mod, "next_rotated", wrapped)
+    return calls
+
+
+def test_path_rotated_again_between_the_scan_and_its_open(tmp_path, make, monkeypatch) -> None:
+    """The finished file's successor is the path (nothing rotated in between), but the path is
+    renamed to .1 before we open it: that file is read, then the new path (the 100,000-line
+    daemon test lost such a generation whole under load)."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 100))
+    t, sink = make(p, from_start=True)
+    pump(t, lambda: len(sink.numbers()) == 100)
+    rename_rotate(p, nums(100, 200))           # G1 -> .1, G2 at the path
+    calls = _rotate_after_first_scan(monkeypatch, p, nums(200, 300))   # G2 -> .1, G3
+    pump(t, lambda: sink.numbers()[-1:] == [299])     # G3's last line: read last
+    run_loop(t, lambda: False, 0.2)
+    assert calls[0] >= 1
+    assert sink.numbers() == list(range(300))
+
+
+def test_rotated_file_renamed_between_the_scan_and_its_open(tmp_path, make, monkeypatch) -> None:
+    """The next file to read is path.1, but logrotate shifts it to path.2 (and the path to
+    path.1) before we open it: the file chosen is read, not whatever path.1 is by then."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 100))
+    t, sink = make(p, from_start=True)
+    pump(t, lambda: len(sink.numbers()) == 100)
+    rename_rotate(p, nums(100, 200))           # G1 -> .1, G2 at the path
+    rename_rotate(p, nums(200, 300))           # G1 -> .2, G2 -> .1, G3 at the path
+    calls = _rotate_after_first_scan(monkeypatch, p, nums(300, 400))   # G2 -> .2, G3 -> .1
+    pump(t, lambda: sink.numbers()[-1:] == [399])     # the path's: read last
+    run_loop(t, lambda: False, 0.2)
+    assert calls[0] >= 1
+    assert sink.numbers() == list(range(400))
+
+
+def test_positions_saved_before_the_first_read_do_not_hide_a_copy(tmp_path, make) -> None:
+    """As above, with the daemon's once-a-second save of positions (positions() computes the
+    fingerprint) between the copytruncate and our first read: the copy is still read first."""
+    p = str(tmp_path / "mail.log")
+    append(p, b"")
+    t, sink = make(p)
+    append(p, nums(0, 50))
+    copytruncate(p, nums(50, 60))
+    t.positions()
+    pump(t, lambda: sink.numbers()[-1:] == [59])
+    assert sink.numbers() == list(range(60))
+
+
+def test_path_copytruncated_between_the_scan_and_its_open(tmp_path, make, monkeypatch) -> None:
+    """The path is the next file to read, but it is copytruncated (same inode) before we open
+    it: its copy is read first, then its new content (bench/rotation_bench.py lost one
+    such generation under load)."""
+    p = str(tmp_path / "mail.log")
+    append(p, nums(0, 100))
+    t, sink = make(p, from_start=True)
+    pump(t, lambda: len(sink.numbers()) == 100)
+    append(p, nums(100, 150))                  # not read: only the copy will hold it
+    copytruncate(p, nums(150, 200))            # C1 (.1): 0-150; the path: 150-200
+    import logwatch.sources.tail as tail_mod
+
+    real = tail_mod.next_rotated
+    calls = [0]
+
+    def wrapped(*a, **kw):
+        out = real(*a, **kw)
+        calls[0] += 1
+        if calls[0] == 1:
+            copytruncate(p, nums(200, 300))    # C2 (.1): 150-200; the path: 200-300
+        return out
+
+    monkeypatch.setattr(tail_mod, "next_rotated", wrapped)
+    pump(t, lambda: sink.numbers()[-1:] == [299])
+    run_loop(t, lambda: False, 0.2)
+    assert calls[0] >= 1
+    assert sink.numbers() == list(range(300))

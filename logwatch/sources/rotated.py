@@ -81,7 +81,7 @@ def siblings(path: str, exclude: tuple[int, int] | None = None) -> list[Sibling]
 
 
 def find_previous(path: str, pos: Position, cur: os.stat_result | None,
-                  by_inode: bool) -> str | None:
+                  by_inode: bool) -> Sibling | None:
     """The file we were reading at pos among path's rotated siblings: by inode (rename
     rotation), else by first line (a copytruncate copy holding at least pos.offset bytes)."""
     sibs = siblings(path, None if cur is None else (cur.st_ino, cur.st_dev))
@@ -89,17 +89,18 @@ def find_previous(path: str, pos: Position, cur: os.stat_result | None,
         for s in sibs:
             if s.ident == (pos.inode, pos.dev) and \
                     (not pos.fingerprint or file_fp(s.path) == pos.fingerprint):
-                return s.path
+                return s
     if pos.fingerprint:
         cands = [s for s in sibs
                  if s.st.st_size >= pos.offset and file_fp(s.path) == pos.fingerprint]
         if cands:
-            return max(cands, key=Sibling.order).path
+            return max(cands, key=Sibling.order)
     return None
 
 
 def next_rotated(path: str, after_ns: int, current: tuple[int, int] | None,
-                 open_ids: Collection[tuple[int, int]], seen_fps: Collection[str]) -> str | None:
+                 open_ids: Collection[tuple[int, int]],
+                 seen_fps: Collection[str]) -> Sibling | None:
     """The oldest sibling rotated after the file we finished (mtime >= after_ns) that we have
     not read: neither open now nor holding a generation we read (same first line, e.g. the
     copy copytruncate made of data we read from the file itself). None: go on with path."""
@@ -113,4 +114,4 @@ def next_rotated(path: str, after_ns: int, current: tuple[int, int] | None,
             continue
         if best is None or s.order() < best.order():
             best = s
-    return None if best is None else best.path
+    return best

@@ -18,16 +18,16 @@ from typing import Any
 
 from logwatch.clock import Clock, wall
 from logwatch.engine.model import Position
-from logwatch.sources import DEFAULT_MAX_LINE, LineBuffer, OnChunk
+from logwatch.sources import DEFAULT_MAX_LINE, OnChunk
 from logwatch.sources.missing import MissingFiles
 from logwatch.sources.rotated import (
-    FP_LEN,
     file_fp,
     find_previous,
     first_line,
     fp_hex,
     next_rotated,
 )
+from logwatch.sources.tailreader import _end_of_last_line, _head_line, _Reader
 from logwatch.sources.tailwatch import TailWatches, stat_or_none
 
 LOG = logging.getLogger("logwatchd.sources.tail")
@@ -52,44 +52,6 @@ class FileStats:
     late_lines: int = 0       # lines written to a rotated file after we had switched away
     lost_bytes: int = 0       # bytes known to be unrecoverable (rotated file gone, no copy)
     missing: int = 0          # 1 while the path does not exist (reported: sources/missing.py)
-
-
-class _Reader:
-    """One open file: read position, partial line and fingerprint."""
-
-    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int, max_line: int):
-        self.path = path
-        self.fd = fd
-        self.ino = st.st_ino
-        self.dev = st.st_dev
-        # Its last write we know of: files rotated after this one (or, copytruncated, after
-        # this generation of it) are written after it (see rotated.py).
-        self.mtime_ns = st.st_mtime_ns
-        self.read_pos = offset
-        self.lb = LineBuffer(max_line)
-        self.fp = first_line(fd)
-        self.wd: int | None = None
-
-    @property
-    def line_start(self) -> int:
-        """Offset of the first byte not yet delivered (nor skipped as overlong)."""
-        return self.read_pos - self.lb.held
-
-    @property
-    def fp(self) -> bytes | None:
-        """The first line (None until it is complete)."""
-        return self._fp
-
-    @fp.setter
-    def fp(self, first: bytes | None) -> None:
-        # positions() runs for every chunk: hash the first line once, not per call.
-        self._fp = first
-        self._fp_hex = fp_hex(first)
-
-    def fingerprint(self) -> str:
-        if self.fp is None:
-            self.fp = first_line(self.fd)
-        return self._fp_hex
 
 
 @dataclass
@@ -238,6 +200,23 @@ class FileTailer(TailWatches):
         self._watch_file(r)
         return r
 
+    def _open_exact(self, path: str, ident: tuple[int, int],
+                    offset: int) -> tuple[_Reader | None, bool]:
+        """Open path only if it is still the file chosen by a directory scan (ident): logrotate
+        may rename it (path -> path.1 -> path.2) in between. (reader, False), or (None, True):
+        it moved, scan again; (None, False): it cannot be opened."""
+        r = self._open(path, offset)
+        if r is None:
+            # Gone since the scan (renamed, or removed by logrotate's rotate count).
+            st = stat_or_none(path)
+            return None, st is None or (st.st_ino, st.st_dev) != ident
+        if (r.ino, r.dev) == ident:
+            return r, False
+        self.log.info("action=moved-before-open path=%s wanted_inode=%d found_inode=%d",
+                      path, ident[0], r.ino)
+        self._close(r)
+        return None, True
+
     def _start(self, f: _Followed, pos: Position | None) -> None:
         """Choose where to begin: saved position, rotated predecessor, end or beginning."""
         st = stat_or_none(f.path)
@@ -250,37 +229,48 @@ class FileTailer(TailWatches):
                     f.cur.mtime_ns = max(f.cur.mtime_ns, round(self.clock() * 1e9))
             return
         f.last_pos = pos
-        if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):
-            r = self._open(f.path, pos.offset)
-            if r is None:
+        for _ in range(8):            # the file found may be renamed again before we open it
+            if not self._resume(f, pos, st):
                 return
-            if (r.ino, r.dev) == (pos.inode, pos.dev) and os.fstat(r.fd).st_size >= pos.offset \
+            st = stat_or_none(f.path)
+
+    def _resume(self, f: _Followed, pos: Position, st: os.stat_result | None) -> bool:
+        """_start from a saved position; True: a rotation came meanwhile, look again."""
+        if st is not None and (st.st_ino, st.st_dev) == (pos.inode, pos.dev):
+            r, moved = self._open_exact(f.path, (pos.inode, pos.dev), pos.offset)
+            if r is None:
+                return moved
+            if os.fstat(r.fd).st_size >= pos.offset \
                     and (not pos.fingerprint or r.fingerprint() == pos.fingerprint):
                 f.cur, f.cur_is_path = r, True
                 self.log.info("action=resume path=%s inode=%d offset=%d",
                               f.path, pos.inode, pos.offset)
-                return
+                return False
             # Same inode but shorter or another first line: truncated (copytruncate) while
             # we were down; the rest of what we had not read is in the copy, if it is found.
             self._close(r)
-            f.stats.truncations += 1
+            truncated = True
             found = find_previous(f.path, pos, st, by_inode=False)
         else:
+            truncated = False
             found = find_previous(f.path, pos, st, by_inode=True)
-            if found is not None:
-                f.stats.rotations += 1
         if found is None:
             self.log.warning(
                 "action=resume-lost path=%s inode=%d offset=%d reason=previous-file-not-found",
                 f.path, pos.inode, pos.offset)
-            return                    # cur None: the current file is read from 0 by _step
-        r = self._open(found, pos.offset)
+            return False              # cur None: the current file is read from 0 by _step
+        r, moved = self._open_exact(found.path, found.ident, pos.offset)
         if r is None:
-            return
+            return moved
+        if truncated:
+            f.stats.truncations += 1
+        else:
+            f.stats.rotations += 1
         # The files rotated after it are found when it is finished (_leave).
         f.cur, f.cur_is_path = r, False
         self.log.info("action=resume-rotated path=%s from=%s offset=%d",
-                      f.path, found, pos.offset)
+                      f.path, found.path, pos.offset)
+        return False
 
     # -- the work -------------------------------------------------------------
 
@@ -301,7 +291,7 @@ class FileTailer(TailWatches):
                 if self._truncated(r):
                     self._on_truncate(f, r)
                     continue
-                if r.read_pos == 0 and r.fp is None and self._rotated_first(f, r):
+                if r.read_pos == 0 and r.check_rotated and self._rotated_first(f, r):
                     continue
                 if not self._read(f, r):
                     return
@@ -344,13 +334,28 @@ class FileTailer(TailWatches):
             return False
         if not self._read(f, r):
             return False
-        nr = self._open(nxt, 0) if nxt is not None else None
+        # Open the very file chosen: renamed again since the scan, another file has its name.
+        if nxt is not None:
+            nr, moved = self._open_exact(nxt.path, nxt.ident, 0)
+        else:
+            assert st is not None
+            nr, moved = self._open_exact(f.path, (st.st_ino, st.st_dev), 0)
+        if moved:
+            return True               # nothing changed here: _step looks again
         self._retire(f, now)
         f.stats.rotations += 1
-        if nr is not None:
+        if nr is not None and nxt is not None:
             self.log.info("action=rotated-between path=%s reading=%s inode=%d",
-                          f.path, nxt, nr.ino)
+                          f.path, nxt.path, nr.ino)
             f.cur, f.cur_is_path = nr, False
+        elif nr is not None:
+            self._unwatch_new_path(f)
+            self.log.info("action=open path=%s inode=%d", f.path, nr.ino)
+            # Copytruncated since the scan keeps its inode: before its first read, look
+            # again for files rotated after the one just finished (the copy, _rotated_first).
+            nr.check_rotated = True
+            nr.mtime_ns = min(nr.mtime_ns, r.mtime_ns)
+            f.cur, f.cur_is_path = nr, True
         return True
 
     def _rotated_first(self, f: _Followed, r: _Reader) -> bool:
@@ -365,10 +370,13 @@ class FileTailer(TailWatches):
         # Not a copy of what r holds (copytruncate between its copy and its truncate).
         seen = {*f.seen, *(x.fingerprint() for x, _ in f.lingering), fp_hex(first_line(r.fd))}
         nxt = next_rotated(f.path, r.mtime_ns, (r.ino, r.dev), open_ids, seen)
-        nr = self._open(nxt, 0) if nxt is not None else None
-        if nr is None:
+        if nxt is None:
             return False
-        self.log.info("action=rotated-between path=%s reading=%s inode=%d", f.path, nxt, nr.ino)
+        nr, moved = self._open_exact(nxt.path, nxt.ident, 0)
+        if nr is None:
+            return moved              # True: renamed since the scan, _step looks again
+        self.log.info("action=rotated-between path=%s reading=%s inode=%d",
+                      f.path, nxt.path, nr.ino)
         self._close(r)
         f.cur, f.cur_is_path = nr, False
         f.stats.rotations += 1
@@ -387,19 +395,22 @@ class FileTailer(TailWatches):
         return False
 
     def _on_truncate(self, f: _Followed, r: _Reader) -> None:
-        f.stats.truncations += 1
         fp = r.fingerprint()
-        if fp:
-            f.seen.append(fp)         # its copy is data we read: never read it from 0 again
         pos = Position(f.path, r.ino, r.dev, r.line_start, fp)
         found = find_previous(f.path, pos, os.fstat(r.fd), by_inode=False) if fp else None
         if found is not None:
-            copy = self._open(found, r.line_start)
+            copy, moved = self._open_exact(found.path, found.ident, r.line_start)
+            if moved:
+                return                # r is unchanged, still truncated: _step looks again
+        f.stats.truncations += 1
+        if fp:
+            f.seen.append(fp)         # its copy is data we read: never read it from 0 again
+        if found is not None:
             if copy is not None:
                 # Finish the copy logrotate made (then any file rotated after it, _leave),
                 # then come back to the file from 0.
                 self.log.info("action=truncated path=%s offset=%d rest-from=%s",
-                              f.path, r.line_start, found)
+                              f.path, r.line_start, found.path)
                 self._close(r)
                 f.cur, f.cur_is_path = copy, False
                 return
@@ -408,6 +419,7 @@ class FileTailer(TailWatches):
         r.read_pos = 0
         r.lb.reset()
         r.fp = None       # r.mtime_ns stays: what was rotated since is read first
+        r.check_rotated = True
 
     def _retire(self, f: _Followed, now: float) -> None:
         """cur is finished: keep it a while for late writes, then let the next file come."""
@@ -478,23 +490,3 @@ class FileTailer(TailWatches):
                 st.bytes += len(out)
                 # Positions already include this chunk, so a consumer may commit them with it.
                 self.on_chunk(name, out)
-
-
-def _head_line(data: bytes) -> bytes | None:
-    """The first line of data read from offset 0, as rotated.first_line() takes it."""
-    nl = data.find(b"\n", 0, FP_LEN)
-    if nl >= 0:
-        return data[: nl + 1]
-    return data[:FP_LEN] if len(data) >= FP_LEN else None
-
-
-def _end_of_last_line(fd: int, size: int, max_line: int) -> int:
-    """Offset just after the last newline, so a line being written is not cut in two."""
-    if size == 0:
-        return 0
-    start = max(0, size - max_line - 1)
-    tail = os.pread(fd, size - start, start)
-    nl = tail.rfind(b"\n")
-    if nl >= 0:
-        return start + nl + 1
-    return 0 if start == 0 else size

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from logwatch.sources.inotify import Inotify, Mask
 
 if TYPE_CHECKING:
-    from logwatch.sources.tail import _Followed, _Reader
+    from logwatch.sources.tail import _Followed
+    from logwatch.sources.tailreader import _Reader
 
 
 def stat_or_none(path: str) -> os.stat_result | None:
