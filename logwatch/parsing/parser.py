@@ -168,13 +168,11 @@ class Parser:
                     if name:
                         name = name.lower()
                         service = service_map.get(name, name)
-                # Event is a frozen dataclass: one __dict__ instead of nine frozen setattrs.
-                event = _new_object(Event)
+                event = _new_object(Event)      # frozen: one __dict__, not nine setattrs
                 _set_attribute(event, "__dict__", {
-                    "time": when, "kind": kind, "ip": ip,
+                    "time": when, "kind": kind, "ip": ip, "service": service, "host": host,
                     "user": (rm.group(user_group) or None) if user_group else None,
-                    "service": service, "program": program, "rule": rule_id, "host": host,
-                    "line": line_no})
+                    "program": program, "rule": rule_id, "line": line_no})
                 append(event)
                 break
         if events:
