@@ -120,14 +120,9 @@ class Parser:
 
     def _events(self, raws: list[bytes], masks: list[int], line_nos: list[int],
                 check: bool) -> tuple[list[Event], int]:
-        """The events of lines, each tried against its program's rules with a literal in its
-        mask, and how many lines held such a literal.
-
-        `check`: the masks over-report (re matcher), so first keep only the literals of the
-        line's program that really are in it. The lines are framed all at once
-        (Framer.frame_lines); this loop, written out for the common case (memoised rule
-        plans, the first rule matching), is most of the parser's time.
-        """
+        """The events of lines (each tried against its program's rules with a literal in its
+        mask; `check`: the masks over-report, keep the literals really there), and how many
+        lines held such a literal. Written out for the common case: most of the parse time."""
         events: list[Event] = []
         append = events.append
         candidates = 0
@@ -173,22 +168,25 @@ class Parser:
                     if name:
                         name = name.lower()
                         service = service_map.get(name, name)
-                # Event is a frozen dataclass: one __dict__ instead of nine frozen setattrs.
-                event = _new_object(Event)
+                event = _new_object(Event)      # frozen: one __dict__, not nine setattrs
                 _set_attribute(event, "__dict__", {
-                    "time": when, "kind": kind, "ip": ip,
+                    "time": when, "kind": kind, "ip": ip, "service": service, "host": host,
                     "user": (rm.group(user_group) or None) if user_group else None,
-                    "service": service, "program": program, "rule": rule_id, "host": host,
-                    "line": line_no})
+                    "program": program, "rule": rule_id, "line": line_no})
                 append(event)
                 break
         if events:
-            stats.events += len(events)
-            by_rule = Counter(map(_rule_of, events))
-            stats.by_rule.update(by_rule)
-            for rule_id, n in by_rule.items():
-                stats.by_kind[self._kind_of_rule[rule_id]] += n
+            self._count(events)
         return events, candidates
+
+    def _count(self, events: list[Event]) -> None:
+        """Add a chunk's events to the statistics, by rule and by kind."""
+        stats = self.stats
+        stats.events += len(events)
+        by_rule = Counter(map(_rule_of, events))
+        stats.by_rule.update(by_rule)
+        for rule_id, n in by_rule.items():
+            stats.by_kind[self._kind_of_rule[rule_id]] += n
 
     def _over_budget(self, search: Callable[[str], object], rule_id: str, message: str,
                      took: float, line_no: int) -> None:

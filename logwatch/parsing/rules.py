@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,40 @@ def _str_list(value: object) -> list[str] | None:
     return None
 
 
+def _prefilters(value: object, fail: Callable[[str], RuleError]) -> list[str]:
+    """A rule's prefilter literals: each long and rare enough to filter, none with a newline."""
+    prefilters = _str_list(value)
+    if prefilters is None:
+        raise fail("prefilter must be a non-empty literal string or list of them")
+    for literal in prefilters:
+        if len(literal) < 3 or literal.strip().lower() in _TOO_COMMON:
+            raise fail(f"prefilter {literal!r} is too short or too common to filter anything")
+        if "\n" in literal:
+            raise fail(f"prefilter {literal!r} holds a newline: no log line can hold it")
+    return prefilters
+
+
+def _regex(pattern: object, fail: Callable[[str], RuleError]) -> re.Pattern[str]:
+    """A rule's compiled regex: plain constructs only, an ip group, no unknown named groups."""
+    if not isinstance(pattern, str) or not pattern:
+        raise fail("regex must be a non-empty string")
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise fail(f"regex does not compile: {exc}") from exc
+    bad = forbidden_constructs(pattern)
+    if bad:
+        raise fail(f"regex uses {' and '.join(bad)}: these behave differently across the "
+                   "supported Python versions; write the plain equivalent (README, 'Log rules')")
+    if "ip" not in regex.groupindex:
+        raise fail("regex has no (?P<ip>...) group")
+    extra = set(regex.groupindex) - {"ip", "user", "service"}
+    if extra:
+        raise fail(f"unknown named group(s) {', '.join(sorted(extra))} (allowed: ip, user, "
+                   "service)")
+    return regex
+
+
 def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
     base = ("rules", index)
     line = line_of(marks, base)
@@ -108,35 +142,9 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
     if programs is None:
         raise _fail(path, where("programs"), rule_id,
                     "programs must be a non-empty string or list of strings (syslog tags, globs)")
-    prefilters = _str_list(raw.get("prefilter"))
-    if prefilters is None:
-        raise _fail(path, where("prefilter"), rule_id,
-                    "prefilter must be a non-empty literal string or list of them")
-    for literal in prefilters:
-        if len(literal) < 3 or literal.strip().lower() in _TOO_COMMON:
-            raise _fail(path, where("prefilter"), rule_id,
-                        f"prefilter {literal!r} is too short or too common to filter anything")
-        if "\n" in literal:
-            raise _fail(path, where("prefilter"), rule_id,
-                        f"prefilter {literal!r} holds a newline: no log line can hold it")
-    pattern = raw.get("regex")
-    if not isinstance(pattern, str) or not pattern:
-        raise _fail(path, where("regex"), rule_id, "regex must be a non-empty string")
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise _fail(path, where("regex"), rule_id, f"regex does not compile: {exc}") from exc
-    bad = forbidden_constructs(pattern)
-    if bad:
-        raise _fail(path, where("regex"), rule_id,
-                    f"regex uses {' and '.join(bad)}: these behave differently across the "
-                    "supported Python versions; write the plain equivalent (README, 'Log rules')")
-    if "ip" not in regex.groupindex:
-        raise _fail(path, where("regex"), rule_id, "regex has no (?P<ip>...) group")
-    extra = set(regex.groupindex) - {"ip", "user", "service"}
-    if extra:
-        raise _fail(path, where("regex"), rule_id,
-                    f"unknown named group(s) {', '.join(sorted(extra))} (allowed: ip, user, service)")
+    prefilters = _prefilters(raw.get("prefilter"), lambda why: _fail(
+        path, where("prefilter"), rule_id, why))
+    regex = _regex(raw.get("regex"), lambda why: _fail(path, where("regex"), rule_id, why))
     service_map = raw.get("service_map") or {}
     if not isinstance(service_map, dict) or not all(
         isinstance(k, str) and v in SERVICES for k, v in service_map.items()
