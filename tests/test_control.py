@@ -10,11 +10,11 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from controlloop import ServedControl
 from daemon_harness import DaemonProc, pyenv
 
 from logwatch.cli import ctl
@@ -22,29 +22,6 @@ from logwatch.parsing.literalscan import hyperscan_available
 from logwatch.services.control import MAX_REQUEST, ControlError, ControlServer, Unavailable, request
 
 # -- the server alone, on a real socket ---------------------------------------------------
-
-
-class Loop:
-    """A ControlServer served by a selectors loop in a thread, as the daemon does in its own."""
-
-    def __init__(self, path: str, handler) -> None:
-        self.sel = selectors.DefaultSelector()
-        self.server = ControlServer(path, handler, self.sel)
-        self.server.start()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for key, mask in self.sel.select(0.05):
-                key.data(mask)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.server.close()
-        self.sel.close()
 
 
 @pytest.fixture
@@ -59,7 +36,7 @@ def server(tmp_path):
             return {"ok": True, "items": ["x" * 100] * 20000}
         return {"ok": True, "echo": req}
 
-    loop = Loop(str(tmp_path / "ctl.sock"), handler)
+    loop = ServedControl(str(tmp_path / "ctl.sock"), handler)
     loop.calls = calls
     try:
         yield loop
@@ -133,7 +110,7 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(path)            # bound, never listening: what a crashed daemon leaves behind
     stale.close()
-    loop = Loop(path, lambda req: {"ok": True})
+    loop = ServedControl(path, lambda req: {"ok": True})
     try:
         with pytest.raises(ControlError, match="already listening"):
             ControlServer(path, lambda req: {"ok": True}, selectors.DefaultSelector()).start()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import selectors
 import socket
-import threading
 import time
 
 import pytest
+from controlloop import ServedControl
 from daemon_harness import DaemonProc
 
 from logwatch.services.control import IDLE_TIMEOUT, MAX_CLIENTS, ControlServer, request
@@ -31,36 +31,9 @@ def closed_by_peer(s: socket.socket, timeout: float) -> bool:
         return True
 
 
-class DaemonLikeLoop:
-    """Serves a ControlServer as logwatchd does: select up to the next idle deadline, expire."""
-
-    def __init__(self, path: str, idle_timeout: float) -> None:
-        self.sel = selectors.DefaultSelector()
-        self.server = ControlServer(path, lambda req: {"ok": True}, self.sel,
-                                    idle_timeout=idle_timeout)
-        self.server.start()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            deadline = self.server.next_deadline()
-            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
-            for key, mask in self.sel.select(wait):
-                key.data(mask)
-            self.server.expire_idle()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.server.close()
-        self.sel.close()
-
-
 @pytest.fixture
 def loop(tmp_path):
-    lp = DaemonLikeLoop(str(tmp_path / "ctl.sock"), idle_timeout=0.5)
+    lp = ServedControl(str(tmp_path / "ctl.sock"), lambda req: {"ok": True}, idle_timeout=0.5)
     try:
         yield lp
     finally:
