@@ -236,3 +236,15 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0
     assert "Broken pipe" not in err and "Traceback" not in err and err == "", err
+
+
+def test_status_text_shows_the_guards_that_fired() -> None:
+    """Skipped long lines, quarantined rules and log-time corrections are in the text form too
+    (not only in --json), and absent while nothing fired."""
+    from logwatch.cli.ctl import format_status
+
+    text = format_status({"lines_too_long": 2, "rules_over_budget": 1, "rules_quarantined": 1,
+                          "log_time": {"future": 3, "stale_logins": 0}})
+    assert "guards:        too long=2, rules over budget=1, rules quarantined=1, " \
+           "log time future=3" in text
+    assert "guards:" not in format_status({"lines_too_long": 0, "log_time": {"future": 0}})

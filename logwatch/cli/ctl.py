@@ -73,6 +73,11 @@ def format_status(st: dict[str, Any]) -> str:
     events = st.get("events") or {}
     out.append("events:        " + (", ".join(f"{k}={v}" for k, v in sorted(events.items()))
                                     or "none"))
+    guards = {"too long": st.get("lines_too_long"), "rules over budget":
+              st.get("rules_over_budget"), "rules quarantined": st.get("rules_quarantined")}
+    guards.update((f"log time {k}", v) for k, v in (st.get("log_time") or {}).items())
+    if any(guards.values()):
+        out.append("guards:        " + ", ".join(f"{k}={v}" for k, v in guards.items() if v))
     actions = st.get("actions") or {}
     if actions:
         out.append("actions:       " + ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
