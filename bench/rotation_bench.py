@@ -25,17 +25,12 @@ from collections.abc import Callable
 if not os.environ.get("PYTHONPATH"):      # else compare with the tree it names
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from logrotation import shift  # noqa: E402
+
 from logwatch.sources import FileTailer  # noqa: E402
 
 TOTAL = 20_000
-
-
-def shift(path: str) -> None:
-    n = 1
-    while os.path.exists(f"{path}.{n}"):
-        n += 1
-    for k in range(n - 1, 0, -1):
-        os.rename(f"{path}.{k}", f"{path}.{k + 1}")
 
 
 def write_copytruncate(path: str) -> None:

@@ -7,8 +7,10 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from logrotation import shift
 from sourceloop import pump, run_loop
 
 from logwatch.sources import FileTailer
@@ -21,15 +23,6 @@ def nums(a: int, b: int) -> bytes:
 def append(path: str, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
-
-
-def shift(path: str) -> None:
-    """logrotate's renaming: path.N -> path.N+1, highest first."""
-    n = 1
-    while os.path.exists(f"{path}.{n}"):
-        n += 1
-    for k in range(n - 1, 0, -1):
-        os.rename(f"{path}.{k}", f"{path}.{k + 1}")
 
 
 def rename_rotate(path: str, data: bytes) -> None:
@@ -76,13 +69,20 @@ def make(request) -> Iterator[Callable[..., tuple[FileTailer, Sink]]]:
         t.close()
 
 
-def test_three_rename_rotations_between_two_passes(tmp_path, make) -> None:
+def read_then_leave_unread(tmp_path, make, read: int, unread: int) -> tuple[str, Any, Any]:
+    """A tailer that has read lines 0..read-1 of mail.log, and lines up to `unread` written
+    after that pass: the state in which the rotations of the next tests come."""
     p = str(tmp_path / "mail.log")
     append(p, b"")
     t, sink = make(p)
-    append(p, nums(0, 100))
-    pump(t, lambda: len(sink.numbers()) == 100)
-    append(p, nums(100, 150))                  # not read yet when the rotations come
+    append(p, nums(0, read))
+    pump(t, lambda: len(sink.numbers()) == read)
+    append(p, nums(read, unread))
+    return p, t, sink
+
+
+def test_three_rename_rotations_between_two_passes(tmp_path, make) -> None:
+    p, t, sink = read_then_leave_unread(tmp_path, make, 100, 150)
     rename_rotate(p, nums(150, 300))
     rename_rotate(p, nums(300, 450))
     rename_rotate(p, nums(450, 600))
@@ -92,12 +92,7 @@ def test_three_rename_rotations_between_two_passes(tmp_path, make) -> None:
 
 
 def test_two_copytruncates_between_two_passes(tmp_path, make) -> None:
-    p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make(p)
-    append(p, nums(0, 100))
-    pump(t, lambda: len(sink.numbers()) == 100)
-    append(p, nums(100, 150))
+    p, t, sink = read_then_leave_unread(tmp_path, make, 100, 150)
     copytruncate(p, nums(150, 300))
     copytruncate(p, nums(300, 400))
     pump(t, lambda: len(sink.numbers()) >= 400)
@@ -105,12 +100,7 @@ def test_two_copytruncates_between_two_passes(tmp_path, make) -> None:
 
 
 def test_mixed_rotations_between_two_passes(tmp_path, make) -> None:
-    p = str(tmp_path / "mail.log")
-    append(p, b"")
-    t, sink = make(p)
-    append(p, nums(0, 10))
-    pump(t, lambda: len(sink.numbers()) == 10)
-    append(p, nums(10, 20))
+    p, t, sink = read_then_leave_unread(tmp_path, make, 10, 20)
     copytruncate(p, nums(20, 30))
     rename_rotate(p, nums(30, 40))
     copytruncate(p, nums(40, 50))
