@@ -13,7 +13,8 @@ SHELL := /bin/bash
 # rsyslog: Debian 12 logs to the journal only; rsyslog writes /var/log/mail.log, the
 # default log file.
 APT_RUN := python3 python3-venv python3-pip python3-yaml python3-netaddr python3-psutil \
-           ca-certificates iptables ipset nftables postfix postfix-lmdb procps rsyslog
+           ca-certificates iptables ipset nftables postfix postfix-lmdb procps rsyslog \
+           python3-prometheus-client python3-psycopg
 # APT_TEST: what the test suite and `make deb` need on top of APT_RUN. pytest and hypothesis
 # are Debian's (the venv sees them through --system-site-packages); python3-wheel lets the
 # packaging test build a wheel offline.
@@ -23,6 +24,10 @@ APT_TEST := make logrotate iproute2 procps util-linux mount systemd man-db groff
 # The peers the benchmarks run next to logwatchd: fail2ban-regex (bench/testrules_bench.py),
 # sshguard and fail2ban (bench/drop_latency_bench.py; python3-pyinotify: fail2ban's inotify).
 APT_TEST += sshguard fail2ban python3-pyinotify
+# The policy service's peer (bench/policy_bench.py), the real SASL server the policy and
+# accounting tests log in through (dovecot-core), the fleet's PostgreSQL and Postfix's pgsql:
+# tables, and the browser the status page is tested in (Debian's Chromium, driven by Selenium).
+APT_TEST += postfwd dovecot-core postgresql postfix-pgsql chromium chromium-driver python3-selenium
 # ---------------------------------------------------------------------------------------
 
 PYTHON ?= /usr/bin/python3
