@@ -1,0 +1,112 @@
+"""A PostgreSQL connection that the store drives exactly as it drives sqlite3's (execute,
+executemany, in_transaction, close): portable SQL translated, errors raised as store errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from logwatch.state.dialect import to_postgresql
+
+# A dead or unreachable server must cost the single-threaded daemon at most this long per
+# attempt (connect, or a statement that hangs on a half-open TCP connection).
+CONNECT_TIMEOUT = 2
+STATEMENT_TIMEOUT_MS = 5000
+# After a failure, calls within this many seconds fail at once instead of connecting again:
+# the effects layer holds writes and retries on its own timer.
+FAIL_FAST = 1.0
+
+
+class PgStoreError(sqlite3.OperationalError):
+    """A PostgreSQL failure, raised as the store error the daemon already handles for SQLite
+    (a failed commit is held and retried; a failed start names the store)."""
+
+
+def connect_kwargs(node: str) -> dict[str, Any]:
+    """Timeouts and keepalives so that a dead server is noticed in seconds, never waited on."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+        "tcp_user_timeout": STATEMENT_TIMEOUT_MS,
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        "application_name": f"logwatchd:{node}"[:63],
+    }
+
+
+def open_connection(conninfo: str, node: str) -> Any:
+    """A psycopg 3 connection in autocommit (the store opens its transactions itself)."""
+    import psycopg
+
+    return psycopg.connect(conninfo, autocommit=True, **connect_kwargs(node))
+
+
+class PgConnection:
+    """Reconnects on the next call after the server went away; never retries a statement."""
+
+    def __init__(self, conninfo: str, node: str) -> None:
+        self.conninfo = conninfo
+        self.node = node
+        self._conn: Any = None
+        self._failed_at: float | None = None
+        self._connection()   # the first connection's failure is the caller's (start) error
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self._failed_at is not None and time.monotonic() - self._failed_at < FAIL_FAST:
+            raise PgStoreError("postgresql: unreachable (retrying shortly)")
+        try:
+            self._conn = open_connection(self.conninfo, self.node)
+        except psycopg.Error as exc:
+            self._failed_at = time.monotonic()
+            raise PgStoreError(f"postgresql: {exc}".strip()) from exc
+        self._failed_at = None
+        return self._conn
+
+    def _run(self, call: Any) -> Any:
+        import psycopg
+
+        conn = self._connection()
+        try:
+            return call(conn)
+        except psycopg.Error as exc:
+            if conn.closed or isinstance(exc, psycopg.OperationalError):
+                self._drop()
+            raise PgStoreError(f"postgresql: {exc}".strip()) from exc
+
+    def _drop(self) -> None:
+        self._failed_at = time.monotonic()
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        finally:
+            self._conn = None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if sql.strip().upper() == "ROLLBACK" and (self._conn is None or self._conn.closed):
+            return None   # the transaction died with its connection
+        query = to_postgresql(sql)
+        return self._run(lambda conn: conn.execute(query, tuple(params)))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        query = to_postgresql(sql)
+        batch = [tuple(r) for r in rows]
+        if batch:
+            self._run(lambda conn: conn.cursor().executemany(query, batch))
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        conn = self._conn
+        return (conn is not None and not conn.closed
+                and conn.info.transaction_status != TransactionStatus.IDLE)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
