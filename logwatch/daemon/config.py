@@ -124,6 +124,13 @@ class DaemonConfig:
 
 
 @dataclass
+class StoreConfig:
+    url: str | None = None            # None: sqlite://<daemon.state_dir>/state.db
+    node: str | None = None           # this node's name in a shared store; None: the host name
+    sync_interval: float = 60.0       # shared store: reconcile the firewall with the ban table
+
+
+@dataclass
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -132,6 +139,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -142,6 +150,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "store": StoreConfig,
 }
 
 
@@ -329,6 +338,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "store": ("store", "url"),
 }
 
 

@@ -97,6 +97,17 @@ def _matcher(v: Any) -> str | None:
         if v == "hyperscan" and not hyperscan_available() else None)
 
 
+def _node_name(v: Any) -> str | None:
+    ok = isinstance(v, str) and 0 < len(v) <= 63 and all(c.isalnum() or c in "-._" for c in v)
+    return None if ok else "must be 1-63 letters, digits, '-', '.' or '_'"
+
+
+def store_url_problem(v: Any) -> str | None:
+    from logwatch.state.backends import url_problem
+
+    return url_problem(v) if isinstance(v, str) else "must be a URL"
+
+
 _CHECKS: dict[str, Check] = {
     "sources.max_line": int_range(256, 1 << 30),
     "rules.dirs": abs_paths,
@@ -129,6 +140,9 @@ _CHECKS: dict[str, Check] = {
     "daemon.pidfile": abs_path,
     "daemon.log": one_of(LOG_TARGETS),
     "daemon.actions_log": optional(abs_path),
+    "store.url": optional(lambda v: store_url_problem(v)),
+    "store.node": optional(_node_name),
+    "store.sync_interval": positive,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -143,6 +157,7 @@ _DURATION_KEYS: dict[str, bool] = {
     "relay.grace": False, "bans.findtime": False,
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
+    "store.sync_interval": False,
 }
 
 
