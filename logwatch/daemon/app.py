@@ -28,6 +28,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
     mynetworks,
     own_addresses,
 )
+from logwatch.daemon.fleet import FleetSync, make_fleet
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
 from logwatch.daemon.reload import reload as reload_daemon
@@ -106,6 +107,7 @@ class Daemon:
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
+        self.fleet: FleetSync | None = None
         self.fds = SourceFds(self.parts, self.loop, self._pump,
                              lambda: self.cfg.sources.poll_interval)
         self.whitelist_watch = WhitelistWatch(self.loop, lambda: self.cfg.bans.whitelist,
@@ -169,6 +171,9 @@ class Daemon:
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
             raise StartupError(f"effectors: {exc}") from exc
+        self.fleet = make_fleet(self)
+        if self.fleet is not None:
+            self.fleet.connect()
         try:
             self.store.mark_started()
         except sqlite3.Error as exc:   # an empty store then stays "new" for the next start
@@ -223,6 +228,8 @@ class Daemon:
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
+        if self.fleet is not None:
+            self.fleet.schedule(now)
 
     def schedule_engine(self) -> None:
         deadline = self.engine.next_deadline()
@@ -254,6 +261,8 @@ class Daemon:
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
         # it after a crash changes nothing, and most wakeups bring no effect at all.
         self.feed(events, positions=True)
+        if self.fleet is not None:     # a shared store: the peers count these hits too
+            self.fleet.publish_hits(events)
 
     def feed(self, events: Sequence[Event], positions: bool = False) -> None:
         effects = []
@@ -290,8 +299,12 @@ class Daemon:
     reload = reload_daemon       # () -> (ok, message)
 
     def status(self) -> dict[str, Any]:
-        return snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
-                        self.dry_run)
+        st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
+                      self.dry_run)
+        st["store"] = str(getattr(self.store, "path", "")) or None
+        if self.fleet is not None:
+            st["fleet"] = self.fleet.status()
+        return st
 
     def summary(self) -> str:
         return summary(self.status())
@@ -354,6 +367,8 @@ class Daemon:
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self.effects.guarded("firewall", self.firewall.flush)
         self.actions.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()
         if self.state_lock is not None:
             self.state_lock.release()

@@ -3,6 +3,7 @@ engines do differently (schema version, the "started" mark, transaction start, n
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -18,6 +19,26 @@ from logwatch.util.safeio import make_private, tighten
 # has started on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
 DEFAULT_URL = "sqlite:///var/lib/logwatchd/state.db"
+# The LISTEN/NOTIFY channel of a shared store, and the payload budget (PostgreSQL: < 8000).
+CHANNEL = "logwatchd"
+PAYLOAD_MAX = 7000
+
+
+def announcements(node: str, banned: set[str], lifted: set[str]) -> list[str]:
+    """JSON payloads {"n": node, "b": [banned nets], "u": [lifted nets]}, each < PAYLOAD_MAX."""
+    out: list[str] = []
+    items = [("b", n) for n in sorted(banned)] + [("u", n) for n in sorted(lifted)]
+    chunk: dict[str, list[str]] = {"b": [], "u": []}
+    size = 64 + len(node)
+    for key, net in items:
+        if size + len(net) + 4 > PAYLOAD_MAX:
+            out.append(json.dumps({"n": node, **chunk}, separators=(",", ":")))
+            chunk, size = {"b": [], "u": []}, 64 + len(node)
+        chunk[key].append(net)
+        size += len(net) + 4
+    if chunk["b"] or chunk["u"]:
+        out.append(json.dumps({"n": node, **chunk}, separators=(",", ":")))
+    return out
 
 
 class Backend(Protocol):
@@ -29,6 +50,7 @@ class Backend(Protocol):
     errors: tuple[type[BaseException], ...]   # what opening may raise (a StoreError then)
 
     def lock_schema(self) -> None: ...
+    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None: ...
     def version(self) -> int: ...
     def set_version(self, version: int) -> None: ...
     def marked(self) -> bool: ...
@@ -104,6 +126,9 @@ class SqliteBackend:
     def lock_schema(self) -> None:
         pass   # BEGIN IMMEDIATE already excludes other writers
 
+    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
+        pass   # nobody else reads this file
+
     def version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
@@ -138,11 +163,17 @@ class PostgresBackend:
 
     def lock_schema(self) -> None:
         # Nodes starting together: one migrates, the others wait and find it done.
-        self.db.execute(_META)
         self.db.execute(f"SELECT pg_advisory_xact_lock({APPLICATION_ID})")
+        self.db.execute(_META)
+
+    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
+        """NOTIFY the other nodes, in the caller's transaction (sent only if it commits)."""
+        for payload in announcements(self.node_key, banned, lifted):
+            db.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
 
     def _get(self, name: str) -> str | None:
-        self.db.execute(_META)
+        if self.db.execute("SELECT to_regclass('logwatchd_meta')").fetchone()[0] is None:
+            return None
         row = self.db.execute("SELECT value FROM logwatchd_meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 

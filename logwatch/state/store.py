@@ -140,6 +140,9 @@ class Store:
                 raise StoreError(f"{self.path}: {exc}") from exc
             raise
         self._depth = 0
+        # Shared store: nets banned/lifted in the open transaction, announced to the other
+        # nodes (NOTIFY, delivered only if the transaction commits) just before its COMMIT.
+        self._announce: dict[str, set[str]] = {"b": set(), "u": set()}
         # Set by the daemon while grants/bans failed to commit (disk full): a position saved
         # then would skip, after a restart, the lines whose effects were lost.
         self.positions_held = False
@@ -197,18 +200,30 @@ class Store:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
+                self._forget_announcements()
                 self.db.execute("ROLLBACK")
             raise
         self._depth -= 1
         if self._depth == 0:
             try:
+                self._send_announcements()
                 self.db.execute("COMMIT")
             except BaseException:
+                self._forget_announcements()
                 # A failed COMMIT (disk full, I/O error) leaves the transaction open; end it so
                 # the next transaction() can BEGIN instead of failing for ever.
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+
+    def _send_announcements(self) -> None:
+        if self._announce["b"] or self._announce["u"]:
+            self.backend.announce(self.db, self._announce["b"], self._announce["u"])
+            self._forget_announcements()
+
+    def _forget_announcements(self) -> None:
+        for nets in self._announce.values():
+            nets.clear()
 
     # -- grants (a node loads and revokes its own; every node's are in the table) ----
 
@@ -244,7 +259,11 @@ class Store:
     # -- bans (shared: every node enforces every row) ---------------------------------
 
     def put_bans(self, bans: Iterable[Ban]) -> None:
+        bans = list(bans)
         with self.transaction():
+            if self.shared:
+                self._announce["b"].update(b.net for b in bans)
+                self._announce["u"].difference_update(b.net for b in bans)
             self.db.executemany(
                 "INSERT INTO bans (net, since, expires_at, score, reason, offences, source, node) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (net) DO UPDATE SET "
@@ -259,7 +278,11 @@ class Store:
             )
 
     def delete_bans(self, nets: Iterable[str]) -> None:
+        nets = list(nets)
         with self.transaction():
+            if self.shared:
+                self._announce["u"].update(nets)
+                self._announce["b"].difference_update(nets)
             self.db.executemany("DELETE FROM bans WHERE net = ?", ((n,) for n in nets))
 
     def load_bans(self, nets: Iterable[str] | None = None) -> list[Ban]:
@@ -268,9 +291,11 @@ class Store:
         if nets is None:
             rows = list(self.db.execute(sql + " ORDER BY net"))
         else:
-            rows = []
-            for net in nets:
-                rows += self.db.execute(sql + " WHERE net = ?", (net,)).fetchall()
+            wanted, rows = list(nets), []
+            for i in range(0, len(wanted), 500):
+                part = wanted[i:i + 500]
+                marks = ", ".join("?" * len(part))
+                rows += self.db.execute(f"{sql} WHERE net IN ({marks})", part).fetchall()
         return [
             Ban(net=n, since=s, expires_at=e, score=sc, reason=json.loads(r), offences=o, source=src)
             for n, s, e, sc, r, o, src in rows
