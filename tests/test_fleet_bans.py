@@ -38,11 +38,12 @@ def test_split_guesser_is_banned_on_all_three(tmp_path: Path) -> None:
         # logwatchctl bans names the deciding node; status lists the peers.
         a = nodes["a"][0]
         listing = a.ctl("bans")
-        assert listing.returncode == 0 and rows[0][1] in listing.stdout, listing
-        status = a.req(cmd="status")
-        peers = {p["node"] for p in status["status"]["fleet"]["peers"]} \
-            if "status" in status else {p["node"] for p in status["fleet"]["peers"]}
-        assert peers == {"b", "c"}
+        assert listing.returncode == 0, listing.stderr
+        header, row = listing.stdout.splitlines()[:2]
+        assert header.split()[-1] == "NODE" and row.split()[-1] == rows[0][1], listing.stdout
+        text = a.ctl("status").stdout
+        assert "node:          a" in text and "store:         postgresql://" in text, text
+        assert {p["node"] for p in a.req(cmd="status")["fleet"]["peers"]} == {"b", "c"}
 
 
 def test_manual_ban_and_unban_reach_every_node(tmp_path: Path) -> None:

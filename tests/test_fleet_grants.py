@@ -38,8 +38,10 @@ def test_login_on_node_a_relays_through_postfix_of_node_b(tmp_path: Path) -> Non
                 assert probe.code == ALLOWED, f"{probe}\n{postfix.maillog()[-2000:]}"
                 # Another client has no grant; an expired grant answers nothing.
                 assert try_relay(postfix, "127.0.0.6").code == DENIED
-                pg.sql("UPDATE grants SET expires_at = 1 WHERE ip = %s", (CLIENT,))
-                assert try_relay(postfix, CLIENT).code == DENIED
                 # logwatchctl grants names the deciding node.
                 out = node_a.ctl("grants")
                 assert out.returncode == 0, out.stderr
+                header, row = out.stdout.splitlines()[:2]
+                assert header.split()[-1] == "NODE" and row.split()[-1] == "a", out.stdout
+                pg.sql("UPDATE grants SET expires_at = 1 WHERE ip = %s", (CLIENT,))
+                assert try_relay(postfix, CLIENT).code == DENIED

@@ -314,7 +314,8 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine))
+                changed=self.schedule_engine,
+                **(self.fleet.actions() if self.fleet is not None else {})))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------

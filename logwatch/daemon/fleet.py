@@ -201,6 +201,24 @@ class FleetSync:
         return {"node": self.node, "listening": self.conn is not None, "peers": peers,
                 **self.stats}
 
+    def actions(self) -> dict[str, Any]:
+        """What logwatchctl bans/grants read from the shared table (Actions fields)."""
+        store = self.d.store
+
+        def nodes(kind: str) -> dict[str, str]:
+            try:
+                return store.ban_nodes() if kind == "bans" else store.grant_nodes()
+            except Exception:
+                return {}
+
+        def fleet_grants() -> list[Any]:
+            try:
+                return store.live_grants(self.d.clock())
+            except Exception:
+                return []
+
+        return {"nodes": nodes, "fleet_grants": fleet_grants}
+
     def close(self) -> None:
         self._close()
 

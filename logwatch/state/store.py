@@ -252,6 +252,13 @@ class Store:
         )
         return [Grant(*row) for row in rows]
 
+    def live_grants(self, now: float) -> list[tuple[Grant, str]]:
+        """Every node's live grants with the granting node (logwatchctl grants)."""
+        rows = self.db.execute(
+            "SELECT ip, user, service, granted_at, expires_at, node FROM grants "
+            "WHERE expires_at > ? ORDER BY ip", (now,))
+        return [(Grant(*row[:5]), row[5]) for row in rows]
+
     def grant_nodes(self) -> dict[str, str]:
         """Every live row's deciding node, by IP (the whole fleet's, for logwatchctl)."""
         return dict(self.db.execute("SELECT ip, node FROM grants"))
