@@ -23,7 +23,7 @@ log = logging.getLogger("logwatchd.fleet")
 
 HEARTBEAT = 10.0          # seconds between the node's "alive" row updates
 PEER_RECENT = 60.0        # a peer seen within this many seconds is listed as recent
-RETRY_MIN, RETRY_MAX = 1.0, 30.0
+RETRY_MIN, RETRY_MAX = 0.5, 8.0
 MAX_FIELD = 256           # longest user/service text taken from a peer's hit
 
 class FleetSync:
@@ -33,6 +33,7 @@ class FleetSync:
         self.d = daemon
         self.node: str = daemon.store.node_key
         self.conn: Any = None
+        self.fd: int | None = None   # the socket's fd (psycopg refuses fileno() once lost)
         self.retry = RETRY_MIN
         self.stats = {"bans_adopted": 0, "bans_dropped": 0, "hits_sent": 0, "hits_received": 0,
                       "notifications": 0, "reconciles": 0, "bad_payloads": 0}
@@ -58,15 +59,17 @@ class FleetSync:
             log.error("action=fleet-listen result=failed retry_in=%.0f error=%s", self.retry,
                       str(exc).strip())
             return False
-        self.conn, self.retry = conn, RETRY_MIN
-        self.d.loop.register(conn.fileno(), self.on_readable)
+        self.conn, self.fd, self.retry = conn, conn.fileno(), RETRY_MIN
+        self.d.loop.register(self.fd, self.on_readable)
         log.info("action=fleet-listen result=ok node=%s", self.node)
         self.reconcile()
         return True
 
     def _close(self) -> None:
+        if self.fd is not None:
+            self.d.loop.unregister(self.fd)
+            self.fd = None
         if self.conn is not None:
-            self.d.loop.unregister(self.conn.fileno())
             try:
                 self.conn.close()
             except Exception:
@@ -86,7 +89,13 @@ class FleetSync:
             self._close()
             self.d.loop.call_at("fleet-listen", self.d.clock() + self.retry)
             return
-        self.handle(payloads)
+        try:
+            self.handle(payloads)
+        except Exception as exc:   # the store went away meanwhile: the reconcile repairs
+            log.error("action=fleet-notify result=failed error=%s", exc)
+            if not self.d.loop.armed("fleet-sync") or self.d.loop.timers["fleet-sync"] > \
+                    self.d.clock() + self.retry:
+                self.d.loop.call_at("fleet-sync", self.d.clock() + self.retry)
 
     # -- what peers announce ----------------------------------------------------------
 

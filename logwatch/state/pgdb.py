@@ -50,6 +50,8 @@ class PgConnection:
         self.node = node
         self._conn: Any = None
         self._failed_at: float | None = None
+        self._in_tx = False     # a BEGIN is open on _conn
+        self._broken = False    # ... and _conn died under it: only ROLLBACK may follow
         self._connection()   # the first connection's failure is the caller's (start) error
 
     def _connection(self) -> Any:
@@ -80,6 +82,7 @@ class PgConnection:
 
     def _drop(self) -> None:
         self._failed_at = time.monotonic()
+        self._broken = self._in_tx
         try:
             if self._conn is not None:
                 self._conn.close()
@@ -87,12 +90,28 @@ class PgConnection:
             self._conn = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if sql.strip().upper() == "ROLLBACK" and (self._conn is None or self._conn.closed):
+        word = sql.strip().split(None, 1)[0].upper() if sql.strip() else ""
+        if word in ("ROLLBACK", "COMMIT") and self._broken:
+            self._in_tx = self._broken = False
+            if word == "COMMIT":
+                raise PgStoreError("postgresql: connection lost in the transaction")
             return None   # the transaction died with its connection
+        self._check_broken()
         query = to_postgresql(sql)
-        return self._run(lambda conn: conn.execute(query, tuple(params)))
+        cur = self._run(lambda conn: conn.execute(query, tuple(params)))
+        if word == "BEGIN":
+            self._in_tx = True
+        elif word in ("COMMIT", "ROLLBACK"):
+            self._in_tx = False
+        return cur
+
+    def _check_broken(self) -> None:
+        # A new connection would run the rest of the transaction's statements in autocommit.
+        if self._broken:
+            raise PgStoreError("postgresql: connection lost in the transaction")
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._check_broken()
         query = to_postgresql(sql)
         batch = [tuple(r) for r in rows]
         if batch:
@@ -103,6 +122,8 @@ class PgConnection:
         from psycopg.pq import TransactionStatus
 
         conn = self._conn
+        if self._broken:
+            return True   # until the ROLLBACK that ends the lost transaction
         return (conn is not None and not conn.closed
                 and conn.info.transaction_status != TransactionStatus.IDLE)
 
