@@ -28,8 +28,7 @@ def _pg_code(part: str) -> str:
     for pattern, repl in _TYPES:
         part = pattern.sub(repl, part)
     part = _RESERVED.sub(lambda m: f'"{m.group(1).lower()}"', part)
-    # psycopg's placeholder; a literal % must be doubled.
-    return part.replace("%", "%%").replace("?", "%s")
+    return part.replace("?", "%s")   # psycopg's placeholder
 
 
 @lru_cache(maxsize=512)
@@ -41,7 +40,8 @@ def to_postgresql(sql: str) -> str:
     if re.match(r"^\s*INSERT\s+OR\s+REPLACE\b", sql, re.IGNORECASE):
         raise ValueError("INSERT OR REPLACE is SQLite-only: write INSERT ... ON CONFLICT "
                          "(key) DO UPDATE SET col = excluded.col")
-    return _outside_strings(sql, _pg_code)
+    # psycopg reads % everywhere, string literals included: a literal % is doubled first.
+    return _outside_strings(sql.replace("%", "%%"), _pg_code)
 
 
 def statements(migration: str) -> list[str]:
