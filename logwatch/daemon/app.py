@@ -173,7 +173,7 @@ class Daemon:
             raise StartupError(f"effectors: {exc}") from exc
         self.fleet = make_fleet(self)
         if self.fleet is not None:
-            self.fleet.connect()
+            self.fleet.connect(reconcile=False)
         try:
             self.store.mark_started()
         except sqlite3.Error as exc:   # an empty store then stays "new" for the next start

@@ -44,8 +44,9 @@ class FleetSync:
 
     # -- the notification connection ----------------------------------------------
 
-    def connect(self) -> bool:
-        """(Re)open the LISTEN connection; then reconcile (notifications may be lost)."""
+    def connect(self, reconcile: bool = True) -> bool:
+        """(Re)open the LISTEN connection; then reconcile (notifications may have been lost;
+        not at start: the engine was just loaded from the table)."""
         from logwatch.state.pgdb import open_connection
 
         self.d.loop.cancel("fleet-listen")
@@ -62,7 +63,8 @@ class FleetSync:
         self.conn, self.fd, self.retry = conn, conn.fileno(), RETRY_MIN
         self.d.loop.register(self.fd, self.on_readable)
         log.info("action=fleet-listen result=ok node=%s", self.node)
-        self.reconcile()
+        if reconcile:
+            self.reconcile()
         return True
 
     def _close(self) -> None:
