@@ -21,6 +21,7 @@ from logwatch.state.backends import CHANNEL, PAYLOAD_MAX
 
 log = logging.getLogger("logwatchd.fleet")
 
+START_SYNC = 2.0          # seconds after start of the first reconcile with the table
 HEARTBEAT = 10.0          # seconds between the node's "alive" row updates
 PEER_RECENT = 60.0        # a peer seen within this many seconds is listed as recent
 RETRY_MIN, RETRY_MAX = 0.5, 8.0
@@ -178,7 +179,8 @@ class FleetSync:
     # -- timers ---------------------------------------------------------------------
 
     def schedule(self, now: float) -> None:
-        self.d.loop.call_at("fleet-sync", now + self.d.cfg.store.sync_interval)
+        # The first soon: a ban written between the start's load and LISTEN was not heard.
+        self.d.loop.call_at("fleet-sync", now + min(START_SYNC, self.d.cfg.store.sync_interval))
         self.d.loop.call_at("fleet-beat", now)
 
     def _on_sync(self, now: float) -> None:

@@ -153,6 +153,11 @@ class PostgresBackend:
     shared = True
 
     def __init__(self, url: str, node: str) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise OSError("python3-psycopg is not installed (apt-get install "
+                          "python3-psycopg)") from None
         from logwatch.state.pgdb import PgConnection, PgStoreError
 
         self.errors = (PgStoreError, OSError)
