@@ -133,8 +133,10 @@ class FleetSync:
         new = self.d.engine.adopt_bans(rows)
         if new and self.d.firewall is not None:
             self.d.effects.guarded("firewall", lambda: self.d.firewall.ban(new))
-        for b in new:
-            log.info("action=ban ip=%s source=fleet expires_at=%s", b.net, b.expires_at)
+        # The deciding node logged each ban; here one line per batch (a storm of 10,000
+        # would otherwise cost the peers more in logging than in the kernel).
+        if new:
+            log.info("action=fleet-bans added=%d first=%s", len(new), new[0].net)
         self.stats["bans_adopted"] += len(new)
         if new:
             self.d.schedule_engine()
@@ -143,8 +145,8 @@ class FleetSync:
         gone = self.d.engine.drop_bans(nets)
         if gone and self.d.firewall is not None:
             self.d.effects.guarded("firewall", lambda: self.d.firewall.unban(gone))
-        for net in gone:
-            log.info("action=unban ip=%s source=fleet", net)
+        if gone:
+            log.info("action=fleet-unbans lifted=%d first=%s", len(gone), gone[0])
         self.stats["bans_dropped"] += len(gone)
 
     def reconcile(self) -> None:
@@ -165,8 +167,11 @@ class FleetSync:
 
     def publish_hits(self, events: Sequence[Event]) -> None:
         """This node's failure hits, for the peers' scores (lost while the store is away)."""
+        # A hit of an address this node has banned changes nothing: the ban reaches the
+        # peers by itself (a ban storm then costs them one announcement, not two).
+        covered = self.d.engine.covered_by_ban
         hits = [[ev.time.isoformat(), ev.kind, ev.ip, _cut(ev.user), _cut(ev.service)]
-                for ev in events if ev.kind in FAILURE_KINDS and ev.ip]
+                for ev in events if ev.kind in FAILURE_KINDS and ev.ip and not covered(ev.ip)]
         if not hits or self.d.effects.store_dirty:
             return
         try:

@@ -4,7 +4,6 @@ show and protect the same way, but never stored again (their row is already ther
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from logwatch.engine.model import Ban
@@ -35,7 +34,7 @@ class FleetBans:
             old = self.bans.get(b.net)
             if old == b:
                 continue
-            self.bans[b.net] = replace(b, reason=dict(b.reason))
+            self.bans[b.net] = b   # a row just read: nobody else holds its reason dict
             self._push(b.expires_at, "b", b.net)   # type: ignore[attr-defined]
             if old is None:
                 self._index_ban(b.net)
@@ -50,6 +49,11 @@ class FleetBans:
                 self._unindex_ban(net)   # type: ignore[attr-defined]
                 dropped.append(net)
         return dropped
+
+    def covered_by_ban(self, ip: str) -> bool:
+        """Is this address inside a ban this node holds? (Its hits need no announcing.)"""
+        key = self._ip_key(ip)   # type: ignore[attr-defined]
+        return key is not None and self._is_banned(key, ip)   # type: ignore[attr-defined]
 
     def _index_ban(self, net: str) -> None:
         key = self._net_key(net)   # type: ignore[attr-defined]
