@@ -59,3 +59,11 @@ def test_manual_ban_and_unban_reach_every_node(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert _everywhere(nodes, "203.0.113.9/32", present=False)
         assert pg.sql("SELECT count(*) FROM bans") == [(0,)]
+        # A node that was down catches up on start (and its kernel keeps what it had).
+        c, ns_c = nodes["c"]
+        c.stop()
+        assert a.ctl("ban", "203.0.113.10").returncode == 0
+        assert wait_until(lambda: "203.0.113.10/32" in drops(nodes["b"][1]))
+        assert "203.0.113.10/32" not in drops(ns_c)
+        c.start()
+        assert "203.0.113.10/32" in drops(ns_c)
