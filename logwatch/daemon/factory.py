@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,12 +175,17 @@ def open_state(state_dir: str, reset: bool, log: logging.Logger,
         # Before anything else: a second instance must not touch the map or the firewall.
         lock = StateLock(state_dir)
         lock.acquire()
+        started = time.monotonic()
         store = Store(url=url, node=node)
         if reset:
             store.replace_state([], [], [])
             log.warning("action=reset-state store=%s (saved grants and bans discarded)",
                         store.path)
-        return lock, store, (store.load_grants(), store.load_bans(), store.load_offenders())
+        saved = (store.load_grants(), store.load_bans(), store.load_offenders())
+        log.info("action=store-open store=%s node=%s grants=%d bans=%d seconds=%.3f",
+                 store.path, node or "-", len(saved[0]), len(saved[1]),
+                 time.monotonic() - started)
+        return lock, store, saved
     except sqlite3.Error as exc:   # a corrupt page shows only when it is read
         path = store.path if store is not None else url
         raise StartupError(f"state: {path}: {exc} (move it aside to start "
