@@ -52,6 +52,16 @@ def test_translation_is_mechanical() -> None:
         to_postgresql("INSERT OR REPLACE INTO t VALUES (?)")
 
 
+def test_widen() -> None:
+    from logwatch.state.pgdb import _widen
+
+    assert _widen("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT (a) DO NOTHING", 3) == \
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT (a) DO NOTHING"
+    assert _widen("DELETE FROM t WHERE a IN (?)", 3) == "DELETE FROM t WHERE a IN (?, ?, ?)"
+    with pytest.raises(ValueError):
+        _widen("DELETE FROM t WHERE a = ?", 2)
+
+
 def test_urls() -> None:
     assert url_problem("sqlite:///var/lib/logwatchd/state.db") is None
     assert url_problem("postgresql://u:p@db/logwatchd") is None
@@ -81,6 +91,12 @@ def test_round_trips_and_node_keys(fresh_db: str) -> None:
         # b's expiry of a grant a made later does not delete a's row.
         b.delete_grants(["192.0.2.7"])
         assert [g.ip for g in a.load_grants()] == ["192.0.2.7"]
+        # Many rows per statement: a key given twice is written once, the last one wins.
+        many = [Ban(f"10.0.{i // 250}.{i % 250}/32", 1.0, None, 1.0, {}, 1) for i in range(1203)]
+        a.put_bans([*many, Ban("10.0.0.0/32", 2.0, None, 9.0, {}, 3)])
+        assert len(b.load_bans()) == 1204 and b.load_bans(["10.0.0.0/32"])[0].offences == 3
+        a.delete_bans([x.net for x in many])
+        assert [x.net for x in b.load_bans()] == ["198.51.100.0/24"]
         # A reset on one node leaves the fleet's other rows alone.
         b.replace_state([], [], [])
         assert a.load_bans() and [g.ip for g in a.load_grants()] == ["192.0.2.7"]

@@ -50,6 +50,7 @@ class Backend(Protocol):
     errors: tuple[type[BaseException], ...]   # what opening may raise (a StoreError then)
 
     def lock_schema(self) -> None: ...
+    def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
     def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None: ...
     def version(self) -> int: ...
     def set_version(self, version: int) -> None: ...
@@ -129,6 +130,9 @@ class SqliteBackend:
     def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
         pass   # nobody else reads this file
 
+    def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.db.executemany(sql, rows)
+
     def version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
@@ -170,6 +174,10 @@ class PostgresBackend:
         # Nodes starting together: one migrates, the others wait and find it done.
         self.db.execute(f"SELECT pg_advisory_xact_lock({APPLICATION_ID})")
         self.db.execute(_META)
+
+    def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """A statement for many rows in few round trips (VALUES or IN widened)."""
+        self.db.execute_rows(sql, rows)
 
     def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
         """NOTIFY the other nodes, in the caller's transaction (sent only if it commits)."""

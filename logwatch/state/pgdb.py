@@ -3,6 +3,7 @@ executemany, in_transaction, close): portable SQL translated, errors raised as s
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,21 @@ STATEMENT_TIMEOUT_MS = 5000
 # After a failure, calls within this many seconds fail at once instead of connecting again:
 # the effects layer holds writes and retries on its own timer.
 FAIL_FAST = 1.0
+
+
+_VALUES = re.compile(r"VALUES\s*(\((?:\s*\?\s*,)*\s*\?\s*\))", re.IGNORECASE)
+_IN = re.compile(r"\bIN\s*\(\s*\?\s*\)", re.IGNORECASE)
+
+
+def _widen(sql: str, n: int) -> str:
+    """The statement for n rows: VALUES (?, ?), (?, ?) ... or IN (?, ?, ...)."""
+    m = _VALUES.search(sql)
+    if m:
+        return sql[:m.start(1)] + ", ".join([m.group(1)] * n) + sql[m.end(1):]
+    m = _IN.search(sql)
+    if m:
+        return sql[:m.start()] + "IN (" + ", ".join("?" * n) + ")" + sql[m.end():]
+    raise ValueError(f"no VALUES (?, ...) or IN (?) to widen: {sql}")
 
 
 class PgStoreError(sqlite3.OperationalError):
@@ -116,6 +132,18 @@ class PgConnection:
         batch = [tuple(r) for r in rows]
         if batch:
             self._run(lambda conn: conn.cursor().executemany(query, batch))
+
+    def execute_rows(self, sql: str, rows: Sequence[Sequence[Any]], chunk: int = 500) -> None:
+        """executemany as multi-row statements of `chunk` rows: the one `VALUES (?, ...)`
+        group is repeated, or `IN (?)` widened (one round trip per chunk, not per row). The
+        caller guarantees unique conflict keys in rows (PostgreSQL refuses to update a row
+        twice in one statement)."""
+        self._check_broken()
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            query = to_postgresql(_widen(sql, len(part)))
+            params = tuple(v for row in part for v in row)
+            self._run(lambda conn, q=query, p=params: conn.execute(q, p))
 
     @property
     def in_transaction(self) -> bool:

@@ -1,4 +1,5 @@
-"""SQLite (WAL) store for grants, bans, offender history, tail positions and journal cursors."""
+"""The store: grants, bans, offender history, tail positions and journal cursors, in SQLite
+(WAL) or a PostgreSQL database several nodes share (backends.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from logwatch.engine.model import Ban, Grant, Position
 from logwatch.state.backends import (  # noqa: F401  (APPLICATION_ID: re-exported)
@@ -216,6 +218,14 @@ class Store:
                     self.db.execute("ROLLBACK")
                 raise
 
+    def _write_rows(self, sql: str, rows: Iterable[tuple[Any, ...]], key: int = 1) -> None:
+        """Many rows through one statement: `VALUES (?, ...)` upserts (the last row of each
+        key, its first `key` columns, wins: a statement cannot update a row twice) or
+        `IN (?)` deletes, in as few round trips as the backend can."""
+        unique = list({row[:key]: row for row in rows}.values())
+        if unique:
+            self.backend.write_rows(sql, unique)
+
     def _send_announcements(self) -> None:
         if self._announce["b"] or self._announce["u"]:
             self.backend.announce(self.db, self._announce["b"], self._announce["u"])
@@ -229,7 +239,7 @@ class Store:
 
     def put_grants(self, grants: Iterable[Grant]) -> None:
         with self.transaction():
-            self.db.executemany(
+            self._write_rows(
                 "INSERT INTO grants (ip, user, service, granted_at, expires_at, node) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
                 "user = excluded.user, service = excluded.service, "
@@ -271,7 +281,7 @@ class Store:
             if self.shared:
                 self._announce["b"].update(b.net for b in bans)
                 self._announce["u"].difference_update(b.net for b in bans)
-            self.db.executemany(
+            self._write_rows(
                 "INSERT INTO bans (net, since, expires_at, score, reason, offences, source, node) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (net) DO UPDATE SET "
                 "since = excluded.since, expires_at = excluded.expires_at, "
@@ -290,7 +300,7 @@ class Store:
             if self.shared:
                 self._announce["u"].update(nets)
                 self._announce["b"].difference_update(nets)
-            self.db.executemany("DELETE FROM bans WHERE net = ?", ((n,) for n in nets))
+            self._write_rows("DELETE FROM bans WHERE net IN (?)", ((n,) for n in nets))
 
     def load_bans(self, nets: Iterable[str] | None = None) -> list[Ban]:
         """All bans, or those of these nets (a peer's notification names them)."""
@@ -317,9 +327,10 @@ class Store:
     def put_offenders(self, rows: Iterable[tuple[str, int, float]]) -> None:
         """Rows of (net, number of bans so far, time of the last ban)."""
         with self.transaction():
-            self.db.executemany(
+            self._write_rows(
                 "INSERT INTO offenders (net, bans, last_ban) VALUES (?, ?, ?) ON CONFLICT (net) "
-                "DO UPDATE SET bans = excluded.bans, last_ban = excluded.last_ban", rows)
+                "DO UPDATE SET bans = excluded.bans, last_ban = excluded.last_ban",
+                (tuple(r) for r in rows))
 
     def load_offenders(self) -> list[tuple[str, int, float]]:
         return [tuple(r) for r in self.db.execute("SELECT net, bans, last_ban FROM offenders")]
@@ -330,13 +341,13 @@ class Store:
         if self.positions_held:
             return
         with self.transaction():
-            self.db.executemany(
+            self._write_rows(
                 "INSERT INTO positions (node, path, inode, dev, offset, fingerprint) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, path) DO UPDATE SET "
                 "inode = excluded.inode, dev = excluded.dev, offset = excluded.offset, "
                 "fingerprint = excluded.fingerprint",
                 ((self.node_key, p.path, p.inode, p.dev, p.offset, p.fingerprint)
-                 for p in positions),
+                 for p in positions), key=2,
             )
 
     def load_positions(self) -> dict[str, Position]:
