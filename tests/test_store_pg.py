@@ -46,6 +46,8 @@ def test_translation_is_mechanical() -> None:
                          "offset INTEGER, note TEXT DEFAULT 'a ? user 5%')") == \
         'CREATE TABLE q (id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION, "offset" BIGINT, ' \
         "note TEXT DEFAULT 'a ? user 5%%')"
+    assert to_postgresql("CREATE TABLE r (id INTEGER PRIMARY KEY, n INTEGER)") == \
+        "CREATE TABLE r (id BIGSERIAL PRIMARY KEY, n BIGINT)"
     assert to_postgresql("INSERT OR IGNORE INTO t (a) VALUES (?)") == \
         "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING"
     with pytest.raises(ValueError, match="ON CONFLICT"):
@@ -167,3 +169,28 @@ def test_announcements_fit_and_hostile_payloads_are_skipped() -> None:
         assert _event(bad) is None
     assert len(_event(["2026-01-01T00:00:00", "user-unknown", "192.0.2.9", "u" * 5000,
                        None]).user) == 256
+
+
+def test_a_migration_appended_for_sqlite_runs_on_postgresql(fresh_db: str, tmp_path,  # type: ignore[no-untyped-def]
+                                                             monkeypatch) -> None:
+    """What the other store users append (portable SQL, `?`, ON CONFLICT) works on both."""
+    import logwatch.state.store as store_mod
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, """
+        CREATE TABLE quota (account TEXT PRIMARY KEY, sent INTEGER NOT NULL, since REAL);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY, account TEXT, verdict TEXT, at REAL)
+    """])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    bump = ("INSERT INTO quota (account, sent, since) VALUES (?, ?, ?) ON CONFLICT (account) "
+            "DO UPDATE SET sent = quota.sent + excluded.sent")
+    for s in (Store(url=fresh_db, node="a"), Store(tmp_path / "state.db")):
+        try:
+            with s.transaction():
+                for n in (3, 4):
+                    s.db.execute(bump, ("bob@example.org", n, 1.5))
+                s.db.execute("INSERT INTO audit (account, verdict, at) VALUES (?, ?, ?)",
+                             ("bob@example.org", "50% over", 2.0))
+            assert s.db.execute("SELECT sent FROM quota").fetchone()[0] == 7
+            assert s.db.execute("SELECT id, verdict FROM audit").fetchall() == [(1, "50% over")]
+        finally:
+            s.close()

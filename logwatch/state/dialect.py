@@ -9,7 +9,9 @@ from functools import lru_cache
 # Identifiers our schema uses that PostgreSQL reserves; quoted there ("user" works in SQLite
 # too, but the shipped SQL spells them bare and must not be edited).
 _RESERVED = re.compile(r"(?<![\"\w])(user|offset)(?![\"\w])", re.IGNORECASE)
-_AUTOINC = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", re.IGNORECASE)
+# SQLite's INTEGER PRIMARY KEY is the rowid, given a value when the INSERT leaves it out
+# (AUTOINCREMENT or not): PostgreSQL's form of that is a BIGSERIAL.
+_AUTOINC = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY(?:\s+AUTOINCREMENT)?\b", re.IGNORECASE)
 _TYPES = ((re.compile(r"\bREAL\b", re.IGNORECASE), "DOUBLE PRECISION"),
           (re.compile(r"\bINTEGER\b", re.IGNORECASE), "BIGINT"),
           (re.compile(r"\bBLOB\b", re.IGNORECASE), "BYTEA"))
