@@ -41,3 +41,20 @@ def test_bans_node_column_and_status_lines() -> None:
                                     "peers": [{"node": "imap1", "seen": 3.2}]}})
     assert "store:         postgresql://lw:***@db1/logwatchd" in text
     assert "node:          smtp1" in text and "peers:         imap1 (3.2s ago)" in text
+
+
+def test_adopted_rows_are_checked_like_a_manual_ban() -> None:
+    """A row no logwatchd writes (a /0, garbage, an expired one) is never enforced."""
+    from logwatch.daemon.config import BanConfig, RelayConfig
+    from logwatch.engine.core import Engine
+    from logwatch.engine.model import Ban
+
+    eng = Engine(RelayConfig(), BanConfig(), clock=lambda: 100.0)
+    rows = [Ban("0.0.0.0/0", 1.0, None, 1.0, {}, 1), Ban("not a net", 1.0, None, 1.0, {}, 1),
+            Ban("192.0.2.9/32", 1.0, 50.0, 1.0, {}, 1), Ban("127.0.0.1/32", 1.0, None, 1, {}, 1),
+            Ban("198.51.100.7/32", 1.0, 1000.0, 5.0, {"user-unknown": 5}, 1)]
+    assert [b.net for b in eng.adopt_bans(rows)] == ["198.51.100.7/32"]
+    assert eng.adopt_bans(rows) == []                      # already held: nothing new
+    assert eng.covered_by_ban("198.51.100.7") and not eng.covered_by_ban("198.51.100.8")
+    assert eng.drop_bans(["198.51.100.7/32", "203.0.113.1/32"]) == ["198.51.100.7/32"]
+    assert not eng.bans

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from logwatch.engine.model import Ban
+from logwatch.engine.targets import check_ban
 from logwatch.engine.whitelist import parse_net
 
 
@@ -31,6 +32,8 @@ class FleetBans:
                     continue   # whitelisted here: never in this node's firewall
             except ValueError:
                 continue
+            if check_ban(b.net) is not None:
+                continue   # a row no logwatchd writes (/0, too wide): never enforced
             old = self.bans.get(b.net)
             if old == b:
                 continue
