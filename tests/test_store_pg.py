@@ -93,6 +93,12 @@ def test_round_trips_and_node_keys(fresh_db: str) -> None:
         # b's expiry of a grant a made later does not delete a's row.
         b.delete_grants(["192.0.2.7"])
         assert [g.ip for g in a.load_grants()] == ["192.0.2.7"]
+        # A node that never completed a start here is "fresh" (it adopts its live entries).
+        a.mark_started()
+        again, joining = Store(url=fresh_db, node="a"), Store(url=fresh_db, node="c")
+        assert not again.fresh and joining.fresh
+        again.close()
+        joining.close()
         # Many rows per statement: a key given twice is written once, the last one wins.
         many = [Ban(f"10.0.{i // 250}.{i % 250}/32", 1.0, None, 1.0, {}, 1) for i in range(1203)]
         a.put_bans([*many, Ban("10.0.0.0/32", 2.0, None, 9.0, {}, 3)])

@@ -200,11 +200,13 @@ class PostgresBackend:
     def set_version(self, version: int) -> None:
         self._set("schema_version", str(int(version)))
 
+    # Per node: a node joining the fleet (or the fleet on a new, empty database) adopts the
+    # bans and grants its kernel and map hold, into the shared tables (see adopt.py).
     def marked(self) -> bool:
-        return self._get("started") is not None
+        return self._get(f"started:{self.node_key}") is not None
 
     def mark(self) -> None:
-        self._set("started", "1")
+        self._set(f"started:{self.node_key}", "1")
 
 
 def _open_sqlite(url: str, node: str) -> Backend:

@@ -133,7 +133,8 @@ class Store:
             # the map down to it (see adopt.py).
             created = self.schema_version == 0
             self._migrate()
-            self.fresh = created or (not backend.marked() and self._empty())
+            self.fresh = created or (not backend.marked()
+                                     and (backend.shared or self._empty()))
         except BaseException as exc:
             # Do not leak the connection (and its file descriptors) when the daemon retries.
             if backend is not None:
