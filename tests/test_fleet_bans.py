@@ -67,3 +67,33 @@ def test_manual_ban_and_unban_reach_every_node(tmp_path: Path) -> None:
         assert "203.0.113.10/32" not in drops(ns_c)
         c.start()
         assert "203.0.113.10/32" in drops(ns_c)
+
+
+def test_server_moved_from_sqlite_shares_its_live_bans(tmp_path: Path) -> None:
+    """A node's first start on the shared store adopts what its kernel holds (its old SQLite
+    days); the fleet then enforces it too."""
+    from daemon_harness import DaemonProc
+    from fleet_helpers import node_settings
+    from netns import netns
+
+    os.chmod(tmp_path, 0o755)
+    with postgres_server() as pg, netns("lwfm") as ns:
+        alone = node_settings(pg, "m")
+        alone["store"] = {"url": f"sqlite://{tmp_path / 'm' / 'old.db'}"}
+        (tmp_path / "m").mkdir()
+        old = DaemonProc(tmp_path / "m", alone, netns=ns.name).start()
+        try:
+            assert old.ctl("ban", "203.0.113.50").returncode == 0
+            assert wait_until(lambda: "203.0.113.50/32" in drops(ns))
+        finally:
+            old.stop()
+        with fleet(pg, tmp_path / "fleet", names=("a",)) as nodes:
+            moved = DaemonProc(tmp_path / "m", node_settings(pg, "m"), netns=ns.name)
+            try:
+                moved.start()
+                assert "action=adopt bans=1" in moved.stderr()
+                assert pg.sql("SELECT node FROM bans WHERE net = '203.0.113.50/32'") == [("m",)]
+                assert wait_until(lambda: "203.0.113.50/32" in drops(nodes["a"][1]))
+                assert drops(ns) == ["203.0.113.50/32"]
+            finally:
+                moved.stop()
