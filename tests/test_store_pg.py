@@ -200,3 +200,28 @@ def test_a_migration_appended_for_sqlite_runs_on_postgresql(fresh_db: str, tmp_p
             assert s.db.execute("SELECT id, verdict FROM audit").fetchall() == [(1, "50% over")]
         finally:
             s.close()
+
+
+def test_a_hung_server_fails_the_call_instead_of_blocking(pg, fresh_db: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stopped backend (the kernel still ACKs): the hang guard shuts the socket."""
+    import os
+    import signal
+
+    import logwatch.state.pgdb as pgdb
+
+    monkeypatch.setattr(pgdb, "HANG_TIMEOUT", 1.0)
+    s = Store(url=fresh_db, node="a")
+    pid = s.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError):
+            s.put_bans([Ban("203.0.113.1/32", 1.0, None, 1.0, {}, 1)])
+        assert time.monotonic() - started < 5
+        assert s.db.guard.fired == 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(1.1)   # FAIL_FAST: then a new connection
+    s.put_bans([Ban("203.0.113.2/32", 1.0, None, 1.0, {}, 1)])
+    assert [b.net for b in s.load_bans()] == ["203.0.113.2/32"]
+    s.close()

@@ -2,11 +2,12 @@
 node's firewall (LISTEN/NOTIFY, and a reconcile against the ban table at start, after a lost
 connection and every store.sync_interval); failure hits are shared so scores add up.
 
-Why no thread: the notification connection is a second psycopg connection whose socket sits on
-the daemon's selector like a log source; reading it never blocks (consume_input + notifies).
-What can block is bounded: connecting (pgdb.CONNECT_TIMEOUT) and the store's statements
-(server-side statement_timeout, TCP user timeout); while the server is away the store's writes
-are held by Effects and replayed by its resync, and the log side keeps running."""
+Why no worker thread: the notification connection is a second psycopg connection whose socket
+sits on the daemon's selector like a log source; reading it never blocks (consume_input +
+notifies). What can block is bounded: connecting (pgdb.CONNECT_TIMEOUT) and the store's
+statements (server-side statement_timeout, TCP user timeout, and pgdb.HangGuard for a server
+that hangs); while the server is away the store's writes are held by Effects and replayed by
+its resync, and the log side keeps running."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class FleetSync:
         self.node: str = daemon.store.node_key
         self.conn: Any = None
         self.fd: int | None = None   # the socket's fd (psycopg refuses fileno() once lost)
+        from logwatch.state.pgdb import HangGuard
+
+        self.guard = HangGuard()
         self.retry = RETRY_MIN
         self.stats = {"bans_adopted": 0, "bans_dropped": 0, "hits_sent": 0, "hits_received": 0,
                       "notifications": 0, "reconciles": 0, "bad_payloads": 0}
@@ -48,13 +52,17 @@ class FleetSync:
     def connect(self, reconcile: bool = True) -> bool:
         """(Re)open the LISTEN connection; then reconcile (notifications may have been lost;
         not at start: the engine was just loaded from the table)."""
-        from logwatch.state.pgdb import open_connection
+        from logwatch.state.pgdb import HANG_TIMEOUT, open_connection
 
         self.d.loop.cancel("fleet-listen")
         self._close()
         try:
             conn = open_connection(self.d.store.backend.url, self.node)
-            conn.execute(f"LISTEN {CHANNEL}")
+            self.guard.arm(conn.pgconn.socket, HANG_TIMEOUT)
+            try:
+                conn.execute(f"LISTEN {CHANNEL}")
+            finally:
+                self.guard.disarm()
         except Exception as exc:
             self.retry = min(self.retry * 2, RETRY_MAX)
             self.d.loop.call_at("fleet-listen", self.d.clock() + self.retry)

@@ -3,8 +3,11 @@ executemany, in_transaction, close): portable SQL translated, errors raised as s
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,6 +18,9 @@ from logwatch.state.dialect import to_postgresql
 # attempt (connect, or a statement that hangs on a half-open TCP connection).
 CONNECT_TIMEOUT = 2
 STATEMENT_TIMEOUT_MS = 5000
+# A call still waiting this long is on a hung server: its socket is shut (HangGuard).
+HANG_TIMEOUT = STATEMENT_TIMEOUT_MS / 1000 + 2
+GUARD_STEP = 0.25
 # After a failure, calls within this many seconds fail at once instead of connecting again:
 # the effects layer holds writes and retries on its own timer.
 FAIL_FAST = 1.0
@@ -58,6 +64,47 @@ def open_connection(conninfo: str, node: str) -> Any:
     return psycopg.connect(conninfo, autocommit=True, **connect_kwargs(node))
 
 
+class HangGuard:
+    """Ends a call on a hung server: a stopped or wedged postgres still has its kernel ACK
+    our packets, so neither TCP timeouts nor statement_timeout end the wait. One watcher
+    thread per connection (it only sleeps and, past the deadline, shuts the socket down,
+    which makes the blocked call fail); the daemon's own work stays on its one thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self.fired = 0
+
+    def arm(self, fd: int, seconds: float) -> None:
+        with self._lock:
+            self._fd, self._deadline = fd, time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="pg-hang-guard",
+                                                daemon=True)
+                self._thread.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(GUARD_STEP)
+            with self._lock:
+                if self._deadline is None or time.monotonic() < self._deadline:
+                    continue
+                self._deadline = None
+                self.fired += 1
+                try:
+                    # shutdown() acts on the socket itself, so a duplicate fd is enough.
+                    with socket.socket(fileno=os.dup(self._fd or -1)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 class PgConnection:
     """Reconnects on the next call after the server went away; never retries a statement."""
 
@@ -68,6 +115,7 @@ class PgConnection:
         self._failed_at: float | None = None
         self._in_tx = False     # a BEGIN is open on _conn
         self._broken = False    # ... and _conn died under it: only ROLLBACK may follow
+        self.guard = HangGuard()
         self._connection()   # the first connection's failure is the caller's (start) error
 
     def _connection(self) -> Any:
@@ -89,12 +137,15 @@ class PgConnection:
         import psycopg
 
         conn = self._connection()
+        self.guard.arm(conn.pgconn.socket, HANG_TIMEOUT)
         try:
             return call(conn)
         except psycopg.Error as exc:
             if conn.closed or isinstance(exc, psycopg.OperationalError):
                 self._drop()
             raise PgStoreError(f"postgresql: {exc}".strip()) from exc
+        finally:
+            self.guard.disarm()
 
     def _drop(self) -> None:
         self._failed_at = time.monotonic()
