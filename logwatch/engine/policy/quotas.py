@@ -22,7 +22,7 @@ from logwatch.engine.policy.request import PolicyRequest
 SLICES = 12
 MAX_KEYS = 1_000_000          # per quota: beyond this the oldest keys are dropped
 # Transactions remembered for idempotency and refunds (the newest; about 400 bytes each).
-MAX_INSTANCES = 50_000
+MAX_INSTANCES = 20_000
 MAX_KEY_TEXT = 512
 REFUND_WINDOW = 900.0         # a rejection logged later than this refunds nothing
 _CAP = 0xFFFFFFFF
@@ -332,17 +332,21 @@ class QuotaCheck:
                 del self.last_by_ip[inst.ip]
         return sum(w.expire(now) for w in self.windows)
 
-    def take_dirty(self) -> list[tuple[str, str, float, str]]:
-        """Rows (quota, key, slice length, counters text) changed since the last call."""
-        rows = []
+    def take_dirty(self, limit: int | None = None) -> list[tuple[str, str, float, str]]:
+        """Rows (quota, key, slice length, counters text) changed since they were last taken;
+        at most limit of them (the rest stay for the next call)."""
+        rows: list[tuple[str, str, float, str]] = []
         for i, keys in enumerate(self.dirty):
             window = self.windows[i]
-            for key in keys:
+            while keys and (limit is None or len(rows) < limit):
+                key = keys.pop()
                 row = window.row(key)
                 data = "" if row is None else ",".join(map(str, row))
                 rows.append((self.specs[i].name, key, window.slice_len, data))
-            keys.clear()
         return rows
+
+    def dirty_count(self) -> int:
+        return sum(len(keys) for keys in self.dirty)
 
     def load(self, rows: Iterable[tuple[str, str, float, str]], now: float) -> int:
         """Counters from the store (a quota whose period changed starts afresh); how many."""
