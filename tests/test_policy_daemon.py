@@ -107,6 +107,10 @@ def test_fifty_persistent_connections_over_unix_and_inet(daemon, tmp_path: Path)
             assert first.startswith("action=DEFER_IF_PERMIT 4.7.1") and second == "action=DUNNO"
     clients[0].send(b"nonsense\n\n")
     assert clients[0].replies(1) == ["action=DUNNO"]
+    st = d.req(cmd="status")["policy"]
+    assert (st["requests"], st["malformed"], st["clients"]) == (1001, 1, 50)
+    assert st["verdicts"] == {"s25r-rule0": 500, "none": 500}
+    assert "policy:        requests=1001, malformed=1" in d.ctl("status").stdout
     for c in clients:
         c.close()
     d.stop()

@@ -254,9 +254,13 @@ class PolicySide:
         return PolicyStore(self.parts.store).verdicts(since, ip, user, limit)
 
     def status(self) -> dict[str, Any]:
+        """For `logwatchctl status`: verdicts by rule, the server's counters, sizes."""
         quotas = self.quotas
-        return {"verdicts": dict(self.counts),
-                "quota_keys": sum(1 for _ in quotas.keys()) if quotas is not None else 0,
+        server = next((s for s in self.parts.services if s.name == "policy"), None)
+        stats = vars(server.stats) if server is not None else {}
+        return {"verdicts": dict(self.counts), **stats,
+                "clients": len(server.clients) if server is not None else 0,
+                "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:
