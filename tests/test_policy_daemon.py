@@ -208,7 +208,9 @@ def test_log_side_rejection_refunds_and_s25r_scores(daemon, tmp_path: Path) -> N
     port = free_port()
     quota = {"name": "ip-rcpt", "key": "client_address", "count": "recipients", "limit": 1,
              "period": 3600}
-    d = daemon({"listen": f"inet:127.0.0.1:{port}", "s25r": "score"}, [quota])
+    msgs = {"name": "ip-msg", "key": "client_address", "count": "messages", "limit": 1,
+            "period": 3600}
+    d = daemon({"listen": f"inet:127.0.0.1:{port}", "s25r": "score"}, [quota, msgs])
     d.start()
     c = PolicyClient(f"inet:127.0.0.1:{port}")
     assert c.ask(client_address="192.0.2.1", instance="A", recipient="nobody@example.org",
@@ -222,6 +224,18 @@ def test_log_side_rejection_refunds_and_s25r_scores(daemon, tmp_path: Path) -> N
     deadline = time.monotonic() + 10
     while not c.ask(client_address="192.0.2.1", instance="A", recipient="b@example.org",
                     **GOOD) == "action=DUNNO":
+        assert time.monotonic() < deadline, d.stderr()
+        time.sleep(0.1)
+    # a milter rejects the whole message (by its queue id): its message count is refunded
+    eom = {"client_address": "198.51.100.3", "instance": "M1", "queue_id": "4Bx7Yq3kR4z9y"}
+    assert c.ask(protocol_state="END-OF-MESSAGE", **eom, **GOOD) == "action=DUNNO"
+    assert c.ask(protocol_state="END-OF-MESSAGE", client_address="198.51.100.3",
+                 instance="M2", **GOOD).startswith("action=DEFER_IF_PERMIT")
+    d.append("Nov 21 10:04:03 mx1 postfix/cleanup[2144]: 4Bx7Yq3kR4z9y: milter-reject: "
+             "END-OF-MESSAGE from mail.example.org[198.51.100.3]: 5.7.1 Spam; from=<a@b> "
+             "to=<c@d> proto=ESMTP helo=<x>")
+    while c.ask(protocol_state="END-OF-MESSAGE", client_address="198.51.100.3",
+                instance="M3", **GOOD) != "action=DUNNO":
         assert time.monotonic() < deadline, d.stderr()
         time.sleep(0.1)
     # score mode: DUNNO, and the engine counts an s25r offence for the client
