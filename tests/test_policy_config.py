@@ -32,6 +32,8 @@ def test_the_issue_example_parses() -> None:
     assert cfg.policy.listen == "inet:127.0.0.1:10040" and cfg.policy.s25r == "defer"
     assert [(q.name, q.limit, q.period, q.action) for q in cfg.quotas] == [
         ("user-rcpt", 3, 60.0, "defer"), ("bulk-bytes", 100000000, 86400.0, "hold")]
+    assert parse_config("policy:\n  s25r: off\n").policy.s25r == "off"     # YAML's false
+    assert parse_config("policy:\n  s25r: on\n").policy.s25r == "on"
     defaults = parse_config("")
     assert defaults.policy.listen is None and defaults.quotas == []
     assert defaults.policy.banned_action == "REJECT 5.7.1 Access denied"
