@@ -79,3 +79,23 @@ def test_flags_override(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         apply_overrides(parse_config(""), argparse.Namespace(policy_listen="nowhere"))
     assert "--policy-listen (policy.listen)" in str(err.value)
+
+
+def test_check_config_reports_bad_list_lines(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from daemon_harness import pyenv
+
+    block, black = tmp_path / "block", tmp_path / "black"
+    block.write_text("ok@example.org\nbad id\n")
+    black.write_text("^fine$\n(unclosed\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"rules: {{local_dir: null}}\nbans: {{whitelist: null}}\npolicy:\n"
+                   f"  sasl_block_list: {block}\n  s25r_blacklist: {black}\n"
+                   f"  s25r_whitelist: {tmp_path}/missing\n")
+    proc = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(cfg)],
+                          capture_output=True, text=True, env=pyenv(), timeout=60)
+    assert proc.returncode == 1
+    assert f"{block}: line 2:" in proc.stderr and f"{black}: line 2:" in proc.stderr
+    assert f"{tmp_path}/missing: cannot read" in proc.stderr
