@@ -18,8 +18,10 @@ from logwatch.clock import Clock, wall
 from logwatch.daemon.config import AccountingConfig
 from logwatch.daemon.statslog import StatsLog
 from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
+from logwatch.parsing.events import normalize_ip
 from logwatch.parsing.messageparse import MessageParser
 from logwatch.state import accounting as rows
+from logwatch.util.duration import parse_duration
 
 log = logging.getLogger("logwatchd.accounting")
 
@@ -34,6 +36,14 @@ class Subscriber:
     on_record: Callable[[MessageRecord], None] | None = None
     on_reject: Callable[[RejectedAttempt], None] | None = None
     name: str = ""
+
+
+def record_dict(r: MessageRecord) -> dict[str, Any]:
+    """A record as `logwatchctl messages --json` shows it."""
+    d = {k: getattr(r, k) for k in MessageRecord.__dataclass_fields__}
+    d["recipients"] = [{"address": x.address, "status": x.status, "dsn": x.dsn,
+                        "relay": x.relay, "orig_to": x.orig_to} for x in r.recipients]
+    return d
 
 
 class Accounting:
@@ -161,6 +171,31 @@ class Accounting:
     def close(self) -> None:
         if self.stats_log is not None:
             self.stats_log.close()
+
+    def query(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`logwatchctl messages`: the newest records, by SASL user, client IP, age."""
+        user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
+        if user is not None and not isinstance(user, str):
+            return {"ok": False, "error": "messages: \"user\" must be a string"}
+        if ip is not None:
+            ip = normalize_ip(ip) if isinstance(ip, str) else None
+            if ip is None:
+                return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
+        try:
+            after = None if since is None else self.clock() - parse_duration(since)
+        except ValueError as exc:
+            return {"ok": False, "error": f"messages: \"since\" {exc}"}
+        if limit is None:
+            limit = 100
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+            return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
+        fresh = [r for r in reversed(self.pending + self.unwritten)
+                 if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
+                 and (after is None or r.done_time >= after)]
+        stored = rows.query(self.store, user, ip, after, limit)
+        seen = {r.seq for r in fresh}
+        found = (fresh + [r for r in stored if r.seq not in seen])[:limit]
+        return {"ok": True, "messages": [record_dict(r) for r in found]}
 
     def stats(self) -> dict[str, Any]:
         return {**self.correlator.stats(), "parser": self.parser.counters(),

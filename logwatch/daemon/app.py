@@ -327,7 +327,9 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine))
+                changed=self.schedule_engine,
+                messages=lambda r: self.accounting.query(r) if self.accounting else {
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"}))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
