@@ -65,14 +65,17 @@ class Postfwd:
         except psutil.NoSuchProcess:
             return []
 
-    def rss_bytes(self) -> int:
-        total = 0
+    def memory(self) -> tuple[int, int]:
+        """RSS and USS (pages no other process shares) summed over all its processes."""
+        rss = uss = 0
         for proc in self.processes():
             try:
-                total += proc.memory_info().rss
+                info = proc.memory_full_info()
             except psutil.NoSuchProcess:
-                pass
-        return total
+                continue
+            rss += info.rss
+            uss += info.uss
+        return rss, uss
 
 
 def _free_port(address: str) -> int:
