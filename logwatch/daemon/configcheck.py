@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from logwatch.daemon.policyconfig import CHECKS as POLICY_CHECKS
+from logwatch.daemon.policyconfig import DURATIONS as POLICY_DURATIONS
 from logwatch.effectors.firewall import config_checks as firewall_checks
 from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
@@ -129,6 +131,7 @@ _CHECKS: dict[str, Check] = {
     "daemon.pidfile": abs_path,
     "daemon.log": one_of(LOG_TARGETS),
     "daemon.actions_log": optional(abs_path),
+    **POLICY_CHECKS,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -143,6 +146,7 @@ _DURATION_KEYS: dict[str, bool] = {
     "relay.grace": False, "bans.findtime": False,
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
+    **POLICY_DURATIONS,
 }
 
 
