@@ -162,7 +162,7 @@ def closed_loop(address: str, port: int, conns: int, procs: int, budget: int, se
                for i in range(procs)]
     for w in workers:
         w.start()
-    results = [out.get(timeout=seconds + 3600) for _ in workers]
+    results = [out.get(timeout=min(seconds, 1e6) + 3600) for _ in workers]
     for w in workers:
         w.join()
     total = Throughput(sum(r[0] for r in results), max(r[1] for r in results))

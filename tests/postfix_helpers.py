@@ -29,6 +29,7 @@ What such an instance does (tests/test_postfix_policy_harness.py proves each poi
   transport, so it leaves the queue at once and `QUEUEID: removed` appears in the log.
 - The log: `inst.maillog_path` (maillog_file via postlogd), the file a logwatchd under test
   follows; `inst.wait_log(needle)`. `inst.held()` lists queue ids on hold (HOLD actions).
+- `inst.reconfigure({"smtpd_recipient_restrictions": ...})`: postconf -e and postfix reload.
 - smtpd process limit `MailOptions.smtpd_processes` (default 20) for concurrent clients.
 """
 
@@ -149,6 +150,18 @@ class PostfixInstance:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{needle!r} not in the Postfix log:\n{text[-4000:]}")
             time.sleep(0.05)
+
+    def reconfigure(self, settings: dict[str, str]) -> None:
+        """Change main.cf settings and `postfix reload` (new smtpd processes use them)."""
+        _postconf(self.config_dir, settings)
+        self.settings.update(settings)
+        age_config(self.config_dir)
+        start = self.log_size()
+        subprocess.run(["postfix", "-c", self.config_dir, "reload"], check=True,
+                       capture_output=True, timeout=60)
+        # The master logs this once it has re-read main.cf; smtpd processes of the old
+        # configuration finish their sessions and exit, new ones read the new settings.
+        self.wait_log(re.compile(r"master\[\d+\]: reload "), after=start)
 
     def held(self) -> list[str]:
         """Queue ids of the messages on hold (a HOLD action put them there)."""

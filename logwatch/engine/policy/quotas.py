@@ -230,31 +230,41 @@ class QuotaCheck:
             if amount <= 0 or limit is None:
                 continue
             if self.windows[i].total(key, now) + amount > limit:
+                if commit and state == "RCPT":
+                    # Postfix logs this refusal as a reject of the newest request: it must
+                    # refund nothing, not the recipient counted before it.
+                    self._touch(req, rcpt, now)
                 return Verdict(f"quota:{q.name}", q.action_text)
             plan.append((i, key, amount))
         if commit:
             self._charge(req, state, rcpt, plan, now)
         return None
 
+    def _touch(self, req: PolicyRequest, rcpt: str, now: float) -> _Instance | None:
+        """The transaction's record, now the newest of its client; `rcpt` its newest request."""
+        if not req.instance:
+            return None
+        inst = self.instances.pop(req.instance, None) or _Instance(req.client_address, now)
+        inst.time = now
+        if len(self.instances) >= MAX_INSTANCES:
+            del self.instances[next(iter(self.instances))]
+        self.instances[req.instance] = inst          # newest last
+        inst.last = rcpt
+        if inst.ip is not None:
+            self.last_by_ip.pop(inst.ip, None)
+            if len(self.last_by_ip) >= MAX_INSTANCES:
+                del self.last_by_ip[next(iter(self.last_by_ip))]
+            self.last_by_ip[inst.ip] = req.instance
+        return inst
+
     def _charge(self, req: PolicyRequest, state: str, rcpt: str,
                 plan: list[tuple[int, str, int]], now: float) -> None:
-        inst = None
-        if req.instance:
-            inst = self.instances.pop(req.instance, None) or _Instance(req.client_address, now)
-            inst.time = now
-            if len(self.instances) >= MAX_INSTANCES:
-                del self.instances[next(iter(self.instances))]
-            self.instances[req.instance] = inst          # newest last
+        inst = self._touch(req, rcpt if state == "RCPT" else "", now)
+        if inst is not None:
             if state == "RCPT":
                 inst.rcpts.add(rcpt)
             else:
                 inst.states.add(state)
-            inst.last = rcpt if state == "RCPT" else ""
-            if inst.ip is not None:
-                self.last_by_ip.pop(inst.ip, None)
-                if len(self.last_by_ip) >= MAX_INSTANCES:
-                    del self.last_by_ip[next(iter(self.last_by_ip))]
-                self.last_by_ip[inst.ip] = req.instance
         for i, key, amount in plan:
             slice_no = self.windows[i].add(key, now, amount)
             self.dirty.add((i, key))
