@@ -33,7 +33,7 @@ from postfix_helpers import (
 pytestmark = pytest.mark.needs("root", "postfix", "postmap", "dovecot")
 
 USERS = {"alice": "alice-pw", "mallory": "mallory-pw", "quser": "quser-pw",
-         "ruser": "ruser-pw"}
+         "ruser": "ruser-pw", "iuser": "iuser-pw"}
 INBOUND = "dest.test"
 BLOCKED = "mallory"
 
@@ -74,8 +74,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     table = f"hash:{base}/sasl-access"
     port = _free_port()
     with dovecot_sasl(USERS) as sasl:
+        # A recipient check before the policy service, as in most real configurations.
         opts = MailOptions(policy=PolicyHook(f"inet:127.0.0.1:{port}"), sasl=sasl,
-                           sasl_access=table, relay_domains=INBOUND)
+                           sasl_access=table, relay_domains=INBOUND,
+                           recipient_checks=("reject_non_fqdn_recipient",))
         with postfix_instance(options=opts) as inst:
             d = _daemon(base, inst, port, table)
             try:
@@ -157,6 +159,19 @@ def test_quota_of_three_recipients_defers_the_fourth(rig: Rig) -> None:
     rig.inst.wait_log(f"{sent.queue_id}: removed")
     time.sleep(1.0)
     again = _send(rig, quser, [f"q9@{INBOUND}"])
+    assert _codes(again) == [450], again
+
+
+def test_recipients_refused_before_the_policy_refund_nothing(rig: Rig) -> None:
+    """Bogus recipients between counted ones (refused by a check before the policy service)
+    must not give the counted ones back: the refund names the refused recipient."""
+    iuser = Client(addr="203.0.113.45", name="home.example.org", login=("iuser", "iuser-pw"))
+    rcpts = [f"i1@{INBOUND}", "foo", f"i2@{INBOUND}", "bar", f"i3@{INBOUND}", "baz"]
+    sent = _send(rig, iuser, rcpts)
+    assert _codes(sent) == [250, 504, 250, 504, 250, 504], sent
+    rig.inst.wait_log(f"{sent.queue_id}: removed")
+    time.sleep(1.0)
+    again = _send(rig, iuser, [f"i4@{INBOUND}"])
     assert _codes(again) == [450], again
 
 

@@ -199,7 +199,10 @@ class PolicySide:
         now = self.loop.clock()
         for ev in events:
             if ev.kind in _REFUND_KINDS and "smtpd" in ev.program and ev.ip:
-                recipient = ev.user if ev.kind != REJECTED else None
+                # Every refund kind names the refused recipient when the line has one (the
+                # generic reject rule only for "Recipient address rejected"); None: the
+                # client's newest request.
+                recipient = ev.user
                 if quotas.refund(ev.ip, recipient, now):
                     self.counts["refunds"] = self.counts.get("refunds", 0) + 1
 
