@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from logwatch.daemon.policyconfig import CHECKS as POLICY_CHECKS
+from logwatch.daemon.policyconfig import DURATIONS as POLICY_DURATIONS
 from logwatch.effectors.firewall import config_checks as firewall_checks
 from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
@@ -149,6 +151,7 @@ _CHECKS: dict[str, Check] = {
     "accounting.suspend_action": one_of(SUSPEND_ACTIONS),
     "accounting.suspend_time": positive,
     "accounting.never_suspend": _sasl_ids,
+    **POLICY_CHECKS,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -164,6 +167,7 @@ _DURATION_KEYS: dict[str, bool] = {
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
     "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
+    **POLICY_DURATIONS,
 }
 
 

@@ -57,6 +57,13 @@ def reload(d: Daemon) -> tuple[bool, str]:
             log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
+    try:
+        d.policy.reconfigure(cfg, cfg.daemon.dry_run)
+    except Exception as exc:
+        d.error(f"reload policy: {exc}")
+        log.error("action=reload-policy-error error=%s", exc)
+    if old.policy.listen != cfg.policy.listen:
+        log.warning("action=reload-ignored key=policy.listen reason=needs-a-restart")
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)

@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logwatch.parsing.events import KINDS, MESSAGE_FIELDS, MESSAGE_KINDS, SERVICES, STUCK_SESSION
+from logwatch.parsing.events import (
+    KINDS,
+    MESSAGE_FIELDS,
+    MESSAGE_KINDS,
+    S25R,
+    SERVICES,
+    STUCK_SESSION,
+)
 from logwatch.parsing.rulecheck import (
     EVENT_FIELDS,
     MESSAGE_SAMPLE_FIELDS,
@@ -19,7 +26,7 @@ from logwatch.parsing.rulecheck import (
 )
 from logwatch.util.yamlsrc import YamlError, line_of, load_yaml
 
-RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
+RULE_KINDS = tuple(k for k in KINDS if k not in (STUCK_SESSION, S25R))
 ALL_RULE_KINDS = RULE_KINDS + MESSAGE_KINDS
 _RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description",
               "samples"}

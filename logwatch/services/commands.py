@@ -9,6 +9,7 @@ from typing import Any
 
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
+from logwatch.services.policycmds import policy_test, policy_verdicts
 from logwatch.services.queries import answer_query
 from logwatch.util.duration import parse_duration
 
@@ -37,6 +38,7 @@ class Actions:
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
     # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
     messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    policy: Any = None                              # daemon/policyside.PolicySide
 
 
 class Commands:
@@ -50,6 +52,7 @@ class Commands:
             "reload": self._reload, "flush": self._flush,
             "offenders": self._query, "check": self._query, "messages": self._messages,
             **{cmd: self._manual for cmd in _NOTHING},
+            "verdicts": self._verdicts, "policy-test": self._policy_test,
         }
 
     def __call__(self, req: dict[str, Any]) -> Reply:
@@ -91,6 +94,12 @@ class Commands:
 
     def _query(self, req: dict[str, Any]) -> Reply:
         return answer_query(self.engine, req)
+
+    def _verdicts(self, req: dict[str, Any]) -> Reply:
+        return policy_verdicts(self.actions.policy, req)
+
+    def _policy_test(self, req: dict[str, Any]) -> Reply:
+        return policy_test(self.actions.policy, req)
 
     def _manual(self, req: dict[str, Any]) -> Reply:
         """ban/unban/grant/revoke IP [for DURATION]: checked, then through the engine."""

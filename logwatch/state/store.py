@@ -56,7 +56,31 @@ MIGRATIONS: list[str] = [
         cursor TEXT NOT NULL
     );
     """,
-    # Accounting (state/accounting.py): open messages, message records (the stats log is
+    # 2: the policy service's audit of verdicts other than DUNNO, and its quota counters
+    # (logwatch/state/policystore.py).
+    """
+    CREATE TABLE policy_verdicts (
+        decided_at REAL NOT NULL,
+        instance TEXT,
+        queue_id TEXT,
+        client_address TEXT,
+        client_name TEXT,
+        sasl_username TEXT,
+        sender TEXT,
+        recipient TEXT,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE INDEX policy_verdicts_time ON policy_verdicts (decided_at);
+    CREATE TABLE policy_quota_counts (
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        PRIMARY KEY (quota, qkey)
+    );
+    """,
+    # 3: accounting (state/accounting.py): open messages, message records (the stats log is
     # written from them; kept `accounting.keep` for logwatchctl messages), sequence marks.
     """
     CREATE TABLE acct_open (
