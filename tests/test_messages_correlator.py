@@ -134,7 +134,7 @@ def test_expiry_by_log_time_and_incomplete_ones_dropped(corr: Correlator,
     assert corr.sweep() == []                           # log time has not moved
     corr.feed(parse("Nov 21 12:00:00 mx1 postfix/qmgr[3]: ZZZZZ1: removed"))
     assert corr.sweep() == [] and corr.counts["aborted"] == 1
-    assert list(corr.open) == [("mx1", "AAAAA8")]
+    assert list(corr.open) == ["mx1 AAAAA8"]
     # A day later (the age limit) the queued one is written as expired.
     corr.feed(parse("Nov 22 10:00:02 mx1 postfix/qmgr[3]: ZZZZZ2: removed"))
     clock.now = NOW + 2 * 86400
@@ -162,7 +162,7 @@ def test_the_cap_drops_the_oldest_and_counts(clock: FakeClock) -> None:
     corr = Correlator(max_open=3, clock=clock)
     for i in range(5):
         corr.feed(parse(*message(f"CAP0{i}")[:3]))
-    assert [k[1] for k in corr.open] == ["CAP02", "CAP03", "CAP04"]
+    assert list(corr.open) == ["mx1 CAP02", "mx1 CAP03", "mx1 CAP04"]
     assert corr.counts["dropped_cap"] == 2
     (r,) = corr.feed(parse(message("CAP04")[-1]))[0]
     assert r.queue_id == "CAP04"
@@ -233,8 +233,9 @@ def test_state_saved_and_loaded_gives_the_same_records(corr: Correlator,
                                                        clock: FakeClock) -> None:
     lines = message("SAVE1", rcpts=("a@x.example", "b@x.example"))
     corr.feed(parse(*lines[:4]))
-    rows, deleted = corr.changes()
-    corr.saved(rows)
+    keys, deleted = corr.changes()
+    rows = list(corr.rows(keys))
+    corr.saved(keys)
     assert deleted == [] and len(rows) == 1
     fresh = Correlator(clock=clock)
     fresh.load(rows, corr.next_seq)

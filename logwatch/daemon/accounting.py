@@ -27,6 +27,7 @@ log = logging.getLogger("logwatchd.accounting")
 
 SWEEP_INTERVAL = 60.0            # expiry of open messages
 PRUNE_INTERVAL = 3600.0          # records older than accounting.keep leave the store
+PIECE = 256 * 1024               # bytes of lines parsed and correlated at a time
 
 
 @dataclass
@@ -87,8 +88,16 @@ class Accounting:
     # -- the data path --------------------------------------------------------------------
 
     def on_chunk(self, chunk: bytes) -> None:
-        records, rejects = self.correlator.feed(self.parser.parse(chunk))
-        self._publish(records, rejects)
+        # In pieces of whole lines: the lines and fields of a piece are freed before the
+        # next, so they do not fragment the heap the open messages stay in (RSS).
+        start, size = 0, len(chunk)
+        while start < size:
+            end = chunk.rfind(b"\n", start, start + PIECE) + 1 if start + PIECE < size else size
+            if end <= start:                      # one line longer than a piece
+                end = chunk.find(b"\n", start + PIECE) + 1 or size
+            records, rejects = self.correlator.feed(self.parser.parse(chunk[start:end]))
+            self._publish(records, rejects)
+            start = end
 
     def sweep(self) -> None:
         self._publish(self.correlator.sweep(), [])
@@ -114,8 +123,8 @@ class Accounting:
     def stage(self, store: Any) -> None:
         """Inside the positions' transaction: what changed since the last commit."""
         changed, deleted = self.correlator.changes()
-        rows.save(store, changed, deleted, self.pending, self.correlator.next_seq,
-                  self.written_seq)
+        rows.save(store, self.correlator.rows(changed), deleted, self.pending,
+                  self.correlator.next_seq, self.written_seq)
         now = self.clock()
         if self.cfg.keep >= 0 and now - self._pruned_at >= PRUNE_INTERVAL:
             rows.prune(store, now - self.cfg.keep, self.written_seq)

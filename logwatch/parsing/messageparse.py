@@ -73,6 +73,7 @@ class MessageParser:
         self._framed_plans: dict[int, tuple[_Framed, ...]] = {}
         self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
+        self._hosts: dict[str, str] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -148,6 +149,7 @@ class MessageParser:
         framer.frame_lines([])                     # the year caches' daily expiry
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
+        share_host = self._hosts.setdefault        # one object per host name, not per line
         limit = self.max_message
         for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
@@ -184,7 +186,7 @@ class MessageParser:
                 append(None)
                 continue
             ts = epoch_get(when) or self._timestamp(when)
-            append((kind, ts, m.group(7), program, fields, rule_id))
+            append((kind, ts, share_host(m.group(7), m.group(7)), program, fields, rule_id))
         fast = len(out) - len(slow)
         stats.candidates += fast
         stats.matched += fast
@@ -207,6 +209,7 @@ class MessageParser:
     def _timestamp(self, when: datetime) -> float:
         if len(self._epoch) > 4096:
             self._epoch.clear()
+            self._hosts.clear()
         ts = self._epoch[when] = when.timestamp()
         return ts
 
