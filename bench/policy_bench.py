@@ -281,7 +281,8 @@ def bench_postfwd(a: argparse.Namespace) -> Throughput:
         print(f"postfwd2   requests/s  {t.rate:10,.0f}   ({t.requests:,} in {t.seconds:.1f} s; "
               f"{replies(t)})")
         lat = paced(pfw.address, pfw.port, a.conns, a.rate, a.paced_seconds, a.keys)
-        print(f"postfwd2   at {a.rate:,.0f}/s    {ms(lat)}")
+        over = "  (above its capacity: requests queue)" if t.rate < a.rate else ""
+        print(f"postfwd2   at {a.rate:,.0f}/s    {ms(lat)}{over}")
         rss, uss = pfw.memory()
         print(f"postfwd2   RSS         {rss / 1e6:10.1f} MB  (USS {uss / 1e6:.1f} MB; "
               f"{len(pfw.processes())} processes together)")
