@@ -78,6 +78,13 @@ def format_status(st: dict[str, Any]) -> str:
     guards.update((f"log time {k}", v) for k, v in (st.get("log_time") or {}).items())
     if any(guards.values()):
         out.append("guards:        " + ", ".join(f"{k}={v}" for k, v in guards.items() if v))
+    policy = st.get("policy")
+    if policy:
+        out.append("policy:        " + ", ".join(
+            f"{k}={policy.get(k, 0)}" for k in ("requests", "malformed", "errors", "too_long",
+                                                "clients", "quota_keys", "sasl_blocked"))
+            + "  verdicts: " + (", ".join(f"{k}={v}" for k, v in
+                                          sorted(policy.get("verdicts", {}).items())) or "none"))
     actions = st.get("actions") or {}
     if actions:
         out.append("actions:       " + ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
