@@ -109,3 +109,22 @@ def test_messages_command_when_accounting_is_off(tmp_path: Path) -> None:
         assert r.returncode == 1 and "accounting is off" in r.stderr
     finally:
         d.stop()
+
+
+def test_a_rotated_stats_log_is_followed_and_sighup_reloads(daemon: DaemonProc,
+                                                           tmp_path: Path) -> None:
+    stats = tmp_path / "stats.log"
+    daemon.start()
+    lines = list(generate_lines(20, seed=7))
+    daemon.append(*lines[:80])
+    wait_for(lambda: stats_lines(stats), what="the first records")
+    stats.rename(tmp_path / "stats.log.1")           # logrotate's "create" way
+    mark = len(daemon.stderr())
+    daemon.send(signal.SIGHUP)
+    daemon.wait_log("action=reload result=ok", after=mark)
+    daemon.append(*lines[80:])
+    wait_for(lambda: daemon.req(cmd="status")["accounting"]["written_seq"] == 20,
+             what="20 records")
+    old, new = stats_lines(tmp_path / "stats.log.1"), stats_lines(stats)
+    assert old and new
+    assert sorted(int(f["seq"]) for f in old + new) == list(range(1, 21))

@@ -106,17 +106,21 @@ class Accounting:
         if records:
             self.pending.extend(records)
         for sub in self.subscribers:
-            try:
-                if sub.on_record is not None:
-                    for record in records:
-                        sub.on_record(record)
-                if sub.on_reject is not None:
-                    for attempt in rejects:
-                        sub.on_reject(attempt)
-            except Exception:
-                # A consumer's bug must not lose the accounting (nor stop the daemon).
-                self.errors += 1
-                log.exception("action=accounting-subscriber-error subscriber=%s", sub.name)
+            failed = 0
+            for call, items in ((sub.on_record, records), (sub.on_reject, rejects)):
+                if call is None:
+                    continue
+                for item in items:
+                    try:
+                        call(item)
+                    except Exception:
+                        # A consumer's bug must not lose the accounting, nor the other
+                        # records for this consumer; logged once per batch.
+                        failed += 1
+                        if failed == 1:
+                            log.exception("action=accounting-subscriber-error subscriber=%s",
+                                          sub.name)
+            self.errors += failed
 
     # -- durability (called by effects.py around the positions' transaction) ---------------
 
