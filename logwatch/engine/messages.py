@@ -126,6 +126,17 @@ def _share(text: str) -> str:
     return found
 
 
+_new, _set = object.__new__, object.__setattr__
+
+
+def _recipient(address: str, status: str, dsn: str, relay: str, orig_to: str) -> Recipient:
+    """Recipient(...) without the frozen dataclass's five setattr calls (one per delivery)."""
+    r = _new(Recipient)
+    _set(r, "__dict__", {"address": address, "status": status, "dsn": dsn, "relay": relay,
+                         "orig_to": orig_to})
+    return r
+
+
 def _int(text: str | None) -> int:
     try:
         return int(text) if text else 0
@@ -258,7 +269,7 @@ class Correlator:
                 rcpts = m.rcpts = {}
             for address in (split_recipients(rcpt) if "," in rcpt or rcpt[:1] == "<"
                             else (rcpt,)):
-                rcpts[(address, orig)] = Recipient(address, status, dsn, relay, orig)
+                rcpts[(address, orig)] = _recipient(address, status, dsn, relay, orig)
             return
         ip = get("ip")
         if ip and not m.client_ip:

@@ -16,7 +16,7 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
-from logwatch.parsing.events import normalize_ip
+from logwatch.parsing.events import IP_CACHE, normalize_ip
 from logwatch.parsing.framing import FAST_FRAME, Framer
 from logwatch.parsing.literalscan import make_matcher
 from logwatch.parsing.parser import MAX_MESSAGE
@@ -37,6 +37,7 @@ class MessageLine(NamedTuple):
 
 # (bound regex search, rule id, kind, whether the rule has an ip group)
 _Plan = tuple[Callable[[str], object], str, str, bool]
+_UNSEEN = object()
 # The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
 # Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
 # checked against the rule's globs after the match.
@@ -150,6 +151,7 @@ class MessageParser:
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
         share_host = self._hosts.setdefault        # one object per host name, not per line
+        ip_get = IP_CACHE.get
         limit = self.max_message
         for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
@@ -173,20 +175,25 @@ class MessageParser:
                 append(None)
                 continue
             fields = m.groupdict()
-            if has_ip and fields["ip"] is not None:
-                ip = normalize_ip(fields["ip"])
-                if ip is None:
-                    stats.invalid_ip += 1
-                    stats.candidates += 1
-                    continue
-                fields["ip"] = ip
-            when = stamp_get(m.group(1)) or framer.stamp_time(m)
+            if has_ip:
+                text_ip = fields["ip"]
+                if text_ip is not None:
+                    ip = ip_get(text_ip, _UNSEEN)
+                    if ip is _UNSEEN:
+                        ip = normalize_ip(text_ip)
+                    if ip is None:
+                        stats.invalid_ip += 1
+                        stats.candidates += 1
+                        continue
+                    fields["ip"] = ip
+            stamp, host = m.group(1, 7)
+            when = stamp_get(stamp) or framer.stamp_time(m)
             if when is None:
                 slow.append((len(out), raw, mask))
                 append(None)
                 continue
             ts = epoch_get(when) or self._timestamp(when)
-            append((kind, ts, share_host(m.group(7), m.group(7)), program, fields, rule_id))
+            append((kind, ts, share_host(host, host), program, fields, rule_id))
         fast = len(out) - len(slow)
         stats.candidates += fast
         stats.matched += fast
