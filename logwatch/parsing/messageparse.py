@@ -143,7 +143,7 @@ class MessageParser:
     def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
         """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
         other lines (other framings, too long, no rule matched) go through _lines()."""
-        out: list[Any] = []
+        out: list[Any] = []     # a None holds the place of a line for the slow path
         append = out.append
         slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
         stats, framer = self.stats, self.framer
@@ -197,13 +197,15 @@ class MessageParser:
         fast = len(out) - len(slow)
         stats.candidates += fast
         stats.matched += fast
-        if slow:
-            # In their place among the fast ones: the correlation needs the log's order.
-            for place, raw, mask in slow:
-                found = self._lines([raw], [mask], False)
-                out[place] = found[0] if found else None
-            out = [line for line in out if line is not None]
-        return out
+        return self._fill_slow(out, slow) if slow else out
+
+    def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
+        """The slow path's lines put in their places among the fast ones (the correlation
+        needs the log's order)."""
+        for place, raw, mask in slow:
+            found = self._lines([raw], [mask], False)
+            out[place] = found[0] if found else None
+        return [line for line in out if line is not None]
 
     def _framed_for(self, mask: int) -> tuple[_Framed, ...]:
         plans = tuple(self._framed[rule.id] for rule in self.rules
