@@ -132,3 +132,17 @@ def test_query_refuses_bad_arguments(tmp_path: Path, clock: FakeClock) -> None:
     assert not acc.query({"since": "forever"})["ok"]
     assert not acc.query({"limit": 0})["ok"]
     assert acc.query({"ip": "::ffff:192.0.2.1", "since": "1h"}) == {"ok": True, "messages": []}
+
+
+def test_a_new_state_database_continues_the_stats_logs_numbers(tmp_path: Path,
+                                                               clock: FakeClock) -> None:
+    clock.now = NOW
+    acc = make(tmp_path, clock)
+    acc.on_chunk(generate(3, seed=4))
+    commit(acc)
+    acc.store.close()
+    (tmp_path / "state.db").unlink()
+    again = make(tmp_path, clock)
+    again.on_chunk(generate(2, seed=5))
+    commit(again)
+    assert seqs(tmp_path / "stats.log") == [1, 2, 3, 4, 5]

@@ -77,6 +77,8 @@ class Accounting:
         if self.stats_log is not None:
             self.written_seq = max(self.written_seq, self.stats_log.last_seq())
         self.unwritten = rows.records_after(self.store, self.written_seq)
+        # A new state database next to an old stats log: numbers go on from the log's.
+        self.correlator.next_seq = max(self.correlator.next_seq, self.written_seq + 1)
         if self.stats_log is None:
             self.written_seq = max([self.written_seq] + [r.seq for r in self.unwritten])
             self.unwritten = []
