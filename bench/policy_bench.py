@@ -295,6 +295,7 @@ def bench_yardstick(a: argparse.Namespace) -> None:
                     a.keys)
         print(f"yardstick  at {a.rate:,.0f}/s    {ms(lat)}  (a Python server answering DUNNO: "
               "the client's and the machine's own share)")
+        print(f"           {stalls(lat, a.rate)}")
     finally:
         proc.terminate()
         proc.join()
@@ -317,6 +318,17 @@ def free_port() -> int:
 def ms(values: list[float]) -> str:
     return (f"p50 {pct(values, 50) * 1000:6.2f} ms  p99 {pct(values, 99) * 1000:6.2f} ms  "
             f"max {max(values, default=0) * 1000:7.2f} ms  (n={len(values)})")
+
+
+def stalls(values: list[float], rate: float, over: float = 0.010) -> str:
+    """Where the replies slower than `over` cluster: how many clusters and their spacing."""
+    idx = [i for i, v in enumerate(values) if v > over]
+    starts = [i for n, i in enumerate(idx) if n == 0 or i - idx[n - 1] > rate * 0.02]
+    if len(starts) < 2:
+        return f"{len(idx)} replies > {over * 1000:.0f} ms"
+    gaps = sorted((b - a) / rate for a, b in zip(starts, starts[1:], strict=False))
+    return (f"{len(idx)} replies > {over * 1000:.0f} ms in {len(starts)} stalls, "
+            f"one every {gaps[len(gaps) // 2]:.2f} s (median)")
 
 
 def replies(t: Throughput) -> str:
@@ -360,9 +372,11 @@ def bench_logwatchd(a: argparse.Namespace, top: Path) -> Throughput:
         time.sleep(a.settle)
         lat = paced("127.0.0.1", port, a.conns, a.rate, a.paced_seconds, a.keys)
         print(f"logwatchd  at {a.rate:,.0f}/s    {ms(lat)}")
+        print(f"           {stalls(lat, a.rate)}")
         with flood(d.log, a.flood) as fl:
             lat = paced("127.0.0.1", port, a.conns, a.rate, a.paced_seconds, a.keys)
         print(f"logwatchd  at {a.rate:,.0f}/s + {fl[0] / fl[1]:,.0f} log lines/s    {ms(lat)}")
+        print(f"           {stalls(lat, a.rate)}")
         if d.proc.poll() is not None:
             print("logwatchd  EXITED during the bench:\n" + d.stderr()[-3000:])
         return t

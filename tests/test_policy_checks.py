@@ -107,6 +107,8 @@ def test_s25r_modes(clock) -> None:
     assert decider(clock, s25r="reject").decide(req(**dynamic), clock()).action.startswith(
         "REJECT 5.7.1")
     assert decider(clock, s25r="off").decide(req(**dynamic), clock()).action == "DUNNO"
+    assert decider(clock, s25r="on").decide(req(**dynamic), clock()).action.startswith(
+        "DEFER_IF_PERMIT 4.7.1")
     scored = decider(clock, s25r="score")
     for _ in range(3):                       # one session asks several times: one note
         assert scored.decide(req(**dynamic), clock()).action == "DUNNO"

@@ -32,6 +32,8 @@ def test_the_issue_example_parses() -> None:
     assert cfg.policy.listen == "inet:127.0.0.1:10040" and cfg.policy.s25r == "defer"
     assert [(q.name, q.limit, q.period, q.action) for q in cfg.quotas] == [
         ("user-rcpt", 3, 60.0, "defer"), ("bulk-bytes", 100000000, 86400.0, "hold")]
+    assert parse_config("policy:\n  s25r: off\n").policy.s25r == "off"     # YAML's false
+    assert parse_config("policy:\n  s25r: on\n").policy.s25r == "on"
     defaults = parse_config("")
     assert defaults.policy.listen is None and defaults.quotas == []
     assert defaults.policy.banned_action == "REJECT 5.7.1 Access denied"
@@ -77,3 +79,23 @@ def test_flags_override(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         apply_overrides(parse_config(""), argparse.Namespace(policy_listen="nowhere"))
     assert "--policy-listen (policy.listen)" in str(err.value)
+
+
+def test_check_config_reports_bad_list_lines(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from daemon_harness import pyenv
+
+    block, black = tmp_path / "block", tmp_path / "black"
+    block.write_text("ok@example.org\nbad id\n")
+    black.write_text("^fine$\n(unclosed\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"rules: {{local_dir: null}}\nbans: {{whitelist: null}}\npolicy:\n"
+                   f"  sasl_block_list: {block}\n  s25r_blacklist: {black}\n"
+                   f"  s25r_whitelist: {tmp_path}/missing\n")
+    proc = subprocess.run([sys.executable, "-m", "logwatch.cli.ctl", "check-config", str(cfg)],
+                          capture_output=True, text=True, env=pyenv(), timeout=60)
+    assert proc.returncode == 1
+    assert f"{block}: line 2:" in proc.stderr and f"{black}: line 2:" in proc.stderr
+    assert f"{tmp_path}/missing: cannot read" in proc.stderr

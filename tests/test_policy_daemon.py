@@ -158,7 +158,7 @@ def test_block_list_is_reread_and_written_for_check_sasl_access(daemon, tmp_path
     c.close()
 
 
-def test_policy_test_verdicts_and_a_restart_keeping_quota_counts(daemon, tmp_path: Path) -> None:
+def test_policy_test_verdicts_and_a_crash_keeping_quota_counts(daemon, tmp_path: Path) -> None:
     port = free_port()
     quota = {"name": "user-rcpt", "key": "sasl_username", "count": "recipients", "limit": 3,
              "period": "1m", "action": "defer"}
@@ -181,7 +181,8 @@ def test_policy_test_verdicts_and_a_restart_keeping_quota_counts(daemon, tmp_pat
         "action=DEFER_IF_PERMIT 4.7.1 Service unavailable; client host looks dynamic (S25R), "
         "try again later", "rule=s25r-rule0"], out.stderr
     c.close()
-    d.stop()                                           # counts reach the store at stop
+    time.sleep(1.2)          # counters reach the store every 0.5 s: a crash loses no more
+    d.kill9()
     d.start()
     c = PolicyClient(f"inet:127.0.0.1:{port}")
     assert c.ask(client_address="192.0.2.5", sasl_username="carol", instance="B",
@@ -208,7 +209,9 @@ def test_log_side_rejection_refunds_and_s25r_scores(daemon, tmp_path: Path) -> N
     port = free_port()
     quota = {"name": "ip-rcpt", "key": "client_address", "count": "recipients", "limit": 1,
              "period": 3600}
-    d = daemon({"listen": f"inet:127.0.0.1:{port}", "s25r": "score"}, [quota])
+    msgs = {"name": "ip-msg", "key": "client_address", "count": "messages", "limit": 1,
+            "period": 3600}
+    d = daemon({"listen": f"inet:127.0.0.1:{port}", "s25r": "score"}, [quota, msgs])
     d.start()
     c = PolicyClient(f"inet:127.0.0.1:{port}")
     assert c.ask(client_address="192.0.2.1", instance="A", recipient="nobody@example.org",
@@ -222,6 +225,18 @@ def test_log_side_rejection_refunds_and_s25r_scores(daemon, tmp_path: Path) -> N
     deadline = time.monotonic() + 10
     while not c.ask(client_address="192.0.2.1", instance="A", recipient="b@example.org",
                     **GOOD) == "action=DUNNO":
+        assert time.monotonic() < deadline, d.stderr()
+        time.sleep(0.1)
+    # a milter rejects the whole message (by its queue id): its message count is refunded
+    eom = {"client_address": "198.51.100.3", "instance": "M1", "queue_id": "4Bx7Yq3kR4z9y"}
+    assert c.ask(protocol_state="END-OF-MESSAGE", **eom, **GOOD) == "action=DUNNO"
+    assert c.ask(protocol_state="END-OF-MESSAGE", client_address="198.51.100.3",
+                 instance="M2", **GOOD).startswith("action=DEFER_IF_PERMIT")
+    d.append("Nov 21 10:04:03 mx1 postfix/cleanup[2144]: 4Bx7Yq3kR4z9y: milter-reject: "
+             "END-OF-MESSAGE from mail.example.org[198.51.100.3]: 5.7.1 Spam; from=<a@b> "
+             "to=<c@d> proto=ESMTP helo=<x>")
+    while c.ask(protocol_state="END-OF-MESSAGE", client_address="198.51.100.3",
+                instance="M3", **GOOD) != "action=DUNNO":
         assert time.monotonic() < deadline, d.stderr()
         time.sleep(0.1)
     # score mode: DUNNO, and the engine counts an s25r offence for the client

@@ -1,9 +1,10 @@
-"""Quota refunds against what Postfix logs: a refusal by the quota itself refunds nothing.
+"""Quota refunds as the log side triggers them from Postfix's own reject lines.
 
-Postfix logs the quota's own DEFER of a 4th recipient as `reject: RCPT ... 450 4.7.1`, which
-the log side turns into a refund of "the client's newest request" (the generic reject rule
-carries no recipient). Found with real Postfix (tests/test_policy_postfix.py): before the fix,
-that refund took back the 3rd recipient, so every other recipient over the limit passed.
+The generic reject rule (rules/postfix.yaml, postfix-reject) names the refused recipient of a
+"Recipient address rejected" line. Postfix logs the quota's own DEFER of a 4th recipient that
+way: it must refund nothing (that recipient was never counted). A check after the policy
+service refusing a counted recipient refunds exactly that one. Found with real Postfix
+(tests/test_policy_postfix.py): before, such lines refunded the recipient counted before them.
 """
 
 from __future__ import annotations
@@ -29,25 +30,17 @@ def test_refusal_by_the_quota_refunds_nothing() -> None:
     assert [q.decide(rcpt(n), now, True) for n in range(3)] == [None, None, None]
     refused = q.decide(rcpt(3), now, True)
     assert refused is not None and refused.rule == "quota:user-rcpt"
-    # The log side: "reject: RCPT from ...[IP]: 450 4.7.1 <q3@dest.test>", no recipient.
-    assert q.refund(IP, None, now + 1) == 0
+    # "reject: RCPT from ...[IP]: 450 4.7.1 <q3@dest.test>: Recipient address rejected: ..."
+    assert q.refund(IP, "q3@dest.test", now + 1) == 0
     assert q.decide(rcpt(4), now + 2, True) is not None       # still over the limit
 
 
-def test_a_later_rejection_of_a_counted_recipient_is_still_refunded() -> None:
+def test_a_later_refusal_of_a_counted_recipient_is_refunded() -> None:
     q, now = quotas(), 1000.0
     assert q.decide(rcpt(0), now, True) is None
     assert q.decide(rcpt(1), now, True) is None
-    # A restriction after the policy service refused q1: its count comes back.
-    assert q.refund(IP, None, now + 1) == 1
+    # A check after the policy service refused q1 (the line names it): its count comes back.
+    assert q.refund(IP, "Q1@dest.test", now + 1) == 1
     assert q.decide(rcpt(2), now + 2, True) is None
     assert q.decide(rcpt(3), now + 2, True) is None
     assert q.decide(rcpt(4), now + 2, True) is not None
-
-
-def test_policy_test_mode_records_nothing() -> None:
-    q, now = quotas(), 1000.0
-    for n in range(3):
-        q.decide(rcpt(n), now, True)
-    assert q.decide(rcpt(3, "other.0"), now, False) is not None
-    assert q.refund(IP, None, now + 1) == 1       # the newest committed request: q2

@@ -87,17 +87,25 @@ def test_refunds(clock) -> None:
     for r in ("a@x", "b@x", "c@x"):
         assert q.decide(rcpt("A", r), clock(), True) is None
     assert q.decide(rcpt("B", "d@x"), clock(), True).rule == "quota:u"
+    # a rejection of a recipient we never counted (d@x was deferred) refunds nothing
+    assert q.refund("192.0.2.1", "d@x", clock()) == 0
     # NOQUEUE: reject: RCPT ... <b@x>: User unknown: that recipient is refunded
     assert q.refund("192.0.2.1", "B@x", clock()) == 1
+    assert q.refund("192.0.2.1", "B@x", clock()) == 0        # once
     assert q.windows[0].total("bob", clock()) == 2
-    assert q.decide(rcpt("B", "d@x"), clock(), True) is None
-    # a reject without a recipient (milter-reject, RBL...): the newest request, here d@x; the
-    # message B had no other recipient, so its message count goes too
-    assert q.refund("192.0.2.1", None, clock()) == 2
+    assert q.decide(rcpt("B", "d@x", queue_id="4Bx7Yq3kR4z9y"), clock(), True) is None
+    assert q.decide(rcpt("B", "", "END-OF-MESSAGE", queue_id="4Bx7Yq3kR4z9y"), clock(),
+                    True) is None
+    assert q.windows[1].total("bob", clock()) == 2
+    # milter-reject of message B by its queue id: its recipient and its message count go
+    assert q.refund_message("4Bx7Yq3kR4z9y", clock()) == 2
     assert q.windows[0].total("bob", clock()) == 2 and q.windows[1].total("bob", clock()) == 1
-    assert q.refund("192.0.2.99", None, clock()) == 0        # nobody we counted
+    assert q.refund_message("4Bx7Yq3kR4z9y", clock()) == 0
+    assert q.refund("192.0.2.99", "a@x", clock()) == 0        # nobody we counted
+    # the last recipient of transaction A rejected: A counts nothing any more
+    assert q.decide(rcpt("C", "e@x"), clock(), True) is None
     clock.advance(3600)
-    assert q.refund("192.0.2.1", "a@x", clock()) == 0        # too late
+    assert q.refund("192.0.2.1", "e@x", clock()) == 0        # too late
 
 
 def test_counts_survive_a_restart_through_the_store(clock, tmp_path: Path) -> None:

@@ -314,6 +314,9 @@ def _check_config(path: str) -> int:
         except Exception as exc:
             problems.append(f"rules: {exc}")
     problems.extend(_check_whitelist(cfg.bans.whitelist))
+    from logwatch.cli.policyctl import check_policy_files
+
+    problems.extend(check_policy_files(cfg))
     if problems:
         for line in problems:
             print(line, file=sys.stderr)

@@ -15,7 +15,7 @@ from logwatch.daemon.factory import file_mtime
 from logwatch.engine.policy import DUNNO, Decider, PolicyContext, PolicyRequest, Verdict
 from logwatch.engine.policy.quotas import QuotaCheck
 from logwatch.engine.policy.saslblock import parse_block_list
-from logwatch.parsing.events import REJECTED, RELAY_DENIED, S25R, USER_UNKNOWN, Event
+from logwatch.parsing.events import RELAY_DENIED, S25R, USER_UNKNOWN, Event
 from logwatch.state.policystore import AuditRow, PolicyStore
 from logwatch.util.safeio import read_capped
 
@@ -26,7 +26,8 @@ FLUSH_ROWS = 5000             # ... this many counter rows at most (a flood: the
 PRUNE_INTERVAL = 3600.0
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
-_REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED, REJECTED)
+_REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
+MILTER_REJECT_RULE = "postfix-milter-reject-message"    # rules/postfix.yaml: user = queue id
 
 
 def read_text(path: str) -> str:
@@ -193,19 +194,23 @@ class PolicySide:
         return verdict
 
     def observe(self, events: Iterable[Event]) -> None:
-        """Log-side rejections refund what the rejected request counted (quotas)."""
+        """Log-side rejections refund what they took back (quotas): a recipient rejected by
+        name (User unknown, Relay access denied), or a whole message a milter rejected."""
         quotas = self.quotas
         if quotas is None:
             return
         now = self.loop.clock()
         for ev in events:
-            if ev.kind in _REFUND_KINDS and "smtpd" in ev.program and ev.ip:
-                # Every refund kind names the refused recipient when the line has one (the
-                # generic reject rule only for "Recipient address rejected"); None: the
-                # client's newest request.
-                recipient = ev.user
-                if quotas.refund(ev.ip, recipient, now):
-                    self.counts["refunds"] = self.counts.get("refunds", 0) + 1
+            if not ev.user:
+                continue
+            if ev.rule == MILTER_REJECT_RULE:
+                refunded = quotas.refund_message(ev.user, now)
+            elif ev.kind in _REFUND_KINDS and "smtpd" in ev.program:
+                refunded = quotas.refund(ev.ip, ev.user, now)
+            else:
+                continue
+            if refunded:
+                self.counts["refunds"] = self.counts.get("refunds", 0) + 1
 
     # -- the timer ----------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ timestamps. The count of a key is the sum of the slices of the last `period` (th
 slice included: the window slides by period/SLICES). Counting is idempotent per Postfix
 `instance` (one SMTP transaction): a recipient, a message and its bytes are counted once
 however often Postfix asks. A request over a limit is answered the quota's action and counts
-nothing. Refunds take back what a request counted when the log shows Postfix rejected it later.
+nothing. Refunds take back what a recipient or a message counted when the log shows Postfix rejected
+it later (a reject naming that recipient, or a milter-reject naming the message's queue id).
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class _Instance:
     rcpts: list[str] = field(default_factory=list)      # recipients counted (a few)
     states: list[str] = field(default_factory=list)     # DATA / END-OF-MESSAGE counted
     last: str = ""                                      # the newest request's recipient
+    queue_id: str = ""
     charges: list[tuple[int, str, int, int, str]] = field(default_factory=list)
     # (quota index, key value, slice, amount, recipient or "" for the whole message)
 
@@ -198,6 +200,7 @@ class QuotaCheck:
         self.profiles: list[dict[str, int | None]] = [{} for _ in specs]
         self.instances: dict[str, _Instance] = {}
         self.last_by_ip: dict[str, str] = {}        # ip -> its newest charged instance
+        self.by_queue_id: dict[str, str] = {}       # Postfix queue id -> instance
         self.dirty: list[set[str]] = [set() for _ in specs]
         self.warnings: list[str] = []
         if read_text is not None:
@@ -264,41 +267,37 @@ class QuotaCheck:
             if amount <= 0 or limit is None:
                 continue
             if self.windows[i].total(key, now) + amount > limit:
-                if commit and state == "RCPT" and inst is not None:
-                    # Postfix logs this refusal as a reject of the transaction's newest
-                    # request: it must refund nothing, not the recipient counted before it.
-                    inst.last = rcpt
                 return Verdict(f"quota:{q.name}", q.action_text)
             plan.append((i, key, amount))
         if commit:
             self._charge(req, state, rcpt, plan, now)
         return None
 
-    def _touch(self, req: PolicyRequest, rcpt: str, now: float) -> _Instance | None:
-        """The transaction's record, now the newest of its client; `rcpt` its newest request."""
-        if not req.instance:
-            return None
-        inst = self.instances.pop(req.instance, None) or _Instance(req.client_address, now)
-        inst.time = now
-        if len(self.instances) >= MAX_INSTANCES:
-            del self.instances[next(iter(self.instances))]
-        self.instances[req.instance] = inst          # newest last
-        inst.last = rcpt
-        if inst.ip is not None:
-            self.last_by_ip.pop(inst.ip, None)
-            if len(self.last_by_ip) >= MAX_INSTANCES:
-                del self.last_by_ip[next(iter(self.last_by_ip))]
-            self.last_by_ip[inst.ip] = req.instance
-        return inst
-
     def _charge(self, req: PolicyRequest, state: str, rcpt: str,
                 plan: list[tuple[int, str, int]], now: float) -> None:
-        inst = self._touch(req, rcpt if state == "RCPT" else "", now)
-        if inst is not None:
+        inst = None
+        if req.instance:
+            inst = self.instances.pop(req.instance, None) or _Instance(req.client_address, now)
+            inst.time = now
+            if len(self.instances) >= MAX_INSTANCES:
+                del self.instances[next(iter(self.instances))]
+            self.instances[req.instance] = inst          # newest last
             if state == "RCPT":
                 inst.rcpts.append(rcpt)
             else:
                 inst.states.append(state)
+            inst.last = rcpt if state == "RCPT" else ""
+            qid = req.queue_id[:MAX_KEY_TEXT]
+            if qid and not inst.queue_id:
+                inst.queue_id = qid
+                if len(self.by_queue_id) >= MAX_INSTANCES:
+                    del self.by_queue_id[next(iter(self.by_queue_id))]
+                self.by_queue_id[qid] = req.instance
+            if inst.ip is not None:
+                self.last_by_ip.pop(inst.ip, None)
+                if len(self.last_by_ip) >= MAX_INSTANCES:
+                    del self.last_by_ip[next(iter(self.last_by_ip))]
+                self.last_by_ip[inst.ip] = req.instance
         for i, key, amount in plan:
             slice_no = self.windows[i].add(key, now, amount)
             self.dirty[i].add(key)
@@ -308,19 +307,30 @@ class QuotaCheck:
 
     # -- refunds -----------------------------------------------------------------------
 
-    def refund(self, ip: str, recipient: str | None, now: float) -> int:
-        """The log says Postfix rejected the client's newest request (recipient given: that
-        recipient of its newest transaction): take back what it counted; how many charges."""
+    def refund(self, ip: str, recipient: str, now: float) -> int:
+        """The log says Postfix rejected this recipient of the client (after we counted it):
+        take back what it counted in the client's newest transaction; how many charges. A
+        transaction left without recipients takes back its message and bytes too.
+
+        Only a rejection naming the recipient refunds: a reject line without one (an RBL,
+        a syntax error) may be about a request we never saw, and refunding the client's
+        previous request would let it send without limit."""
         instance = self.last_by_ip.get(ip)
         inst = self.instances.get(instance) if instance else None
-        if inst is None or now - inst.time > REFUND_WINDOW or not inst.charges:
+        which = {recipient.lower()[:MAX_KEY_TEXT]}
+        if inst is None or now - inst.time > REFUND_WINDOW or not which & set(inst.rcpts):
             return 0
-        if recipient is not None:
-            which = {recipient.lower()[:MAX_KEY_TEXT]} & set(inst.rcpts)
-            if not which:
-                return 0
-        else:
-            which = {inst.last} if inst.last else set(inst.rcpts)
+        return self._take_back(inst, which)
+
+    def refund_message(self, queue_id: str, now: float) -> int:
+        """A milter rejected the whole message with this (Postfix-assigned) queue id."""
+        instance = self.by_queue_id.pop(queue_id, None)
+        inst = self.instances.get(instance) if instance else None
+        if inst is None or now - inst.time > REFUND_WINDOW:
+            return 0
+        return self._take_back(inst, set(inst.rcpts))
+
+    def _take_back(self, inst: _Instance, which: set[str]) -> int:
         inst.rcpts = [r for r in inst.rcpts if r not in which]
         if inst.rcpts:
             back = [c for c in inst.charges if c[4] in which]
@@ -340,6 +350,8 @@ class QuotaCheck:
             inst = self.instances.pop(ident)
             if inst.ip is not None and self.last_by_ip.get(inst.ip) == ident:
                 del self.last_by_ip[inst.ip]
+            if inst.queue_id and self.by_queue_id.get(inst.queue_id) == ident:
+                del self.by_queue_id[inst.queue_id]
         return sum(w.expire(now) for w in self.windows)
 
     def take_dirty(self, limit: int | None = None) -> list[tuple[str, str, float, str]]:
