@@ -49,6 +49,11 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.apply(d.engine.set_whitelist(whitelist))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
+    if d.accounting is not None:
+        # The stats log reopened (logrotate); the message rules follow the rules reload.
+        d.accounting.reload(parser.ruleset, cfg.rules.matcher)
+    if old.accounting != cfg.accounting:
+        log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:
