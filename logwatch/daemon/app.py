@@ -31,6 +31,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
 from logwatch.daemon.fleet import FleetSync, make_fleet
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
+from logwatch.daemon.policyside import PolicySide
 from logwatch.daemon.reload import reload as reload_daemon
 from logwatch.daemon.sdnotify import notify as _sd_notify
 from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
@@ -47,6 +48,7 @@ from logwatch.sources.lag import LagMeter
 log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
+ACCOUNTING_SWEEP = 60.0          # open messages past the age limits are expired
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -87,6 +89,7 @@ class Daemon:
     watchdog = _Part()
     sources = _Part()
     actions = _Part()
+    accounting = _Part()
 
     def __init__(self, cfg: Config, config_path: str | None, args: argparse.Namespace,
                  clock: Clock = wall, parts: Parts | None = None,
@@ -114,9 +117,11 @@ class Daemon:
                                               self.reload_whitelist)
         self.watchdog_runs = WatchdogRuns(self.parts, self.loop, self.feed, self.error)
         self.service_timers = ServiceTimers(self.parts, self.loop)
+        self.policy = PolicySide(self.loop, self.parts, self.feed, self.error)
         self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
+        self.loop.on_timer("accounting", self._on_accounting)
 
     @property
     def dry_run(self) -> bool:
@@ -161,6 +166,7 @@ class Daemon:
         self.whitelist = self.load_whitelist(cfg)
         self.whitelist_watch.follow(cfg.bans.whitelist)
         self.engine = factory.make_engine(cfg, self.whitelist, self.clock)
+        self._start_accounting(cfg)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
@@ -183,8 +189,12 @@ class Daemon:
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc
         try:
+            self.policy.setup(cfg, self.dry_run)
+        except Exception as exc:   # SaslAccessError: the sasl access map cannot be written
+            raise StartupError(f"policy: {exc}") from exc
+        try:
             self.parts.services = start_services(cfg, self.handle_request, self.loop.selector,
-                                                 self.clock)
+                                                 self.clock, {"policy": self.policy})
         except ServiceError as exc:
             raise StartupError(str(exc)) from exc
         try:
@@ -197,6 +207,23 @@ class Daemon:
         log.info("action=start version=%s config=%s dry_run=%s grants=%d bans=%d sources=%d",
                  __version__, self.config_path or "(defaults)", int(self.dry_run),
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
+
+    def _start_accounting(self, cfg: Config) -> None:
+        """The accounting (accounting.enabled), its state and the stats log caught up."""
+        try:
+            self.accounting = factory.make_accounting(cfg, self.parser.ruleset, self.store,
+                                                      self.clock)
+            if self.accounting is not None:
+                self.accounting.start()
+                self.effects.committers.append(self.accounting)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise StartupError(f"accounting: {exc}") from exc
+
+    def _on_accounting(self, now: float) -> None:
+        if self.accounting is not None:
+            self.accounting.sweep()
+            self.accounting.flush()       # a stats log that failed is retried
+        self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
 
     # -- sources on the loop --------------------------------------------------------
 
@@ -223,6 +250,8 @@ class Daemon:
     def _schedule_all(self) -> None:
         now = self.clock()
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
+        if self.accounting is not None:
+            self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
         self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
         self.schedule_engine()
@@ -256,6 +285,10 @@ class Daemon:
     def on_chunk(self, source: str, chunk: bytes) -> None:
         """Called by the sources with whole lines: parse, feed the engine, apply the effects."""
         events = self.parser.parse(chunk)
+        if self.accounting is not None:
+            # Its state is saved with the positions (effects.py committers), so a chunk's
+            # messages are accounted exactly once.
+            self.accounting.on_chunk(chunk)
         # The sources' positions already include this chunk: committing them in the same
         # transaction as its effects makes a kill -9 neither lose nor replay an action. A
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
@@ -272,6 +305,7 @@ class Daemon:
             effects.extend(handle(ev))
         if events:
             note_newest(self.counters, events[-1], self.clock())
+            self.policy.observe(events)
         self.effects.apply(effects, positions=positions)
 
     def apply(self, effects: Iterable[Any], positions: bool = False) -> None:
@@ -298,12 +332,18 @@ class Daemon:
 
     reload = reload_daemon       # () -> (ok, message)
 
+    def set_sasl_entries(self, contributor: str, entries: Any) -> None:
+        """This contributor's check_sasl_access entries (login -> action); see HACKING."""
+        self.policy.set_sasl_entries(contributor, entries)
+
     def status(self) -> dict[str, Any]:
         st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
                       self.dry_run)
         st["store"] = str(getattr(self.store, "path", "")) or None
         if self.fleet is not None:
             st["fleet"] = self.fleet.status()
+        if self.policy.enabled:
+            st["policy"] = self.policy.status()
         return st
 
     def summary(self) -> str:
@@ -314,7 +354,9 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine,
+                changed=self.schedule_engine, policy=self.policy,
+                messages=lambda r: self.accounting.query(r) if self.accounting else {
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"},
                 **(self.fleet.actions() if self.fleet is not None else {})))
         return self.commands(req)
 
@@ -365,9 +407,15 @@ class Daemon:
                 log.error("action=source-close-error error=%s", exc)
         for service in self.parts.services:
             service.close()
+        try:
+            self.policy.close()
+        except Exception as exc:   # the store: the last second of counters may be lost
+            log.error("action=policy-close-error error=%s", exc)
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self.effects.guarded("firewall", self.firewall.flush)
         self.actions.close()
+        if self.accounting is not None:
+            self.accounting.close()
         if self.fleet is not None:
             self.fleet.close()
         self.store.close()

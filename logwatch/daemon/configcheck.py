@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from logwatch.daemon.policyconfig import CHECKS as POLICY_CHECKS
+from logwatch.daemon.policyconfig import DURATIONS as POLICY_DURATIONS
 from logwatch.effectors.firewall import config_checks as firewall_checks
 from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
@@ -108,6 +110,17 @@ def store_url_problem(v: Any) -> str | None:
     return url_problem(v) if isinstance(v, str) else "must be a URL"
 
 
+# What a suspended SASL ID's check_sasl_access entry says: mail held for review, or refused.
+SUSPEND_ACTIONS = ("HOLD", "REJECT")
+
+
+def _sasl_ids(v: Any) -> str | None:
+    for name in v:
+        if not name or any(c.isspace() or ord(c) < 32 for c in name):
+            return f"not a SASL user name: {name!r}"
+    return None
+
+
 _CHECKS: dict[str, Check] = {
     "sources.max_line": int_range(256, 1 << 30),
     "rules.dirs": abs_paths,
@@ -143,6 +156,16 @@ _CHECKS: dict[str, Check] = {
     "store.url": optional(lambda v: store_url_problem(v)),
     "store.node": optional(_node_name),
     "store.sync_interval": positive,
+    "accounting.stats_log": optional(abs_path),
+    "accounting.max_open": int_range(1, 10_000_000),
+    "accounting.max_age": positive,
+    "accounting.keep": non_negative,
+    "accounting.sasl_access_map": map_spec,
+    "accounting.suspend_score": positive,
+    "accounting.suspend_action": one_of(SUSPEND_ACTIONS),
+    "accounting.suspend_time": positive,
+    "accounting.never_suspend": _sasl_ids,
+    **POLICY_CHECKS,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -158,6 +181,8 @@ _DURATION_KEYS: dict[str, bool] = {
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
     "store.sync_interval": False,
+    "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
+    **POLICY_DURATIONS,
 }
 
 

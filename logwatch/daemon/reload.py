@@ -49,8 +49,20 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.apply(d.engine.set_whitelist(whitelist))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
+    if d.accounting is not None:
+        # The stats log reopened (logrotate); the message rules follow the rules reload.
+        d.accounting.reload(parser.ruleset, cfg.rules.matcher)
+    if old.accounting != cfg.accounting:
+        log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
+    try:
+        d.policy.reconfigure(cfg, cfg.daemon.dry_run)
+    except Exception as exc:
+        d.error(f"reload policy: {exc}")
+        log.error("action=reload-policy-error error=%s", exc)
+    if old.policy.listen != cfg.policy.listen:
+        log.warning("action=reload-ignored key=policy.listen reason=needs-a-restart")
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)

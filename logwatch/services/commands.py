@@ -9,6 +9,7 @@ from typing import Any
 
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
+from logwatch.services.policycmds import policy_test, policy_verdicts
 from logwatch.services.queries import answer_query
 from logwatch.util.duration import parse_duration
 
@@ -39,6 +40,9 @@ class Actions:
     # the grants other nodes made (Grant, node); a local store gives nothing.
     nodes: Callable[[str], dict[str, str]] = lambda kind: {}
     fleet_grants: Callable[[], list[Any]] = lambda: []
+    # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
+    messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    policy: Any = None                              # daemon/policyside.PolicySide
 
 
 class Commands:
@@ -50,8 +54,9 @@ class Commands:
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
-            "offenders": self._query, "check": self._query,
+            "offenders": self._query, "check": self._query, "messages": self._messages,
             **{cmd: self._manual for cmd in _NOTHING},
+            "verdicts": self._verdicts, "policy-test": self._policy_test,
         }
 
     def __call__(self, req: dict[str, Any]) -> Reply:
@@ -92,8 +97,19 @@ class Commands:
         self.actions.apply(effects)
         return {"ok": True, "message": f"flushed: {len(effects)} ban(s) lifted"}
 
+    def _messages(self, req: dict[str, Any]) -> Reply:
+        if self.actions.messages is None:
+            return {"ok": False, "error": "messages: accounting is off (accounting.enabled)"}
+        return self.actions.messages(req)
+
     def _query(self, req: dict[str, Any]) -> Reply:
         return answer_query(self.engine, req)
+
+    def _verdicts(self, req: dict[str, Any]) -> Reply:
+        return policy_verdicts(self.actions.policy, req)
+
+    def _policy_test(self, req: dict[str, Any]) -> Reply:
+        return policy_test(self.actions.policy, req)
 
     def _manual(self, req: dict[str, Any]) -> Reply:
         """ban/unban/grant/revoke IP [for DURATION]: checked, then through the engine."""

@@ -62,7 +62,54 @@ MIGRATIONS: list[str] = [
         cursor TEXT NOT NULL
     );
     """,
-    # 2: the fleet (issue 17). Positions and cursors (the firewall identity too) are keyed
+    # 2: the policy service's audit of verdicts other than DUNNO, and its quota counters
+    # (logwatch/state/policystore.py).
+    """
+    CREATE TABLE policy_verdicts (
+        decided_at REAL NOT NULL,
+        instance TEXT,
+        queue_id TEXT,
+        client_address TEXT,
+        client_name TEXT,
+        sasl_username TEXT,
+        sender TEXT,
+        recipient TEXT,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE INDEX policy_verdicts_time ON policy_verdicts (decided_at);
+    CREATE TABLE policy_quota_counts (
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        PRIMARY KEY (quota, qkey)
+    );
+    """,
+    # 3: accounting (state/accounting.py): open messages, message records (the stats log is
+    # written from them; kept `accounting.keep` for logwatchctl messages), sequence marks.
+    """
+    CREATE TABLE acct_open (
+        host TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (host, queue_id)
+    );
+    CREATE TABLE acct_records (
+        seq BIGINT PRIMARY KEY,
+        done_time DOUBLE PRECISION NOT NULL,
+        sasl_user TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX acct_records_time ON acct_records (done_time);
+    CREATE INDEX acct_records_user ON acct_records (sasl_user, done_time);
+    CREATE TABLE acct_meta (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    """,
+    # 4: the fleet (issue 17). Positions and cursors (the firewall identity too) are keyed
     # by node; grants and bans record the node that decided them; nodes lists who is alive.
     """
     CREATE TABLE node_positions (
@@ -96,8 +143,6 @@ MIGRATIONS: list[str] = [
     )
     """,
 ]
-
-
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
