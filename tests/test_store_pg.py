@@ -225,3 +225,31 @@ def test_a_hung_server_fails_the_call_instead_of_blocking(pg, fresh_db: str, mon
     s.put_bans([Ban("203.0.113.2/32", 1.0, None, 1.0, {}, 1)])
     assert [b.net for b in s.load_bans()] == ["203.0.113.2/32"]
     s.close()
+
+
+def test_the_policy_and_accounting_tables_on_postgresql(fresh_db: str) -> None:
+    """The other store users (policystore.py, accounting.py) run unchanged on the fleet's
+    store: their portable SQL through the same connection and transactions."""
+    from logwatch.engine.messages import MessageRecord
+    from logwatch.state import accounting
+    from logwatch.state.policystore import AuditRow, PolicyStore
+
+    s = Store(url=fresh_db, node="a")
+    try:
+        policy = PolicyStore(s)
+        with s.transaction():
+            policy.put_verdicts([AuditRow(10.0, "i1", "Q1", "192.0.2.7", "host", "bob",
+                                          "b@example.org", "r@example.net", "quota", "DEFER")])
+            policy.put_quota_counts([("user-rcpt", "bob", 60.0, "1,3"),
+                                     ("user-rcpt", "eve", 60.0, "1,0")])
+        assert [v.sasl_username for v in policy.verdicts(user="BOB")] == ["bob"]
+        assert policy.load_quota_counts() == [("user-rcpt", "bob", 60.0, "1,3")]
+        assert policy.prune_verdicts(11.0) == 1
+        record = MessageRecord("mx", "Q2", "192.0.2.8", "c", "bob", "PLAIN", "b@example.org",
+                               (), 100, 0, "<m@x>", 1.0, 2.0, 3.0, "delivered", seq=1)
+        accounting.save(s, [("mx", "Q3", {"a": 1})], [], [record], next_seq=2, written_seq=1)
+        assert accounting.marks(s) == {"next_seq": 2, "written_seq": 1}
+        assert [r.queue_id for r in accounting.records_after(s, 0)] == ["Q2"]
+        assert accounting.load_open(s) == [("mx", "Q3", {"a": 1})]
+    finally:
+        s.close()
