@@ -62,3 +62,11 @@ def test_sqlite_url_is_the_same_store(tmp_path: Path) -> None:
         assert [g.ip for g in t.load_grants()] == ["192.0.2.7"] and not t.shared
     finally:
         t.close()
+
+
+def test_accounting_is_refused_on_a_shared_store(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "store:\n  url: postgresql://lw@db1/logwatchd\naccounting:\n"
+                        "  enabled: true\n")
+    assert "accounting.enabled" in str(info.value.problems[0])
+    assert _load(tmp_path, "accounting:\n  enabled: true\n").accounting.enabled
