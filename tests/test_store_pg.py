@@ -93,6 +93,12 @@ def test_round_trips_and_node_keys(fresh_db: str) -> None:
         # b's expiry of a grant a made later does not delete a's row.
         b.delete_grants(["192.0.2.7"])
         assert [g.ip for g in a.load_grants()] == ["192.0.2.7"]
+        # The full load goes through COPY's text format: escapes and NULLs come back intact.
+        odd = Ban("2001:db8::/64", 1.25, None, 0.1, {"we\\ird\tkey\n": 2, "ü": 1}, 7,
+                  "man\\ual\tx")
+        a.put_bans([odd])
+        assert [x for x in b.load_bans() if x.net == odd.net] == [odd]
+        a.delete_bans([odd.net])
         # A node that never completed a start here is "fresh" (it adopts its live entries).
         a.mark_started()
         again, joining = Store(url=fresh_db, node="a"), Store(url=fresh_db, node="c")

@@ -51,6 +51,7 @@ class Backend(Protocol):
 
     def lock_schema(self) -> None: ...
     def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    def select_all(self, sql: str, types: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
     def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None: ...
     def version(self) -> int: ...
     def set_version(self, version: int) -> None: ...
@@ -133,6 +134,9 @@ class SqliteBackend:
     def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self.db.executemany(sql, rows)
 
+    def select_all(self, sql: str, types: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.db.execute(sql)]
+
     def version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
@@ -178,6 +182,12 @@ class PostgresBackend:
     def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """A statement for many rows in few round trips (VALUES or IN widened)."""
         self.db.execute_rows(sql, rows)
+
+    def select_all(self, sql: str, types: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A whole table's rows through COPY, typed by the column converters."""
+        from logwatch.state.pgdb import copy_rows
+
+        return copy_rows(self.db.copy_out(sql), types)
 
     def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
         """NOTIFY the other nodes, in the caller's transaction (sent only if it commits)."""

@@ -352,7 +352,8 @@ class Store:
         """All bans, or those of these nets (a peer's notification names them)."""
         sql = "SELECT net, since, expires_at, score, reason, offences, source FROM bans"
         if nets is None:
-            rows = list(self.db.execute(sql + " ORDER BY net"))
+            rows = self.backend.select_all(sql + " ORDER BY net",
+                                           (str, float, float, float, str, int, str))
         else:
             wanted, rows = list(nets), []
             for i in range(0, len(wanted), 500):
