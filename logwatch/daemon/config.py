@@ -124,6 +124,21 @@ class DaemonConfig:
 
 
 @dataclass
+class AccountingConfig:
+    enabled: bool = False             # correlate Postfix/Sendmail/Exim lines into messages
+    stats_log: str | None = "/var/log/logwatchd/stats.log"   # one LTSV line per message
+    max_open: int = 200_000           # open (queued) messages kept; the oldest are dropped
+    max_age: float = 6 * 86400.0      # an open message older than this is expired
+    keep: float = 7 * 86400.0         # message records kept in the store (logwatchctl messages)
+    # The risk engine's keys (suspension of a SASL ID through check_sasl_access):
+    sasl_access_map: str = "hash:/etc/postfix/logwatchd-sasl"
+    suspend_score: float = 100.0
+    suspend_action: str = "HOLD"      # HOLD (kept for review) or REJECT
+    suspend_time: float = 3600.0
+    never_suspend: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -132,6 +147,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -142,6 +158,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "accounting": AccountingConfig,
 }
 
 
@@ -329,6 +346,8 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "stats_log": ("accounting", "stats_log"),
+    "sasl_access_map": ("accounting", "sasl_access_map"),
 }
 
 
@@ -345,7 +364,7 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
-            if attr == "actions_log":
+            if attr in ("actions_log", "stats_log"):
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":
                 value = [os.path.abspath(v) for v in value]
