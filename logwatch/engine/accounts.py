@@ -84,10 +84,11 @@ class RiskSettings:
 
 
 def valid_user(name: object) -> bool:
-    """A SASL ID that may be a key of the check_sasl_access table: 1..256 printable
+    """A SASL ID that may be a key of the check_sasl_access table: 1..256 printable ASCII
     characters, no white space, no comment mark. Anything else could forge another key."""
-    return (isinstance(name, str) and 0 < len(name) <= MAX_USER_LENGTH and name.isprintable()
-            and not any(c.isspace() for c in name) and not name.startswith("#"))
+    return (isinstance(name, str) and 0 < len(name) <= MAX_USER_LENGTH and name.isascii()
+            and name.isprintable() and not any(c.isspace() for c in name)
+            and not name.startswith("#"))
 
 
 def user_key(name: str) -> str:
@@ -178,7 +179,8 @@ class AccountBook:
 
     # -- input -------------------------------------------------------------------------
 
-    def _when(self, t: float | None) -> float:
+    def when(self, t: float | None) -> float:
+        """A record's own time; the clock's when missing or too far ahead."""
         now = self.clock()
         if t is None or not isinstance(t, (int, float)) or not t <= now + LOG_CLOCK_SKEW:
             return now
@@ -211,7 +213,7 @@ class AccountBook:
         """One message that left the queue, sent by rec.sasl_user ("" = not authenticated)."""
         if not self.settings.enabled or not rec.sasl_user:
             return []
-        when = self._when(getattr(rec, "done_time", None))
+        when = self.when(getattr(rec, "done_time", None))
         found = self._account(rec.sasl_user, when)
         if found is None:
             return []
@@ -239,7 +241,7 @@ class AccountBook:
         """A rejected attempt (NOQUEUE) by an authenticated client."""
         if not self.settings.enabled or not attempt.sasl_user:
             return []
-        when = self._when(getattr(attempt, "time", None))
+        when = self.when(getattr(attempt, "time", None))
         found = self._account(attempt.sasl_user, when)
         if found is None:
             return []
@@ -255,7 +257,7 @@ class AccountBook:
         """A successful SMTP AUTH, POP or IMAP login: the ID's client IPs and networks."""
         if not self.settings.enabled or not user:
             return []
-        when = self._when(at)
+        when = self.when(at)
         found = self._account(user, when)
         if found is None:
             return []
