@@ -47,6 +47,7 @@ def reload(d: Daemon) -> tuple[bool, str]:
         d.whitelist_watch.follow(cfg.bans.whitelist)
     d.apply(d.engine.reconfigure(cfg.relay, cfg.bans, mynetworks=factory.mynetworks(cfg)))
     d.apply(d.engine.set_whitelist(whitelist))
+    d.apply(d.engine.configure_accounting(cfg.accounting if cfg.accounting.enabled else None))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
     _effectors(d, old, cfg)
@@ -71,6 +72,13 @@ def _effectors(d: Daemon, old: Config, cfg: Config) -> None:
         if (old.firewall != cfg.firewall or old.relay != cfg.relay
                 or old.bans.enabled != cfg.bans.enabled or dry_changed):
             d.firewall, d.relay_map = factory.make_effectors(cfg, cfg.daemon.dry_run, d.clock)
+        if old.accounting != cfg.accounting or dry_changed:
+            old_table = d.suspension_table
+            d.suspension_table = factory.make_suspension_table(cfg, cfg.daemon.dry_run)
+            if old_table is not None and (d.suspension_table is None or old.accounting
+                                          .sasl_access_map != cfg.accounting.sasl_access_map):
+                # Postfix may still look there: no suspension may stay that nobody lifts.
+                d.effects.guarded("saslaccess", lambda: old_table.rebuild([]))
         if (old_relay_map is not None and d.relay_map is not old_relay_map
                 and (d.relay_map is None or old.relay.map != cfg.relay.map)):
             # Postfix may still use the old map: empty it rather than leave it granting

@@ -46,6 +46,8 @@ class Upkeep:
         p = self.parts
         if p.relay_map is not None:
             p.relay_map.rebuild(list(p.engine.grants))
+        if p.suspension_table is not None:
+            p.suspension_table.rebuild(list(p.engine.accounts.suspensions))
         self.retire_firewall()
         if p.firewall is not None:
             p.firewall.setup()

@@ -166,6 +166,7 @@ class AccountBook:
         self.suspensions: dict[str, Suspension] = {}
         self.history: OrderedDict[str, list[float]] = OrderedDict()  # user -> [count, last]
         self._heap: list[tuple[float, str]] = []
+        self.dirty: set[str] = set()          # accounts changed since account_rows(dirty=True)
         self.counters: dict[str, int] = dict.fromkeys(
             ("messages", "rejects", "logins", "invalid_users", "evicted", "suspended",
              "suspensions_expired", "never_suspend_over"), 0)
@@ -200,6 +201,7 @@ class AccountBook:
                 self.counters["evicted"] += 1
         else:
             self.accounts.move_to_end(key)
+        self.dirty.add(key)
         acc.prune(max(acc.newest, int(when // 60)) - self._window_min + 1)
         return key, acc
 
@@ -406,9 +408,15 @@ class AccountBook:
         keys = self.history if users is None else [u for u in users if u in self.history]
         return [(u, int(self.history[u][0]), float(self.history[u][1])) for u in keys]
 
-    def account_rows(self) -> list[tuple[str, dict[str, Any], float]]:
-        """(user, window state, newest minute) of every account, for the store."""
-        return [(u, a.as_json(), a.newest * 60.0) for u, a in self.accounts.items()]
+    def account_rows(self, dirty: bool = False) -> list[tuple[str, dict[str, Any], float]]:
+        """(user, window state, newest minute's time) of every account (or of those changed
+        since the last such call), for the store."""
+        if dirty:
+            keys = [k for k in self.dirty if k in self.accounts]
+            self.dirty.clear()
+        else:
+            keys = list(self.accounts)
+        return [(u, self.accounts[u].as_json(), self.accounts[u].newest * 60.0) for u in keys]
 
     # -- queries (read only) ----------------------------------------------------------
 

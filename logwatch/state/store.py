@@ -287,6 +287,12 @@ class Store:
                                 (s.user, s.since, s.expires_at, s.score,
                                  json.dumps(s.reason, sort_keys=True), s.offences, s.source))
 
+    def replace_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        """The suspensions := exactly these (a resync after a failed commit)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM suspensions")
+            self.put_suspensions(suspensions)
+
     def delete_suspensions(self, users: Iterable[str]) -> None:
         with self.transaction():
             self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
@@ -315,8 +321,21 @@ class Store:
             self.db.executemany("INSERT INTO account_windows VALUES (?, ?, ?)",
                                 ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
 
+    def put_account_windows(self, rows: Iterable[tuple[str, object, float]],
+                            older_than: float | None = None) -> None:
+        """Upsert (user, state, newest) rows; drop those whose newest is before older_than."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO account_windows VALUES (?, ?, ?) ON CONFLICT (sasl_user) DO "
+                "UPDATE SET state = excluded.state, newest = excluded.newest",
+                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
+            if older_than is not None:
+                self.db.execute("DELETE FROM account_windows WHERE newest < ?", (older_than,))
+
     def load_account_windows(self) -> list[tuple[str, str]]:
-        return list(self.db.execute("SELECT sasl_user, state FROM account_windows"))
+        """(user, state) rows, the most recently active last."""
+        return list(self.db.execute("SELECT sasl_user, state FROM account_windows "
+                                    "ORDER BY newest"))
 
     # -- counts over time (state/counts.py) --------------------------------------------
 
