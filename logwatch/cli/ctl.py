@@ -257,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long (default: accounting.suspend_time)")
     s = sub.add_parser("unsuspend", help="lift the suspension of a SASL ID")
     s.add_argument("user")
+    s = sub.add_parser("verdicts", help="the policy service's stored verdicts (not DUNNO)")
+    s.add_argument("--since", type=duration_arg, metavar="DURATION",
+                   help="only those of the last DURATION (e.g. 1h, 7d)")
+    s.add_argument("--ip", metavar="IP", help="only those about this client address")
+    s.add_argument("--user", metavar="ID", help="only those about this SASL user")
+    s.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="the newest N (default 1000)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("policy-test", help="read a policy request (name=value lines) on stdin "
+                                           "and print the verdict and rule; counts nothing")
+    s.add_argument("--json", action="store_true")
     sub.add_parser("reload", help="reload config, rules and whitelist (like SIGHUP)")
     sub.add_parser("flush", help="lift all bans (grants are kept)")
     s = sub.add_parser("check-config", help="validate a config file without starting")
@@ -336,6 +347,10 @@ def run(args: argparse.Namespace) -> int:
         from logwatch.cli import ruletest
 
         return int((ruletest.cmd_parse if cmd == "parse" else ruletest.cmd_test_rules)(args) or 0)
+    if cmd in ("verdicts", "policy-test"):
+        from logwatch.cli.policyctl import run_policy
+
+        return run_policy(args, _call)
     req: dict[str, Any] = {"cmd": cmd}
     if cmd in ("ban", "unban", "grant", "revoke", "check"):
         req["ip"] = args.ip

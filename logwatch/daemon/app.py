@@ -31,6 +31,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
 )
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
+from logwatch.daemon.policyside import PolicySide
 from logwatch.daemon.reload import reload as reload_daemon
 from logwatch.daemon.sdnotify import notify as _sd_notify
 from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
@@ -117,6 +118,7 @@ class Daemon:
                                               self.reload_whitelist)
         self.watchdog_runs = WatchdogRuns(self.parts, self.loop, self.feed, self.error)
         self.service_timers = ServiceTimers(self.parts, self.loop)
+        self.policy = PolicySide(self.loop, self.parts, self.feed, self.error)
         self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
@@ -173,7 +175,8 @@ class Daemon:
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)
-            self.suspension_table = factory.make_suspension_table(cfg, self.dry_run)
+            self.suspension_table = factory.make_suspension_table(cfg, self.dry_run,
+                                                                  self.set_sasl_entries)
             self.upkeep.adopt_live_entries(self.effects, reset)
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
@@ -187,8 +190,12 @@ class Daemon:
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc
         try:
+            self.policy.setup(cfg, self.dry_run)
+        except Exception as exc:   # SaslAccessError: the sasl access map cannot be written
+            raise StartupError(f"policy: {exc}") from exc
+        try:
             self.parts.services = start_services(cfg, self.handle_request, self.loop.selector,
-                                                 self.clock)
+                                                 self.clock, {"policy": self.policy})
         except ServiceError as exc:
             raise StartupError(str(exc)) from exc
         try:
@@ -273,6 +280,7 @@ class Daemon:
             effects.extend(handle(ev))
         if events:
             note_newest(self.counters, events[-1], self.clock())
+            self.policy.observe(events)
         self.effects.apply(effects, positions=positions)
 
     def on_records(self, records: Iterable[Any]) -> None:
@@ -309,6 +317,10 @@ class Daemon:
 
     reload = reload_daemon       # () -> (ok, message)
 
+    def set_sasl_entries(self, contributor: str, entries: Any) -> None:
+        """This contributor's check_sasl_access entries (login -> action); see HACKING."""
+        self.policy.set_sasl_entries(contributor, entries)
+
     def status(self) -> dict[str, Any]:
         return snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
                         self.dry_run)
@@ -321,7 +333,7 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine))
+                changed=self.schedule_engine, policy=self.policy))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
@@ -372,6 +384,10 @@ class Daemon:
                 log.error("action=source-close-error error=%s", exc)
         for service in self.parts.services:
             service.close()
+        try:
+            self.policy.close()
+        except Exception as exc:   # the store: the last second of counters may be lost
+            log.error("action=policy-close-error error=%s", exc)
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self.effects.guarded("firewall", self.firewall.flush)
         self.actions.close()

@@ -20,6 +20,7 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     cross_checks,
     duration_for,
 )
+from logwatch.daemon.policyconfig import PolicyConfig, QuotaConfig, parse_quotas
 from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
@@ -74,7 +75,7 @@ class BanConfig:
     enabled: bool = True
     weights: dict[str, float] = field(default_factory=lambda: {
         "user-unknown": 1, "auth-failed": 1, "login-failed": 1, "relay-denied": 2,
-        "rejected": 0, "stuck-session": 1,
+        "rejected": 0, "stuck-session": 1, "s25r": 0.5,
     })
     findtime: float = 600.0
     maxretry: float = 5
@@ -158,6 +159,8 @@ class Config:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +172,10 @@ SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
     "accounting": AccountingConfig,
+    "policy": PolicyConfig,
 }
+# Top-level keys that are no mapping section: name -> parser of their node.
+LISTS = {"quotas": parse_quotas}
 
 
 def section_keys(cls: type) -> dict[str, Any]:
@@ -230,7 +236,11 @@ def parse_config(text: str, file: str = "<string>", *, empty_ok: bool = True) ->
         return cfg
     problems: list[ConfigProblem] = []
     lines: dict[str, int] = {}
-    for sect, _key_node, sect_node in _known_once(root, file, SECTIONS, "", "section", problems):
+    known = [*SECTIONS, *LISTS]
+    for sect, _key_node, sect_node in _known_once(root, file, known, "", "section", problems):
+        if sect in LISTS:
+            setattr(cfg, sect, LISTS[sect](sect_node, file, problems, _construct))
+            continue
         if isinstance(sect_node, yaml.ScalarNode) and sect_node.tag.endswith(":null"):
             continue  # "relay:" with nothing under it: keep the defaults
         if not isinstance(sect_node, yaml.MappingNode):
@@ -358,6 +368,8 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "actions_log": ("daemon", "actions_log"),
     "stats_log": ("accounting", "stats_log"),
     "sasl_access_map": ("accounting", "sasl_access_map"),
+    "policy_listen": ("policy", "listen"),
+    "sasl_block_list": ("policy", "sasl_block_list"),
 }
 
 
@@ -378,7 +390,7 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":
                 value = [os.path.abspath(v) for v in value]
-            if attr in ("state_dir", "socket", "pidfile", "whitelist"):
+            if attr in ("state_dir", "socket", "pidfile", "whitelist", "sasl_block_list"):
                 value = os.path.abspath(value)
             if attr == "rules":
                 value = [os.path.abspath(v) for v in (value if isinstance(value, list) else [value])]

@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from logwatch.daemon.policyconfig import CHECKS as POLICY_CHECKS
+from logwatch.daemon.policyconfig import DURATIONS as POLICY_DURATIONS
 from logwatch.effectors.firewall import config_checks as firewall_checks
 from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
@@ -167,6 +169,7 @@ _CHECKS: dict[str, Check] = {
     "accounting.max_suspend_time": positive,
     "accounting.max_accounts": int_range(1, 10_000_000),
     "accounting.top_senders": int_range(0, 1000),
+    **POLICY_CHECKS,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -183,6 +186,7 @@ _DURATION_KEYS: dict[str, bool] = {
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
     "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
     "accounting.window": False, "accounting.max_suspend_time": False,
+    **POLICY_DURATIONS,
 }
 
 

@@ -92,13 +92,15 @@ def make_engine(cfg: Config, whitelist: Any, clock: Clock) -> Any:
 def make_suspension_table(cfg: Config, dry_run: bool,
                           set_entries: Callable[[str, Any], Any] | None = None) -> Any:
     """The check_sasl_access writer of suspended IDs (accounting enabled), or None;
-    set_entries: the shared table's entry point (the daemon's), else a table of its own."""
+    set_entries: the daemon's entry point of the policy service's table, used when
+    policy.sasl_access_map is accounting.sasl_access_map (else a table of its own)."""
     if not cfg.accounting.enabled:
         return None
     from logwatch.daemon.suspensions import SaslContributors, SuspensionTable
     from logwatch.effectors.saslaccess import SaslAccessTable
 
-    if set_entries is None:
+    if set_entries is None or cfg.policy.sasl_access_map != cfg.accounting.sasl_access_map:
+        # A table of our own; the same file as the policy service's: its table, shared.
         table = SaslAccessTable(cfg.accounting.sasl_access_map, dry_run=dry_run,
                                 log=logging.getLogger("logwatchd.saslaccess"))
         set_entries = SaslContributors(table).set

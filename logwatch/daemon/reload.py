@@ -52,6 +52,13 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.actions = ActionLog(cfg.daemon.actions_log)
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
+    try:
+        d.policy.reconfigure(cfg, cfg.daemon.dry_run)
+    except Exception as exc:
+        d.error(f"reload policy: {exc}")
+        log.error("action=reload-policy-error error=%s", exc)
+    if old.policy.listen != cfg.policy.listen:
+        log.warning("action=reload-ignored key=policy.listen reason=needs-a-restart")
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
@@ -72,9 +79,11 @@ def _effectors(d: Daemon, old: Config, cfg: Config) -> None:
         if (old.firewall != cfg.firewall or old.relay != cfg.relay
                 or old.bans.enabled != cfg.bans.enabled or dry_changed):
             d.firewall, d.relay_map = factory.make_effectors(cfg, cfg.daemon.dry_run, d.clock)
-        if old.accounting != cfg.accounting or dry_changed:
+        if (old.accounting != cfg.accounting or dry_changed
+                or old.policy.sasl_access_map != cfg.policy.sasl_access_map):
             old_table = d.suspension_table
-            d.suspension_table = factory.make_suspension_table(cfg, cfg.daemon.dry_run)
+            d.suspension_table = factory.make_suspension_table(cfg, cfg.daemon.dry_run,
+                                                               d.set_sasl_entries)
             if old_table is not None and (d.suspension_table is None or old.accounting
                                           .sasl_access_map != cfg.accounting.sasl_access_map):
                 # Postfix may still look there: no suspension may stay that nobody lifts.

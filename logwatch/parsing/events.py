@@ -14,9 +14,11 @@ USER_UNKNOWN = "user-unknown"
 RELAY_DENIED = "relay-denied"
 REJECTED = "rejected"
 STUCK_SESSION = "stuck-session"
+S25R = "s25r"             # the policy service's S25R rules in `score` mode (no log rule emits it)
 
 KINDS: tuple[str, ...] = (
     LOGIN, LOGIN_FAILED, AUTH, AUTH_FAILED, USER_UNKNOWN, RELAY_DENIED, REJECTED, STUCK_SESSION,
+    S25R,
 )
 SUCCESS_KINDS = frozenset({LOGIN, AUTH})
 FAILURE_KINDS = frozenset(KINDS) - SUCCESS_KINDS

@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logwatch.parsing.events import KINDS, SERVICES, STUCK_SESSION
+from logwatch.parsing.events import KINDS, S25R, SERVICES, STUCK_SESSION
 from logwatch.parsing.rulecheck import EVENT_FIELDS, Sample, check_rules, forbidden_constructs
 from logwatch.util.yamlsrc import YamlError, line_of, load_yaml
 
-RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
+RULE_KINDS = tuple(k for k in KINDS if k not in (STUCK_SESSION, S25R))
 _RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description",
               "samples"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

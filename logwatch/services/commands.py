@@ -9,6 +9,7 @@ from typing import Any
 
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
+from logwatch.services.policycmds import policy_test, policy_verdicts
 from logwatch.services.queries import answer_query
 from logwatch.util.duration import parse_duration
 
@@ -35,6 +36,7 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    policy: Any = None                              # daemon/policyside.PolicySide
 
 
 class Commands:
@@ -50,6 +52,7 @@ class Commands:
             **{cmd: self._manual for cmd in _NOTHING},
             "accounts": self._accounts, "suspend": self._suspension,
             "unsuspend": self._suspension,
+            "verdicts": self._verdicts, "policy-test": self._policy_test,
         }
 
     def __call__(self, req: dict[str, Any]) -> Reply:
@@ -86,6 +89,12 @@ class Commands:
 
     def _query(self, req: dict[str, Any]) -> Reply:
         return answer_query(self.engine, req)
+
+    def _verdicts(self, req: dict[str, Any]) -> Reply:
+        return policy_verdicts(self.actions.policy, req)
+
+    def _policy_test(self, req: dict[str, Any]) -> Reply:
+        return policy_test(self.actions.policy, req)
 
     def _manual(self, req: dict[str, Any]) -> Reply:
         """ban/unban/grant/revoke IP [for DURATION]: checked, then through the engine."""

@@ -13,7 +13,7 @@ from logwatch.engine.model import Ban, Grant, Position, Suspension
 from logwatch.state import counts as _counts
 from logwatch.util.safeio import make_private, tighten
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
 # on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
@@ -58,7 +58,31 @@ MIGRATIONS: list[str] = [
         cursor TEXT NOT NULL
     );
     """,
-    # Account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
+    # 2: the policy service's audit of verdicts other than DUNNO, and its quota counters
+    # (logwatch/state/policystore.py).
+    """
+    CREATE TABLE policy_verdicts (
+        decided_at REAL NOT NULL,
+        instance TEXT,
+        queue_id TEXT,
+        client_address TEXT,
+        client_name TEXT,
+        sasl_username TEXT,
+        sender TEXT,
+        recipient TEXT,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE INDEX policy_verdicts_time ON policy_verdicts (decided_at);
+    CREATE TABLE policy_quota_counts (
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        PRIMARY KEY (quota, qkey)
+    );
+    """,
+    # 3: account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
     """
     CREATE TABLE suspensions (
         sasl_user TEXT PRIMARY KEY,
