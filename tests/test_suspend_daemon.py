@@ -161,3 +161,27 @@ def test_on_records_applies_in_the_durability_order(tmp_path: Path, clock) -> No
     assert store.counts("sender_rcpt:mallory", start, start + 60, 60) == [(start, 200.0)]
     assert [u for u, _ in store.load_account_windows()] == ["mallory"]
     store.close()
+
+
+def test_shares_the_policy_services_table(tmp_path: Path) -> None:
+    """policy.sasl_access_map = accounting.sasl_access_map: one table, both contributors."""
+    spec = f"hash:{tmp_path / 'sasl'}"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("blocked@example.org\n")
+    d = DaemonProc(tmp_path, {"accounting": {"enabled": True, "stats_log": None,
+                                             "sasl_access_map": spec},
+                              "policy": {"sasl_access_map": spec,
+                                         "sasl_block_list": str(blocked)}})
+    try:
+        d.start()
+        assert d.ctl("suspend", "dave@example.org").returncode == 0
+        dump = subprocess.run(["postmap", "-s", spec], capture_output=True, text=True,
+                              env=d.env(), timeout=30).stdout
+        assert sorted(dump.splitlines()) == [
+            "blocked@example.org\tREJECT 5.7.1 Authentication ID blocked",
+            f"dave@example.org\t{HOLD}"]
+        assert d.ctl("unsuspend", "dave@example.org").returncode == 0
+        assert postmap_q(d, spec, "dave@example.org") == ""
+        assert postmap_q(d, spec, "blocked@example.org").startswith("REJECT")
+    finally:
+        d.stop(signal.SIGKILL)
