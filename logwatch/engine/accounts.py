@@ -5,6 +5,7 @@ injected; the daemon applies the SuspensionAdded/SuspensionLifted effects (logwa
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import json
@@ -96,6 +97,7 @@ def user_key(name: str) -> str:
     return name.lower()
 
 
+@functools.lru_cache(maxsize=65536)
 def network_of(ip: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) network of a normalised address."""
     prefix = 24 if ":" not in ip else 64
@@ -148,6 +150,26 @@ class Account:
             getattr(acc, attr).update(items)
             acc.newest = max(acc.newest, max((v for _, v in items), default=0))
         return acc
+
+
+def _all_live(acc: Account, cutoff: int) -> bool:
+    """Nothing of acc is older than minute `cutoff` (it can be read as it is)."""
+    return (min(acc.minutes, default=cutoff) >= cutoff
+            and all(next(iter(d.values()), cutoff) >= cutoff
+                    for d in (acc.domains, acc.ips, acc.nets)))
+
+
+def _window_view(acc: Account, cutoff: int) -> Account:
+    """What of acc is still in the window from minute `cutoff` (a new Account, acc as is)."""
+    live = Account(newest=acc.newest)
+    for minute, row in acc.minutes.items():
+        if minute >= cutoff:
+            for i, n in enumerate(row):
+                live.totals[i] += n
+    live.domains = {k: v for k, v in acc.domains.items() if v >= cutoff}
+    live.ips = {k: v for k, v in acc.ips.items() if v >= cutoff}
+    live.nets = {k: v for k, v in acc.nets.items() if v >= cutoff}
+    return live
 
 
 def _touch(seen: dict[str, int], key: str, minute: int) -> None:
@@ -423,23 +445,24 @@ class AccountBook:
     def view(self, limit: int | None = 20) -> dict[str, Any]:
         """Top senders (by score) with counts, score and why; suspended IDs with expiry."""
         cutoff = int(self.clock() // 60) - self._window_min + 1
-        rows = []
+        scored = []
         for user, acc in self.accounts.items():
-            live = Account.from_json(acc.as_json())     # a copy: asking changes nothing
-            live.prune(cutoff)
+            live = acc if _all_live(acc, cutoff) else _window_view(acc, cutoff)
+            if any(live.totals) or live.ips:
+                scored.append((-self.score(live), user, live))
+        top = heapq.nsmallest(limit, scored) if limit else sorted(scored)
+        rows = []
+        for neg, user, live in top:
             t = live.totals
-            if not any(t) and not live.ips:
-                continue
-            rows.append({"user": user, "score": self.score(live), "why": self.components(live),
+            rows.append({"user": user, "score": -neg, "why": self.components(live),
                          "messages": t[_M], "recipients": t[_R], "bounces": t[_B],
                          "rejects": t[_J], "domains": len(live.domains), "ips": len(live.ips),
                          "networks": len(live.nets), "never_suspend": user in self._never})
-        rows.sort(key=lambda r: (-r["score"], r["user"]))
         suspended = [{"user": s.user, "since": s.since, "expires": s.expires_at,
                       "score": s.score, "why": s.reason, "offences": s.offences,
                       "source": s.source}
                      for s in sorted(self.suspensions.values(), key=lambda s: s.since)]
-        return {"accounts": rows[:limit] if limit else rows, "total": len(rows),
+        return {"accounts": rows, "total": len(scored),
                 "suspended": suspended, "threshold": self.settings.suspend_score,
                 "window": self.settings.window}
 
