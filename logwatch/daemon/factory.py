@@ -35,6 +35,7 @@ class Parts:
     services: list[Service] = field(default_factory=list)
     actions: ActionLog = field(default_factory=lambda: ActionLog(None))
     suspension_table: Any = None      # daemon/suspensions.py SuspensionTable (accounting on)
+    accounting: Any = None        # daemon/accounting.py Accounting (accounting.enabled)
 
 
 def effective_rules_dirs(cfg: Config) -> list[str]:
@@ -130,6 +131,15 @@ def make_watchdog(cfg: Config, dry_run: bool, clock: Clock) -> Any:
 
     return Watchdog(cfg.watchdog, dry_run=dry_run,
                     log=logging.getLogger("logwatchd.watchdog"), clock=clock)
+
+
+def make_accounting(cfg: Config, ruleset: Any, store: Any, clock: Clock) -> Any:
+    """The accounting (message records, stats log), or None when accounting is off."""
+    if not cfg.accounting.enabled:
+        return None
+    from logwatch.daemon.accounting import Accounting
+
+    return Accounting(cfg.accounting, ruleset, store, clock, cfg.rules.matcher)
 
 
 def make_sources(cfg: Config, on_chunk: Callable[[str, bytes], None], store: Any) -> list[Any]:

@@ -50,6 +50,12 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.apply(d.engine.configure_accounting(cfg.accounting if cfg.accounting.enabled else None))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
+    if d.accounting is not None:
+        # Reopened (logrotate); the message rules follow the rules reload. Other
+        # accounting.* changes need a restart.
+        d.accounting.reload(parser.ruleset, cfg.rules.matcher)
+        if old.accounting != cfg.accounting:
+            log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:

@@ -8,15 +8,16 @@ and speed are exactly what they were; with accounting off it does not exist at a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
 from logwatch.parsing.events import normalize_ip
-from logwatch.parsing.framing import Framer
+from logwatch.parsing.framing import FAST_FRAME, Framer
 from logwatch.parsing.literalscan import make_matcher
 from logwatch.parsing.parser import MAX_MESSAGE
 from logwatch.parsing.rules import Rule, Ruleset
@@ -34,9 +35,15 @@ class MessageLine(NamedTuple):
     rule: str
 
 
-_new_line = tuple.__new__
 # (bound regex search, rule id, kind, whether the rule has an ip group)
 _Plan = tuple[Callable[[str], object], str, str, bool]
+# The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
+# Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
+# checked against the rule's globs after the match.
+_FRAME_PREFIX = FAST_FRAME.pattern.removesuffix("(.*)")
+# (bound match of the framed regex, rule id, kind, has an ip group, the rule, and its
+# memo program -> whether the rule applies to it)
+_Framed = tuple[Callable[[str], Any], str, str, bool, Rule, dict[str, bool]]
 
 
 @dataclass
@@ -63,10 +70,13 @@ class MessageParser:
         self.stats = MessageParserStats()
         self._bit = {lit: 1 << i for i, lit in enumerate(self.literals)}
         self._plans: dict[tuple[str, int], tuple[_Plan, ...]] = {}
+        self._framed_plans: dict[int, tuple[_Framed, ...]] = {}
+        self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
-        """The message lines of a chunk of whole lines, in order."""
+        """The message lines of a chunk of whole lines, in order (plain tuples in
+        MessageLine's field order: the hot path does not build named ones)."""
         if not chunk or not self.literals:
             return []
         self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
@@ -76,12 +86,14 @@ class MessageParser:
         if ends and ends[-1] < 0:
             ends[-1] = len(chunk)
         raws = list(map(chunk.__getitem__, map(slice, starts, ends)))
-        return self._lines(raws, masks, not self.matcher.exact)
+        if not self.matcher.exact:
+            return self._lines(raws, masks, True)
+        return self._fast_lines(raws, masks)
 
     def parse_line(self, line: bytes) -> MessageLine | None:
         """One line through every message rule of its program (the reference path)."""
         found = self._lines([line.rstrip(b"\n")], [(1 << len(self.literals)) - 1], False)
-        return found[0] if found else None
+        return MessageLine._make(found[0]) if found else None
 
     def _lines(self, raws: list[bytes], masks: list[int], check: bool) -> list[MessageLine]:
         out: list[MessageLine] = []
@@ -119,12 +131,78 @@ class MessageParser:
                 ts = epoch_get(when)
                 if ts is None:
                     ts = self._timestamp(when)
-                append(_new_line(MessageLine, (kind, ts, host or "", program, fields, rule_id)))
+                append((kind, ts, host or "", program, fields, rule_id))
                 break
             else:
                 stats.unmatched += 1
         stats.matched += len(out)
         return out
+
+    def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
+        """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
+        other lines (other framings, too long, no rule matched) go through _lines()."""
+        out: list[Any] = []
+        append = out.append
+        slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
+        stats, framer = self.stats, self.framer
+        framer.frame_lines([])                     # the year caches' daily expiry
+        stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
+        plans_get = self._framed_plans.get
+        limit = self.max_message
+        for raw, mask in zip(raws, masks, strict=True):
+            plans = plans_get(mask) or self._framed_for(mask)
+            m = None
+            if len(raw) <= limit:
+                text = raw.decode("utf-8", "replace")
+                for plan in plans:
+                    m = plan[0](text)
+                    if m is None:
+                        continue
+                    program = m.group(8)
+                    ok = plan[5].get(program)
+                    if ok is None:
+                        ok = _allow(plan, program)
+                    if ok:
+                        _match, rule_id, kind, has_ip, _rule, _memo = plan
+                        break
+                    m = None
+            if m is None:
+                slow.append((len(out), raw, mask))
+                append(None)
+                continue
+            fields = m.groupdict()
+            if has_ip and fields["ip"] is not None:
+                ip = normalize_ip(fields["ip"])
+                if ip is None:
+                    stats.invalid_ip += 1
+                    stats.candidates += 1
+                    continue
+                fields["ip"] = ip
+            when = stamp_get(m.group(1)) or framer.stamp_time(m)
+            if when is None:
+                slow.append((len(out), raw, mask))
+                append(None)
+                continue
+            ts = epoch_get(when) or self._timestamp(when)
+            append((kind, ts, m.group(7), program, fields, rule_id))
+        fast = len(out) - len(slow)
+        stats.candidates += fast
+        stats.matched += fast
+        if slow:
+            # In their place among the fast ones: the correlation needs the log's order.
+            for place, raw, mask in slow:
+                found = self._lines([raw], [mask], False)
+                out[place] = found[0] if found else None
+            out = [line for line in out if line is not None]
+        return out
+
+    def _framed_for(self, mask: int) -> tuple[_Framed, ...]:
+        plans = tuple(self._framed[rule.id] for rule in self.rules
+                      if any(self._bit[lit] & mask for lit in rule.prefilters))
+        if len(self._framed_plans) > 65536:
+            self._framed_plans.clear()
+        self._framed_plans[mask] = plans
+        return plans
 
     def _timestamp(self, when: datetime) -> float:
         if len(self._epoch) > 4096:
@@ -151,6 +229,20 @@ class MessageParser:
         return {"lines": s.lines, "candidates": s.candidates, "matched": s.matched,
                 "unmatched": s.unmatched, "invalid_ip": s.invalid_ip,
                 "unknown_framing": s.unknown_framing, "too_long": s.too_long}
+
+
+def _framed(rule: Rule) -> _Framed:
+    body = rule.regex.pattern.removeprefix("^")
+    regex = re.compile(_FRAME_PREFIX + body, rule.regex.flags)
+    return (regex.match, rule.id, rule.kind, "ip" in rule.regex.groupindex, rule, {})
+
+
+def _allow(plan: _Framed, program: str) -> bool:
+    memo = plan[5]
+    if len(memo) > 4096:
+        memo.clear()
+    ok = memo[program] = plan[4].applies_to(program)
+    return ok
 
 
 def _plan(rule: Rule) -> _Plan:

@@ -13,7 +13,6 @@ from logwatch.engine.model import Ban, Grant, Position, Suspension
 from logwatch.state import counts as _counts
 from logwatch.util.safeio import make_private, tighten
 
-SCHEMA_VERSION = 3
 # Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
 # on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
@@ -82,7 +81,30 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (quota, qkey)
     );
     """,
-    # 3: account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
+    # 3: accounting (state/accounting.py): open messages, message records (the stats log is
+    # written from them; kept `accounting.keep` for logwatchctl messages), sequence marks.
+    """
+    CREATE TABLE acct_open (
+        host TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (host, queue_id)
+    );
+    CREATE TABLE acct_records (
+        seq BIGINT PRIMARY KEY,
+        done_time DOUBLE PRECISION NOT NULL,
+        sasl_user TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX acct_records_time ON acct_records (done_time);
+    CREATE INDEX acct_records_user ON acct_records (sasl_user, done_time);
+    CREATE TABLE acct_meta (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    """,
+    # 4: account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
     """
     CREATE TABLE suspensions (
         sasl_user TEXT PRIMARY KEY,
@@ -112,6 +134,7 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(Exception):
