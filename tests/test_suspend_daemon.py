@@ -72,6 +72,9 @@ def test_login_burst_suspends_through_the_table(daemon: DaemonProc) -> None:
     (sus,) = acc["suspended"]
     assert sus["user"] == "victim@example.org" and sus["source"] == "auto"
     assert "victim@example.org" in daemon.ctl("accounts").stdout
+    status = daemon.req(cmd="status")
+    assert status["risk"]["suspensions"] == 1 and status["risk"]["logins"] == 8
+    assert "1 suspended" in daemon.ctl("status").stdout
 
     # A restart keeps it: in the store, and the table rebuilt from it.
     daemon.stop()

@@ -68,6 +68,11 @@ def format_status(st: dict[str, Any]) -> str:
         "n/a (no log files followed)" if lag is None
         else "0 (at the end of every log file)" if not unread
         else f"{lag:.1f}s behind the log ({unread} bytes unread)"))
+    risk = st.get("risk")
+    if risk:
+        out.append(f"accounts:      {risk.get('accounts', 0)} SASL IDs followed, "
+                   f"{risk.get('suspensions', 0)} suspended "
+                   f"({risk.get('suspended', 0)} suspensions since start)")
     if st.get("watchdog_kills") is not None:
         out.append(f"watchdog:      {st['watchdog_kills']} stuck sessions killed")
     events = st.get("events") or {}
