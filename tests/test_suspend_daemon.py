@@ -188,3 +188,29 @@ def test_shares_the_policy_services_table(tmp_path: Path) -> None:
         assert postmap_q(d, spec, "blocked@example.org").startswith("REJECT")
     finally:
         d.stop(signal.SIGKILL)
+
+
+def test_hostile_login_names_never_reach_the_table(tmp_path: Path) -> None:
+    """Names with blanks, tabs, control characters or a comment mark, through the whole
+    pipeline with a threshold any two networks reach: only the real subjects are keys."""
+    spec = f"hash:{tmp_path / 'sasl'}"
+    d = DaemonProc(tmp_path, {"accounting": {"enabled": True, "stats_log": None,
+                                             "sasl_access_map": spec, "suspend_score": 1}})
+    names = ["eve OK", "mallory\tREJECT", "dave REJECT 5.7.1 x", "#root", "bob\x1b[31m",
+             "ok"]
+    try:
+        d.start()
+        n = 0
+        for name in names:
+            for net in (1, 2):
+                n += 1
+                d.append(auth_line(name, f"198.51.{net}.{n}", n))
+        wait_for(lambda: postmap_q(d, spec, "ok") == HOLD)
+        dump = subprocess.run(["postmap", "-s", spec], capture_output=True, text=True,
+                              env=d.env(), timeout=30).stdout
+        assert dump.splitlines() == [f"ok\t{HOLD}"]
+        for cut in ("eve", "mallory", "dave", "bob"):
+            assert postmap_q(d, spec, cut) == ""
+        assert d.req(cmd="status")["risk"]["invalid_users"] >= 4
+    finally:
+        d.stop(signal.SIGKILL)
