@@ -256,3 +256,26 @@ def test_minute_counts_top_senders(clock) -> None:
         ("recipients", 120, 6.0), ("bounces", 120, 3.0), ("rejects", 120, 1.0),
         ("sender:a", 120, 1.0), ("sender_rcpt:a", 120, 3.0)])
     assert [r[1] for r in c.drain(10**9)] and c.minutes == {}
+
+
+def test_engine_wiring_sweep_deadline_and_reload(clock) -> None:
+    from logwatch.daemon.config import Config
+    from logwatch.engine.core import Engine
+
+    cfg = Config()
+    cfg.accounting.enabled = True
+    cfg.bans.enabled = False
+    engine = Engine(cfg.relay, cfg.bans, clock=clock, accounting=cfg.accounting)
+    (add,) = engine.account(msg("nick", "192.0.2.1", clock.now, n=200))
+    assert isinstance(add, SuspensionAdded)
+    assert engine.account(Reject("nick", "192.0.2.1", clock.now)) == []
+    assert engine.next_deadline() == add.suspension.expires_at
+    # A reload that puts the ID into never_suspend lifts it at once.
+    cfg.accounting.never_suspend = ["NICK"]
+    assert engine.configure_accounting(cfg.accounting) == [
+        SuspensionLifted("nick", "never_suspend")]
+    assert engine.next_deadline() is None
+    # Off: records are not even counted.
+    engine.configure_accounting(None)
+    assert engine.account(msg("olga", "192.0.2.1", clock.now, n=500)) == []
+    assert "olga" not in engine.accounts.accounts
