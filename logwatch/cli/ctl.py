@@ -213,6 +213,21 @@ def _ip_and_duration(s: argparse.ArgumentParser, what: str) -> None:
                    help="the same as DURATION")
 
 
+def _account_commands(sub: Any) -> None:
+    """accounts, suspend and unsuspend (account risk, engine/accounts.py)."""
+    s = sub.add_parser("accounts", help="SASL IDs: top senders with counts, score and why; "
+                                        "suspended IDs with expiry")
+    s.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="show the N highest scores (default 20; 0: all)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("suspend", help="suspend a SASL ID now (check_sasl_access table)")
+    s.add_argument("user")
+    s.add_argument("--for", dest="duration_flag", type=duration_arg, metavar="DURATION",
+                   help="how long (default: accounting.suspend_time)")
+    s = sub.add_parser("unsuspend", help="lift the suspension of a SASL ID")
+    s.add_argument("user")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="logwatchctl",
@@ -251,17 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "banned, score, and what protects it")
     s.add_argument("ip")
     s.add_argument("--json", action="store_true")
-    s = sub.add_parser("accounts", help="SASL IDs: top senders with counts, score and why; "
-                                        "suspended IDs with expiry")
-    s.add_argument("--limit", type=int, default=20, metavar="N",
-                   help="show the N highest scores (default 20; 0: all)")
-    s.add_argument("--json", action="store_true")
-    s = sub.add_parser("suspend", help="suspend a SASL ID now (check_sasl_access table)")
-    s.add_argument("user")
-    s.add_argument("--for", dest="duration_flag", type=duration_arg, metavar="DURATION",
-                   help="how long (default: accounting.suspend_time)")
-    s = sub.add_parser("unsuspend", help="lift the suspension of a SASL ID")
-    s.add_argument("user")
+    _account_commands(sub)
     s = sub.add_parser("verdicts", help="the policy service's stored verdicts (not DUNNO)")
     s.add_argument("--since", type=duration_arg, metavar="DURATION",
                    help="only those of the last DURATION (e.g. 1h, 7d)")
