@@ -214,3 +214,17 @@ def test_hostile_login_names_never_reach_the_table(tmp_path: Path) -> None:
         assert d.req(cmd="status")["risk"]["invalid_users"] >= 4
     finally:
         d.stop(signal.SIGKILL)
+
+
+def test_reload_changes_the_action_and_allow_list(daemon: DaemonProc) -> None:
+    assert daemon.ctl("suspend", "frank@example.org").returncode == 0
+    assert daemon.ctl("suspend", "gina@example.org").returncode == 0
+    daemon.settings["accounting"].update(suspend_action="REJECT",
+                                         never_suspend=["gina@example.org"])
+    daemon.write_config()
+    assert daemon.req(cmd="reload")["ok"]
+    assert postmap_q(daemon, daemon.sasl, "frank@example.org") == (
+        "REJECT 5.7.1 suspended by logwatchd (compromised?)")
+    assert postmap_q(daemon, daemon.sasl, "gina@example.org") == ""
+    (sus,) = daemon.req(cmd="accounts")["suspended"]
+    assert sus["user"] == "frank@example.org"
