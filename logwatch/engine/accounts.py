@@ -31,7 +31,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 WEIGHT_NAMES = tuple(DEFAULT_WEIGHTS)
 MAX_USER_LENGTH = 256         # longer SASL IDs are refused (counted), never keys of the table
-MAX_DISTINCT = 1024           # per account and kind (domains, IPs, networks): oldest go first
+MAX_DISTINCT = 256            # per account and kind (domains, IPs, networks): oldest go first
 LOG_CLOCK_SKEW = 300.0        # a record this far ahead of the clock is taken as "now"
 _M, _R, _B, _F, _J = range(5)  # minute slots: messages, recipients, bounced, final, rejects
 
