@@ -90,6 +90,7 @@ def wait_answer(d: DaemonProc, spec: str, file: str, key: str, want: str, before
     while time.perf_counter() < deadline:
         if inode(file) != before and query(d, spec, key) == want:
             return
+        time.sleep(0.0002)           # not a busy loop: the daemon needs the CPU
     raise SystemExit(f"{key}: no answer {want!r} in {timeout}s\n{d.stderr()[-2000:]}")
 
 
