@@ -83,6 +83,13 @@ def format_status(st: dict[str, Any]) -> str:
     guards.update((f"log time {k}", v) for k, v in (st.get("log_time") or {}).items())
     if any(guards.values()):
         out.append("guards:        " + ", ".join(f"{k}={v}" for k, v in guards.items() if v))
+    policy = st.get("policy")
+    if policy:
+        out.append("policy:        " + ", ".join(
+            f"{k}={policy.get(k, 0)}" for k in ("requests", "malformed", "errors", "too_long",
+                                                "clients", "quota_keys", "sasl_blocked"))
+            + "  verdicts: " + (", ".join(f"{k}={v}" for k, v in
+                                          sorted(policy.get("verdicts", {}).items())) or "none"))
     actions = st.get("actions") or {}
     if actions:
         out.append("actions:       " + ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
@@ -328,6 +335,9 @@ def _check_config(path: str) -> int:
         except Exception as exc:
             problems.append(f"rules: {exc}")
     problems.extend(_check_whitelist(cfg.bans.whitelist))
+    from logwatch.cli.policyctl import check_policy_files
+
+    problems.extend(check_policy_files(cfg))
     if problems:
         for line in problems:
             print(line, file=sys.stderr)

@@ -73,3 +73,29 @@ def run_policy(args: argparse.Namespace, call: Callable[[argparse.Namespace, dic
     else:
         print(f"action={resp['action']}\nrule={resp['rule']}")
     return 0
+
+
+def check_policy_files(cfg: Any) -> list[str]:
+    """check-config: every bad line of the policy's list and profile files ("FILE: line N:
+    ..."); a missing file is only noted on stderr (the daemon then uses an empty list)."""
+    from logwatch.daemon.policyside import read_text
+    from logwatch.engine.policy.quotas import parse_profiles
+    from logwatch.engine.policy.s25r import parse_regex_list
+    from logwatch.engine.policy.saslblock import parse_block_list
+
+    p = cfg.policy
+    files = [(p.sasl_block_list, parse_block_list), (p.s25r_whitelist, parse_regex_list),
+             (p.s25r_blacklist, parse_regex_list)]
+    files += [(q.profiles, parse_profiles) for q in cfg.quotas if q.profiles]
+    problems = []
+    for path, parse in files:
+        if not path:
+            continue
+        try:
+            text = read_text(path)
+        except OSError as exc:
+            print(f"{path}: cannot read ({exc.strerror or exc}); the policy service starts "
+                  "with it empty", file=sys.stderr)
+            continue
+        problems += [f"{path}: {w}" for w in parse(text)[1]]
+    return problems

@@ -354,8 +354,11 @@ class Daemon:
         self.policy.set_sasl_entries(contributor, entries)
 
     def status(self) -> dict[str, Any]:
-        return snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
-                        self.dry_run)
+        st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
+                      self.dry_run)
+        if self.policy.enabled:
+            st["policy"] = self.policy.status()
+        return st
 
     def summary(self) -> str:
         return summary(self.status())

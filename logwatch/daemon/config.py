@@ -20,7 +20,7 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     cross_checks,
     duration_for,
 )
-from logwatch.daemon.policyconfig import PolicyConfig, QuotaConfig, parse_quotas
+from logwatch.daemon.policyconfig import COERCE, PolicyConfig, QuotaConfig, parse_quotas
 from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
@@ -299,6 +299,8 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
 
 def _value(raw: Any, dotted: str, tp: Any) -> Any:
     """The checked value of one key; ValueError with the message otherwise."""
+    if dotted in COERCE:
+        raw = COERCE[dotted](raw)
     allow_zero = duration_for(dotted)
     if allow_zero is not None:
         raw = parse_duration(raw, allow_zero=allow_zero)

@@ -96,6 +96,10 @@ CHECKS: dict[str, Check] = {
     "policy.idle_timeout": positive,
 }
 DURATIONS: dict[str, bool] = {"policy.audit_retention": False, "policy.idle_timeout": False}
+# YAML 1.1 reads a bare off/on as false/true: `s25r: off` means the mode "off".
+COERCE: dict[str, Any] = {
+    "policy.s25r": lambda v: ("on" if v else "off") if isinstance(v, bool) else v,
+}
 
 _QUOTA_FIELDS: dict[str, tuple[type, Check | None]] = {
     "name": (str, lambda v: None if v and v.replace("-", "").replace("_", "").isalnum()

@@ -15,17 +15,19 @@ from logwatch.daemon.factory import file_mtime
 from logwatch.engine.policy import DUNNO, Decider, PolicyContext, PolicyRequest, Verdict
 from logwatch.engine.policy.quotas import QuotaCheck
 from logwatch.engine.policy.saslblock import parse_block_list
-from logwatch.parsing.events import REJECTED, RELAY_DENIED, S25R, USER_UNKNOWN, Event
+from logwatch.parsing.events import RELAY_DENIED, S25R, USER_UNKNOWN, Event
 from logwatch.state.policystore import AuditRow, PolicyStore
 from logwatch.util.safeio import read_capped
 
 log = logging.getLogger("logwatchd.policy")
 
-FLUSH_INTERVAL = 1.0          # audit rows and quota counters reach the store this often
+FLUSH_INTERVAL = 0.5          # audit rows and quota counters reach the store this often ...
+FLUSH_ROWS = 5000             # ... this many counter rows at most (a flood: the rest next time)
 PRUNE_INTERVAL = 3600.0
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
-_REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED, REJECTED)
+_REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
+MILTER_REJECT_RULE = "postfix-milter-reject-message"    # rules/postfix.yaml: user = queue id
 
 
 def read_text(path: str) -> str:
@@ -84,7 +86,7 @@ class PolicySide:
 
     def reconfigure(self, cfg: Any, dry_run: bool) -> None:
         """A reload: counters to the store, then everything rebuilt from the new config."""
-        self.flush(self.loop.clock())
+        self.flush(self.loop.clock(), everything=True)
         self.setup(cfg, dry_run)
 
     def _open_sasl_table(self, cfg: Any, dry_run: bool) -> None:
@@ -192,16 +194,23 @@ class PolicySide:
         return verdict
 
     def observe(self, events: Iterable[Event]) -> None:
-        """Log-side rejections refund what the rejected request counted (quotas)."""
+        """Log-side rejections refund what they took back (quotas): a recipient rejected by
+        name (User unknown, Relay access denied), or a whole message a milter rejected."""
         quotas = self.quotas
         if quotas is None:
             return
         now = self.loop.clock()
         for ev in events:
-            if ev.kind in _REFUND_KINDS and "smtpd" in ev.program and ev.ip:
-                recipient = ev.user if ev.kind != REJECTED else None
-                if quotas.refund(ev.ip, recipient, now):
-                    self.counts["refunds"] = self.counts.get("refunds", 0) + 1
+            if not ev.user:
+                continue
+            if ev.rule == MILTER_REJECT_RULE:
+                refunded = quotas.refund_message(ev.user, now)
+            elif ev.kind in _REFUND_KINDS and "smtpd" in ev.program:
+                refunded = quotas.refund(ev.ip, ev.user, now)
+            else:
+                continue
+            if refunded:
+                self.counts["refunds"] = self.counts.get("refunds", 0) + 1
 
     # -- the timer ----------------------------------------------------------------------
 
@@ -220,14 +229,16 @@ class PolicySide:
         self.feed([Event(when, S25R, n.ip, None, "smtp", "logwatchd/policy", n.rule, None)
                    for n in notes if n.kind == S25R])
 
-    def flush(self, now: float) -> None:
-        """Audit rows and changed quota counters: one transaction; actions-log lines."""
+    def flush(self, now: float, everything: bool = False) -> None:
+        """Audit rows and changed quota counters: one transaction; actions-log lines.
+        The loop waits while it runs, so a flood's counters go FLUSH_ROWS at a time."""
         store = self.parts.store
         if store is None:
             return
         rows, self.pending = self.pending, []
         quotas = self.quotas
-        counts = quotas.take_dirty() if quotas is not None else []
+        limit = None if everything else FLUSH_ROWS
+        counts = quotas.take_dirty(limit) if quotas is not None else []
         pstore = PolicyStore(store)
         prune = now - self._last_prune >= PRUNE_INTERVAL
         if rows or counts or prune:
@@ -251,14 +262,18 @@ class PolicySide:
         return PolicyStore(self.parts.store).verdicts(since, ip, user, limit)
 
     def status(self) -> dict[str, Any]:
+        """For `logwatchctl status`: verdicts by rule, the server's counters, sizes."""
         quotas = self.quotas
-        return {"verdicts": dict(self.counts),
-                "quota_keys": sum(1 for _ in quotas.keys()) if quotas is not None else 0,
+        server = next((s for s in self.parts.services if s.name == "policy"), None)
+        stats = vars(server.stats) if server is not None else {}
+        return {"verdicts": dict(self.counts), **stats,
+                "clients": len(server.clients) if server is not None else 0,
+                "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:
         if self.cfg is not None:
-            self.flush(self.loop.clock())
+            self.flush(self.loop.clock(), everything=True)
 
 
 def _audit_row(req: PolicyRequest, verdict: Verdict, now: float) -> AuditRow:

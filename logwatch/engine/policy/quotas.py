@@ -6,14 +6,15 @@ timestamps. The count of a key is the sum of the slices of the last `period` (th
 slice included: the window slides by period/SLICES). Counting is idempotent per Postfix
 `instance` (one SMTP transaction): a recipient, a message and its bytes are counted once
 however often Postfix asks. A request over a limit is answered the quota's action and counts
-nothing. Refunds take back what a request counted when the log shows Postfix rejected it later.
+nothing. Refunds take back what a recipient or a message counted when the log shows Postfix rejected
+it later (a reject naming that recipient, or a milter-reject naming the message's queue id).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ from logwatch.engine.policy.request import PolicyRequest
 
 SLICES = 12
 MAX_KEYS = 1_000_000          # per quota: beyond this the oldest keys are dropped
-MAX_INSTANCES = 200_000       # transactions remembered for idempotency and refunds
+# Transactions remembered for idempotency and refunds (the newest; about 400 bytes each).
+MAX_INSTANCES = 20_000
 MAX_KEY_TEXT = 512
 REFUND_WINDOW = 900.0         # a rejection logged later than this refunds nothing
 _CAP = 0xFFFFFFFF
@@ -89,67 +91,101 @@ def parse_profiles(text: str) -> tuple[dict[str, int | None], list[str]]:
 
 
 class Window:
-    """Sliding-window counters of one quota, one compact array per key value."""
+    """Sliding-window counters of one quota: per key value a row of SLICES + 1 unsigned ints
+    (the newest slice number, then the ring) in one array shared by all keys."""
+
+    ROW = SLICES + 1
 
     def __init__(self, period: float) -> None:
         self.slice_len = period / SLICES
-        self.keys: dict[str, array] = {}
+        self.keys: dict[str, int] = {}          # key value -> its row's offset in data
+        self.data = array("I")
+        self.free: list[int] = []               # offsets of rows of expired keys
 
     def _slice(self, now: float) -> int:
         return int(now / self.slice_len)
 
+    def row(self, key: str) -> list[int] | None:
+        """The key's row (newest slice, ring), or None."""
+        at = self.keys.get(key)
+        return None if at is None else list(self.data[at:at + self.ROW])
+
     def total(self, key: str, now: float) -> int:
-        arr = self.keys.get(key)
-        if arr is None:
+        at = self.keys.get(key)
+        if at is None:
             return 0
-        cur, newest = self._slice(now), arr[0]
+        data = self.data
+        cur, newest = self._slice(now), data[at]
         lo = max(cur, newest) - SLICES + 1
-        return sum(arr[1 + s % SLICES] for s in range(lo, min(cur, newest) + 1))
+        return sum(data[at + 1 + s % SLICES] for s in range(lo, min(cur, newest) + 1))
+
+    def _new_row(self, key: str, cur: int) -> int:
+        if len(self.keys) >= MAX_KEYS:
+            self._drop(next(iter(self.keys)))
+        if self.free:
+            at = self.free.pop()
+            self.data[at:at + self.ROW] = array("I", [0] * self.ROW)
+        else:
+            at = len(self.data)
+            self.data.extend([0] * self.ROW)
+        self.data[at] = cur
+        self.keys[key] = at
+        return at
+
+    def _drop(self, key: str) -> None:
+        self.free.append(self.keys.pop(key))
 
     def add(self, key: str, now: float, amount: int) -> int:
         """Count amount now; the slice it went to (for a refund)."""
         cur = self._slice(now)
-        arr = self.keys.get(key)
-        if arr is None:
-            if len(self.keys) >= MAX_KEYS:
-                del self.keys[next(iter(self.keys))]
-            arr = self.keys[key] = array("I", [0] * (SLICES + 1))
-            arr[0] = cur
-        if cur > arr[0]:
-            for s in range(max(arr[0] + 1, cur - SLICES + 1), cur + 1):
-                arr[1 + s % SLICES] = 0
-            arr[0] = cur
-        slot = 1 + cur % SLICES if cur > arr[0] - SLICES else None
-        if slot is not None:
-            arr[slot] = min(arr[slot] + amount, _CAP)
+        at = self.keys.get(key)
+        if at is None:
+            at = self._new_row(key, cur)
+        data = self.data
+        if cur > data[at]:
+            for s in range(max(data[at] + 1, cur - SLICES + 1), cur + 1):
+                data[at + 1 + s % SLICES] = 0
+            data[at] = cur
+        if cur > data[at] - SLICES:
+            slot = at + 1 + cur % SLICES
+            data[slot] = min(data[slot] + amount, _CAP)
         return cur
 
     def refund(self, key: str, slice_no: int, amount: int) -> bool:
-        arr = self.keys.get(key)
-        if arr is None or not arr[0] - SLICES < slice_no <= arr[0]:
+        at = self.keys.get(key)
+        if at is None or not self.data[at] - SLICES < slice_no <= self.data[at]:
             return False
-        slot = 1 + slice_no % SLICES
-        arr[slot] -= min(amount, arr[slot])
+        slot = at + 1 + slice_no % SLICES
+        self.data[slot] -= min(amount, self.data[slot])
         return True
 
     def expire(self, now: float) -> int:
         """Drop the keys whose whole window has passed; how many."""
         cut = self._slice(now) - SLICES
-        old = [k for k, arr in self.keys.items() if arr[0] <= cut]
+        data = self.data
+        old = [k for k, at in self.keys.items() if data[at] <= cut]
         for k in old:
-            del self.keys[k]
+            self._drop(k)
         return len(old)
 
+    def put(self, key: str, values: list[int]) -> None:
+        """A row read from the store."""
+        at = self.keys.get(key)
+        if at is None:
+            at = self._new_row(key, values[0])
+        self.data[at:at + self.ROW] = array("I", values)
 
-@dataclass
+
+@dataclass(slots=True)
 class _Instance:
     """What one SMTP transaction (Postfix `instance`) was charged, for idempotency/refunds."""
 
     ip: str | None
     time: float
-    rcpts: set[str] = field(default_factory=set)
-    states: set[str] = field(default_factory=set)       # DATA / END-OF-MESSAGE counted
+    rcpts: list[str] = field(default_factory=list)      # recipients counted (a few)
+    states: list[str] = field(default_factory=list)     # DATA / END-OF-MESSAGE counted
     last: str = ""                                      # the newest request's recipient
+    queue_id: str = ""
     charges: list[tuple[int, str, int, int, str]] = field(default_factory=list)
     # (quota index, key value, slice, amount, recipient or "" for the whole message)
 
@@ -164,7 +200,8 @@ class QuotaCheck:
         self.profiles: list[dict[str, int | None]] = [{} for _ in specs]
         self.instances: dict[str, _Instance] = {}
         self.last_by_ip: dict[str, str] = {}        # ip -> its newest charged instance
-        self.dirty: set[tuple[int, str]] = set()
+        self.by_queue_id: dict[str, str] = {}       # Postfix queue id -> instance
+        self.dirty: list[set[str]] = [set() for _ in specs]
         self.warnings: list[str] = []
         if read_text is not None:
             self.reload_profiles(read_text)
@@ -246,10 +283,16 @@ class QuotaCheck:
                 del self.instances[next(iter(self.instances))]
             self.instances[req.instance] = inst          # newest last
             if state == "RCPT":
-                inst.rcpts.add(rcpt)
+                inst.rcpts.append(rcpt)
             else:
-                inst.states.add(state)
+                inst.states.append(state)
             inst.last = rcpt if state == "RCPT" else ""
+            qid = req.queue_id[:MAX_KEY_TEXT]
+            if qid and not inst.queue_id:
+                inst.queue_id = qid
+                if len(self.by_queue_id) >= MAX_INSTANCES:
+                    del self.by_queue_id[next(iter(self.by_queue_id))]
+                self.by_queue_id[qid] = req.instance
             if inst.ip is not None:
                 self.last_by_ip.pop(inst.ip, None)
                 if len(self.last_by_ip) >= MAX_INSTANCES:
@@ -257,27 +300,38 @@ class QuotaCheck:
                 self.last_by_ip[inst.ip] = req.instance
         for i, key, amount in plan:
             slice_no = self.windows[i].add(key, now, amount)
-            self.dirty.add((i, key))
+            self.dirty[i].add(key)
             if inst is not None:
                 tag = rcpt if state == "RCPT" and self.specs[i].count == "recipients" else ""
                 inst.charges.append((i, key, slice_no, amount, tag))
 
     # -- refunds -----------------------------------------------------------------------
 
-    def refund(self, ip: str, recipient: str | None, now: float) -> int:
-        """The log says Postfix rejected the client's newest request (recipient given: that
-        recipient of its newest transaction): take back what it counted; how many charges."""
+    def refund(self, ip: str, recipient: str, now: float) -> int:
+        """The log says Postfix rejected this recipient of the client (after we counted it):
+        take back what it counted in the client's newest transaction; how many charges. A
+        transaction left without recipients takes back its message and bytes too.
+
+        Only a rejection naming the recipient refunds: a reject line without one (an RBL,
+        a syntax error) may be about a request we never saw, and refunding the client's
+        previous request would let it send without limit."""
         instance = self.last_by_ip.get(ip)
         inst = self.instances.get(instance) if instance else None
-        if inst is None or now - inst.time > REFUND_WINDOW or not inst.charges:
+        which = {recipient.lower()[:MAX_KEY_TEXT]}
+        if inst is None or now - inst.time > REFUND_WINDOW or not which & set(inst.rcpts):
             return 0
-        if recipient is not None:
-            which = {recipient.lower()[:MAX_KEY_TEXT]} & inst.rcpts
-            if not which:
-                return 0
-        else:
-            which = {inst.last} if inst.last else set(inst.rcpts)
-        inst.rcpts -= which
+        return self._take_back(inst, which)
+
+    def refund_message(self, queue_id: str, now: float) -> int:
+        """A milter rejected the whole message with this (Postfix-assigned) queue id."""
+        instance = self.by_queue_id.pop(queue_id, None)
+        inst = self.instances.get(instance) if instance else None
+        if inst is None or now - inst.time > REFUND_WINDOW:
+            return 0
+        return self._take_back(inst, set(inst.rcpts))
+
+    def _take_back(self, inst: _Instance, which: set[str]) -> int:
+        inst.rcpts = [r for r in inst.rcpts if r not in which]
         if inst.rcpts:
             back = [c for c in inst.charges if c[4] in which]
         else:
@@ -285,7 +339,7 @@ class QuotaCheck:
         inst.charges = [c for c in inst.charges if c not in back]
         for i, key, slice_no, amount, _ in back:
             if self.windows[i].refund(key, slice_no, amount):
-                self.dirty.add((i, key))
+                self.dirty[i].add(key)
         return len(back)
 
     # -- upkeep and persistence --------------------------------------------------------
@@ -296,17 +350,25 @@ class QuotaCheck:
             inst = self.instances.pop(ident)
             if inst.ip is not None and self.last_by_ip.get(inst.ip) == ident:
                 del self.last_by_ip[inst.ip]
+            if inst.queue_id and self.by_queue_id.get(inst.queue_id) == ident:
+                del self.by_queue_id[inst.queue_id]
         return sum(w.expire(now) for w in self.windows)
 
-    def take_dirty(self) -> list[tuple[str, str, float, str]]:
-        """Rows (quota, key, slice length, counters text) changed since the last call."""
-        rows = []
-        for i, key in self.dirty:
-            arr = self.windows[i].keys.get(key)
-            data = "" if arr is None else ",".join(map(str, arr))
-            rows.append((self.specs[i].name, key, self.windows[i].slice_len, data))
-        self.dirty.clear()
+    def take_dirty(self, limit: int | None = None) -> list[tuple[str, str, float, str]]:
+        """Rows (quota, key, slice length, counters text) changed since they were last taken;
+        at most limit of them (the rest stay for the next call)."""
+        rows: list[tuple[str, str, float, str]] = []
+        for i, keys in enumerate(self.dirty):
+            window = self.windows[i]
+            while keys and (limit is None or len(rows) < limit):
+                key = keys.pop()
+                row = window.row(key)
+                data = "" if row is None else ",".join(map(str, row))
+                rows.append((self.specs[i].name, key, window.slice_len, data))
         return rows
+
+    def dirty_count(self) -> int:
+        return sum(len(keys) for keys in self.dirty)
 
     def load(self, rows: Iterable[tuple[str, str, float, str]], now: float) -> int:
         """Counters from the store (a quota whose period changed starts afresh); how many."""
@@ -318,20 +380,16 @@ class QuotaCheck:
                 continue
             try:
                 values = [int(v) for v in data.split(",")]
-                arr = array("I", values)
+                array("I", values)
             except (ValueError, OverflowError):
                 continue
-            if len(arr) == SLICES + 1:
-                self.windows[i].keys[key] = arr
+            if len(values) == SLICES + 1:
+                self.windows[i].put(key, values)
                 loaded += 1
         for w in self.windows:
             w.expire(now)
         return loaded
 
-    def keys(self) -> Iterator[tuple[str, str]]:
-        for q, w in zip(self.specs, self.windows, strict=True):
-            for key in w.keys:
-                yield q.name, key
 
 
 def build(policy: Any, quotas: Any, context: Any) -> QuotaCheck | None:

@@ -125,7 +125,8 @@ def build(policy: Any, quotas: Any, context: Any) -> S25RCheck | None:
         return None
     white = _lists(context, policy.s25r_whitelist)
     black = _lists(context, policy.s25r_blacklist)
-    return S25RCheck(policy.s25r, context, white, black)
+    mode = "defer" if policy.s25r == "on" else policy.s25r
+    return S25RCheck(mode, context, white, black)
 
 
 def _lists(context: Any, path: str | None) -> list[re.Pattern[str]]:
