@@ -1,7 +1,8 @@
 """Policy service benchmark: logwatchd's Postfix policy service next to postfwd2, in one run.
 
 Usage (root): .venv/bin/python bench/policy_bench.py [--requests 1000000] [--seconds 10]
-    [--conns 50] [--keys 100000] [--rate 2000] [--flood 20000] [--only postfwd|logwatchd]
+    [--conns 50] [--keys 100000] [--rate 2000] [--flood 20000] [--settle 10]
+    [--only postfwd|logwatchd|yardstick]
 
 Both servers get the same quota: at most --limit recipients per client address in --period
 seconds, counted at RCPT (postfwd: rate(client_address/...); logwatchd: a `quotas:` entry).
@@ -13,7 +14,9 @@ Printed for each server:
   - reply latency p50/p99 at --rate requests/s, paced (open loop: measured from the time a
     request was due, so a stall counts for every request it delays);
   - logwatchd only: the same while --flood lines/s are appended to the log it follows;
-  - RSS (logwatchd after --requests requests; postfwd: all its processes).
+  - RSS (logwatchd after --requests requests; postfwd: all its processes);
+  - first, the yardstick: the same paced run against a trivial Python server that answers
+    DUNNO, the share of the client and of the machine's other load in those figures.
 logwatchd runs with --dry-run --firewall none and a private state dir; postfwd2 on a private
 port (tests/postfwd_helpers.py). Nothing is left behind.
 """
@@ -162,7 +165,7 @@ def closed_loop(address: str, port: int, conns: int, procs: int, budget: int, se
                for i in range(procs)]
     for w in workers:
         w.start()
-    results = [out.get(timeout=seconds + 3600) for _ in workers]
+    results = [out.get(timeout=min(seconds, 1e6) + 3600) for _ in workers]
     for w in workers:
         w.join()
     total = Throughput(sum(r[0] for r in results), max(r[1] for r in results))
@@ -252,6 +255,53 @@ def flood(path: Path, rate: int) -> Iterator[list[float]]:
         proc.join()
 
 
+def _dunno_server(sock: socket.socket) -> None:
+    """The yardstick: answers every request DUNNO at once (one process, selectors)."""
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    bufs: dict[int, bytes] = {}
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            if s is sock:
+                conn, _ = sock.accept()
+                sel.register(conn, selectors.EVENT_READ)
+                bufs[conn.fileno()] = b""
+                continue
+            data = s.recv(65536)
+            if not data:
+                sel.unregister(s)
+                bufs.pop(s.fileno(), None)
+                s.close()
+                continue
+            buf = bufs[s.fileno()] + data
+            n = buf.count(b"\n\n")
+            bufs[s.fileno()] = buf[buf.rfind(b"\n\n") + 2:] if n else buf
+            if n:
+                s.sendall(b"action=DUNNO\n\n" * n)
+
+
+def bench_yardstick(a: argparse.Namespace) -> None:
+    """The client's own floor on this machine now: the paced run against a DUNNO server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    ctx = mp.get_context("fork")
+    proc = ctx.Process(target=_dunno_server, args=(sock,), daemon=True)
+    proc.start()
+    try:
+        lat = paced("127.0.0.1", sock.getsockname()[1], a.conns, a.rate, a.paced_seconds,
+                    a.keys)
+        print(f"yardstick  at {a.rate:,.0f}/s    {ms(lat)}  (a Python server answering DUNNO: "
+              "the client's and the machine's own share)")
+        print(f"           {stalls(lat, a.rate)}")
+    finally:
+        proc.terminate()
+        proc.join()
+        sock.close()
+
+
 def logwatchd_has_policy() -> bool:
     """Whether this tree's logwatchd knows --policy-listen (the policy service is merged)."""
     helped = subprocess.run([sys.executable, "-m", "logwatch.daemon.app", "--help"],
@@ -270,6 +320,17 @@ def ms(values: list[float]) -> str:
             f"max {max(values, default=0) * 1000:7.2f} ms  (n={len(values)})")
 
 
+def stalls(values: list[float], rate: float, over: float = 0.010) -> str:
+    """Where the replies slower than `over` cluster: how many clusters and their spacing."""
+    idx = [i for i, v in enumerate(values) if v > over]
+    starts = [i for n, i in enumerate(idx) if n == 0 or i - idx[n - 1] > rate * 0.02]
+    if len(starts) < 2:
+        return f"{len(idx)} replies > {over * 1000:.0f} ms"
+    gaps = sorted((b - a) / rate for a, b in zip(starts, starts[1:], strict=False))
+    return (f"{len(idx)} replies > {over * 1000:.0f} ms in {len(starts)} stalls, "
+            f"one every {gaps[len(gaps) // 2]:.2f} s (median)")
+
+
 def replies(t: Throughput) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in t.replies.most_common())
 
@@ -281,7 +342,8 @@ def bench_postfwd(a: argparse.Namespace) -> Throughput:
         print(f"postfwd2   requests/s  {t.rate:10,.0f}   ({t.requests:,} in {t.seconds:.1f} s; "
               f"{replies(t)})")
         lat = paced(pfw.address, pfw.port, a.conns, a.rate, a.paced_seconds, a.keys)
-        print(f"postfwd2   at {a.rate:,.0f}/s    {ms(lat)}")
+        over = "  (above its capacity: requests queue)" if t.rate < a.rate else ""
+        print(f"postfwd2   at {a.rate:,.0f}/s    {ms(lat)}{over}")
         rss, uss = pfw.memory()
         print(f"postfwd2   RSS         {rss / 1e6:10.1f} MB  (USS {uss / 1e6:.1f} MB; "
               f"{len(pfw.processes())} processes together)")
@@ -305,11 +367,16 @@ def bench_logwatchd(a: argparse.Namespace, top: Path) -> Throughput:
               f"{replies(t)})")
         print(f"logwatchd  RSS         {rss / 1e6:10.1f} MB  after {t.requests:,} requests "
               f"(at start {rss0 / 1e6:.1f} MB)")
+        # What the closed loop left to write (changed quota counters) goes to the store
+        # first: the paced runs measure the steady state over the keys now known.
+        time.sleep(a.settle)
         lat = paced("127.0.0.1", port, a.conns, a.rate, a.paced_seconds, a.keys)
         print(f"logwatchd  at {a.rate:,.0f}/s    {ms(lat)}")
+        print(f"           {stalls(lat, a.rate)}")
         with flood(d.log, a.flood) as fl:
             lat = paced("127.0.0.1", port, a.conns, a.rate, a.paced_seconds, a.keys)
         print(f"logwatchd  at {a.rate:,.0f}/s + {fl[0] / fl[1]:,.0f} log lines/s    {ms(lat)}")
+        print(f"           {stalls(lat, a.rate)}")
         if d.proc.poll() is not None:
             print("logwatchd  EXITED during the bench:\n" + d.stderr()[-3000:])
         return t
@@ -329,15 +396,19 @@ def main() -> None:
     p.add_argument("--flood", type=int, default=20_000)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--period", type=int, default=60)
-    p.add_argument("--only", choices=("postfwd", "logwatchd"))
+    p.add_argument("--settle", type=float, default=10.0,
+                   help="seconds between logwatchd's closed loop and its paced runs")
+    p.add_argument("--only", choices=("postfwd", "logwatchd", "yardstick"))
     a = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (postfwd2 drops to nobody; the daemon's state dir)")
     print(f"{a.conns} persistent connections, {a.keys:,} quota keys (client_address), quota "
           f"{a.limit} recipients/{a.period} s; {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}")
-    pf = bench_postfwd(a) if a.only != "logwatchd" else None
-    if a.only == "postfwd":
+    if a.only in (None, "yardstick"):
+        bench_yardstick(a)
+    pf = bench_postfwd(a) if a.only in (None, "postfwd") else None
+    if a.only in ("postfwd", "yardstick"):
         return
     if not logwatchd_has_policy():
         print("logwatchd  NOT MEASURED: this tree's logwatchd has no policy service "

@@ -16,7 +16,8 @@ What such an instance does (tests/test_postfix_policy_harness.py proves each poi
   [check_client_access MAP,] reject_unauth_destination. Postfix evaluates it before
   smtpd_recipient_restrictions, so everything below runs after reject_unauth_destination,
   also for authenticated clients (whose sasl_username a quota must see).
-- smtpd_recipient_restrictions = [check_sasl_access SASL_ACCESS,] [check_policy_service
+- smtpd_recipient_restrictions = [RECIPIENT_CHECKS,] [check_sasl_access SASL_ACCESS,]
+  [check_policy_service
   { ENDPOINT, timeout=5s, default_action=DUNNO }] (sasl_access_in adds the table to
   smtpd_sender_restrictions too); PolicyHook(at_end_of_data=True) adds the policy service to
   smtpd_end_of_data_restrictions (byte quotas). The SASL table comes first, so a listed user is
@@ -29,6 +30,7 @@ What such an instance does (tests/test_postfix_policy_harness.py proves each poi
   transport, so it leaves the queue at once and `QUEUEID: removed` appears in the log.
 - The log: `inst.maillog_path` (maillog_file via postlogd), the file a logwatchd under test
   follows; `inst.wait_log(needle)`. `inst.held()` lists queue ids on hold (HOLD actions).
+- `inst.reconfigure({"smtpd_recipient_restrictions": ...})`: postconf -e and postfix reload.
 - smtpd process limit `MailOptions.smtpd_processes` (default 20) for concurrent clients.
 """
 
@@ -150,6 +152,18 @@ class PostfixInstance:
                 raise AssertionError(f"{needle!r} not in the Postfix log:\n{text[-4000:]}")
             time.sleep(0.05)
 
+    def reconfigure(self, settings: dict[str, str]) -> None:
+        """Change main.cf settings and `postfix reload` (new smtpd processes use them)."""
+        _postconf(self.config_dir, settings)
+        self.settings.update(settings)
+        age_config(self.config_dir)
+        start = self.log_size()
+        subprocess.run(["postfix", "-c", self.config_dir, "reload"], check=True,
+                       capture_output=True, timeout=60)
+        # The master logs this once it has re-read main.cf; smtpd processes of the old
+        # configuration finish their sessions and exit, new ones read the new settings.
+        self.wait_log(re.compile(r"master\[\d+\]: reload "), after=start)
+
     def held(self) -> list[str]:
         """Queue ids of the messages on hold (a HOLD action put them there)."""
         hold = Path(self.root, "queue", "hold")
@@ -189,6 +203,7 @@ class MailOptions:
     sasl_access: str | None = None               # TYPE:PATH for check_sasl_access
     sasl_access_in: tuple[str, ...] = ("recipient",)   # and/or "sender"
     relay_domains: str = ""                      # accepted from anyone (inbound)
+    recipient_checks: tuple[str, ...] = ()       # first in smtpd_recipient_restrictions
     xclient_hosts: str = "127.0.0.0/8"
     smtpd_processes: int = 20
     extra: dict[str, str] = field(default_factory=dict)   # any other main.cf settings
@@ -204,7 +219,8 @@ def _restrictions(map_spec: str | None, opts: MailOptions | None) -> dict[str, s
     relay += [f"check_client_access {map_spec}"] if map_spec else []
     relay.append("reject_unauth_destination")
     table = f"check_sasl_access {opts.sasl_access}" if opts.sasl_access else None
-    rcpt = [table] if table and "recipient" in opts.sasl_access_in else []
+    rcpt = list(opts.recipient_checks)
+    rcpt += [table] if table and "recipient" in opts.sasl_access_in else []
     sender = [table] if table and "sender" in opts.sasl_access_in else []
     eod: list[str] = []
     if opts.policy is not None:
