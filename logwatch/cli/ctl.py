@@ -168,6 +168,24 @@ def format_accounts(resp: dict[str, Any], clock: Clock = wall) -> str:
     return "\n".join(out)
 
 
+def format_messages(messages: list[dict[str, Any]]) -> str:
+    """`logwatchctl messages`: one row per message, the newest first."""
+    rows = []
+    for m in messages:
+        rcpts = m.get("recipients") or []
+        first = rcpts[0]["address"] if rcpts else "-"
+        more = f" (+{len(rcpts) - 1})" if len(rcpts) > 1 else ""
+        rows.append([_ts(m.get("done_time")), m.get("queue_id", "?"), m.get("client_ip") or "-",
+                     m.get("sasl_user") or "-", m.get("sender") or "<>", first + more,
+                     str(m.get("size", 0)), m.get("outcome", "?")])
+    # Addresses are the clients' text: controls escaped, so no terminal escape gets through.
+    from logwatch.daemon.statslog import escape
+
+    rows = [[escape(c) for c in r] for r in rows]
+    return (_table(rows, ["DONE", "QUEUE ID", "CLIENT", "AUTH ID", "SENDER", "RECIPIENTS",
+                          "SIZE", "OUTCOME"]) + f"\n{len(messages)} message(s)")
+
+
 def _where(p: dict[str, Any]) -> str:
     if p.get("file") and p.get("line"):
         return f"{p['entry']} ({p['file']}:{p['line']})"
@@ -274,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("ip")
     s.add_argument("--json", action="store_true")
     _account_commands(sub)
+    s = sub.add_parser("messages", help="recent message records (accounting): who sent what")
+    s.add_argument("--user", metavar="U", help="only those of this SASL user")
+    s.add_argument("--ip", metavar="IP", help="only those from this client address")
+    s.add_argument("--since", type=duration_arg, metavar="D",
+                   help="only those done in the last D (90, 30m, 2h, 7d)")
+    s.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="the N newest (default 100)")
+    s.add_argument("--json", action="store_true")
     s = sub.add_parser("verdicts", help="the policy service's stored verdicts (not DUNNO)")
     s.add_argument("--since", type=duration_arg, metavar="DURATION",
                    help="only those of the last DURATION (e.g. 1h, 7d)")
@@ -378,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
         req["limit"] = args.limit if args.limit > 0 else None      # null: all of them
     if cmd in ("suspend", "unsuspend"):
         req["user"] = args.user
+    if cmd == "messages":
+        req.update(user=args.user, ip=args.ip, since=args.since, limit=args.limit)
     duration, flag = getattr(args, "duration", None), getattr(args, "duration_flag", None)
     if duration is not None and flag is not None:
         print(f"logwatchctl {cmd}: give the duration once (DURATION or --for)", file=sys.stderr)
@@ -390,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if getattr(args, "json", False):
         payload = {k: v for k, v in resp.items() if k != "ok"}
-        if cmd in ("bans", "grants", "offenders"):
+        if cmd in ("bans", "grants", "offenders", "messages"):
             payload = payload[cmd]
         print(json.dumps(payload, indent=2, sort_keys=True))
     elif cmd == "status":
@@ -405,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_check(resp))
     elif cmd == "accounts":
         print(format_accounts(resp))
+    elif cmd == "messages":
+        print(format_messages(resp["messages"]))
     else:
         print(resp.get("message", "ok"))
     return EXIT_OK

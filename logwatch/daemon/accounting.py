@@ -18,13 +18,16 @@ from logwatch.clock import Clock, wall
 from logwatch.daemon.config import AccountingConfig
 from logwatch.daemon.statslog import StatsLog
 from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
+from logwatch.parsing.events import normalize_ip
 from logwatch.parsing.messageparse import MessageParser
 from logwatch.state import accounting as rows
+from logwatch.util.duration import parse_duration
 
 log = logging.getLogger("logwatchd.accounting")
 
 SWEEP_INTERVAL = 60.0            # expiry of open messages
 PRUNE_INTERVAL = 3600.0          # records older than accounting.keep leave the store
+PIECE = 256 * 1024               # bytes of lines parsed and correlated at a time
 
 
 @dataclass
@@ -34,6 +37,14 @@ class Subscriber:
     on_record: Callable[[MessageRecord], None] | None = None
     on_reject: Callable[[RejectedAttempt], None] | None = None
     name: str = ""
+
+
+def record_dict(r: MessageRecord) -> dict[str, Any]:
+    """A record as `logwatchctl messages --json` shows it."""
+    d = {k: getattr(r, k) for k in MessageRecord.__dataclass_fields__}
+    d["recipients"] = [{"address": x.address, "status": x.status, "dsn": x.dsn,
+                        "relay": x.relay, "orig_to": x.orig_to} for x in r.recipients]
+    return d
 
 
 class Accounting:
@@ -66,6 +77,8 @@ class Accounting:
         if self.stats_log is not None:
             self.written_seq = max(self.written_seq, self.stats_log.last_seq())
         self.unwritten = rows.records_after(self.store, self.written_seq)
+        # A new state database next to an old stats log: numbers go on from the log's.
+        self.correlator.next_seq = max(self.correlator.next_seq, self.written_seq + 1)
         if self.stats_log is None:
             self.written_seq = max([self.written_seq] + [r.seq for r in self.unwritten])
             self.unwritten = []
@@ -77,8 +90,16 @@ class Accounting:
     # -- the data path --------------------------------------------------------------------
 
     def on_chunk(self, chunk: bytes) -> None:
-        records, rejects = self.correlator.feed(self.parser.parse(chunk))
-        self._publish(records, rejects)
+        # In pieces of whole lines: the lines and fields of a piece are freed before the
+        # next, so they do not fragment the heap the open messages stay in (RSS).
+        start, size = 0, len(chunk)
+        while start < size:
+            end = chunk.rfind(b"\n", start, start + PIECE) + 1 if start + PIECE < size else size
+            if end <= start:                      # one line longer than a piece
+                end = chunk.find(b"\n", start + PIECE) + 1 or size
+            records, rejects = self.correlator.feed(self.parser.parse(chunk[start:end]))
+            self._publish(records, rejects)
+            start = end
 
     def sweep(self) -> None:
         self._publish(self.correlator.sweep(), [])
@@ -87,25 +108,29 @@ class Accounting:
         if records:
             self.pending.extend(records)
         for sub in self.subscribers:
-            try:
-                if sub.on_record is not None:
-                    for record in records:
-                        sub.on_record(record)
-                if sub.on_reject is not None:
-                    for attempt in rejects:
-                        sub.on_reject(attempt)
-            except Exception:
-                # A consumer's bug must not lose the accounting (nor stop the daemon).
-                self.errors += 1
-                log.exception("action=accounting-subscriber-error subscriber=%s", sub.name)
+            failed = 0
+            for call, items in ((sub.on_record, records), (sub.on_reject, rejects)):
+                if call is None:
+                    continue
+                for item in items:
+                    try:
+                        call(item)
+                    except Exception:
+                        # A consumer's bug must not lose the accounting, nor the other
+                        # records for this consumer; logged once per batch.
+                        failed += 1
+                        if failed == 1:
+                            log.exception("action=accounting-subscriber-error subscriber=%s",
+                                          sub.name)
+            self.errors += failed
 
     # -- durability (called by effects.py around the positions' transaction) ---------------
 
     def stage(self, store: Any) -> None:
         """Inside the positions' transaction: what changed since the last commit."""
         changed, deleted = self.correlator.changes()
-        rows.save(store, changed, deleted, self.pending, self.correlator.next_seq,
-                  self.written_seq)
+        rows.save(store, self.correlator.rows(changed), deleted, self.pending,
+                  self.correlator.next_seq, self.written_seq)
         now = self.clock()
         if self.cfg.keep >= 0 and now - self._pruned_at >= PRUNE_INTERVAL:
             rows.prune(store, now - self.cfg.keep, self.written_seq)
@@ -161,6 +186,31 @@ class Accounting:
     def close(self) -> None:
         if self.stats_log is not None:
             self.stats_log.close()
+
+    def query(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`logwatchctl messages`: the newest records, by SASL user, client IP, age."""
+        user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
+        if user is not None and not isinstance(user, str):
+            return {"ok": False, "error": "messages: \"user\" must be a string"}
+        if ip is not None:
+            ip = normalize_ip(ip) if isinstance(ip, str) else None
+            if ip is None:
+                return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
+        try:
+            after = None if since is None else self.clock() - parse_duration(since)
+        except ValueError as exc:
+            return {"ok": False, "error": f"messages: \"since\" {exc}"}
+        if limit is None:
+            limit = 100
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+            return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
+        fresh = [r for r in reversed(self.pending + self.unwritten)
+                 if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
+                 and (after is None or r.done_time >= after)]
+        stored = rows.query(self.store, user, ip, after, limit)
+        seen = {r.seq for r in fresh}
+        found = (fresh + [r for r in stored if r.seq not in seen])[:limit]
+        return {"ok": True, "messages": [record_dict(r) for r in found]}
 
     def stats(self) -> dict[str, Any]:
         return {**self.correlator.stats(), "parser": self.parser.counters(),

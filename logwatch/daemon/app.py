@@ -368,7 +368,9 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine, policy=self.policy))
+                changed=self.schedule_engine, policy=self.policy,
+                messages=lambda r: self.accounting.query(r) if self.accounting else {
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"}))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------

@@ -51,11 +51,10 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
     if d.accounting is not None:
-        # Reopened (logrotate); the message rules follow the rules reload. Other
-        # accounting.* changes need a restart.
+        # The stats log reopened (logrotate); the message rules follow the rules reload.
         d.accounting.reload(parser.ruleset, cfg.rules.matcher)
-        if old.accounting != cfg.accounting:
-            log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
+    if old.accounting != cfg.accounting:
+        log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:

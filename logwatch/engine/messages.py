@@ -10,7 +10,7 @@ drop counted. `dirty`/`deleted` tell the store what changed since the last save.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,40 +70,71 @@ class RejectedAttempt:
 
 
 class _Open:
-    """One open message; plain slots (100,000 of them must stay small)."""
+    """One open message; plain slots (100,000 of them must stay small: the text that repeats,
+    such as hosts, client names, users and senders, is shared through `_share`)."""
 
-    __slots__ = ("host", "qid", "first", "client_ip", "client_name", "sasl_user", "sasl_method",
-                 "sender", "size", "nrcpt", "msgid", "connect", "eom", "rcpts", "returned",
-                 "program", "saved")
+    __slots__ = ("first", "client_ip", "client_name", "sasl_user", "sasl_method",
+                 "sender", "size", "nrcpt", "msgid", "connect", "eom", "rcpts", "flags")
 
-    def __init__(self, host: str, qid: str, first: float, program: str) -> None:
-        self.host, self.qid, self.first, self.program = host, qid, first, program
+    def __init__(self, first: float, autoclose: bool) -> None:
+        self.first = first
         self.client_ip = self.client_name = self.sasl_user = self.sasl_method = ""
         self.sender = self.msgid = ""
         self.size = self.nrcpt = 0
         self.connect = self.eom = 0.0
-        self.rcpts: dict[tuple[str, str], Recipient] = {}
-        self.returned = False
-        self.saved = False
+        self.rcpts: dict[tuple[str, str], Recipient] | None = None    # None: none yet
+        self.flags = AUTOCLOSE if autoclose else 0
+
+    @property
+    def recipients(self) -> tuple[Recipient, ...]:
+        return tuple(self.rcpts.values()) if self.rcpts else ()
 
     def state(self) -> list[Any]:
         """A JSON-able form (the store's row)."""
-        return [self.first, self.program, self.client_ip, self.client_name, self.sasl_user,
-                self.sasl_method, self.sender, self.size, self.nrcpt, self.msgid, self.connect,
-                self.eom, self.returned,
-                [[r.address, r.status, r.dsn, r.relay, r.orig_to] for r in self.rcpts.values()]]
+        return [self.first, self.flags & ~SAVED, self.client_ip, self.client_name,
+                self.sasl_user, self.sasl_method, self.sender, self.size, self.nrcpt, self.msgid,
+                self.connect, self.eom,
+                [[r.address, r.status, r.dsn, r.relay, r.orig_to] for r in self.recipients]]
 
     @classmethod
-    def from_state(cls, host: str, qid: str, s: list[Any]) -> _Open:
-        m = cls(host, qid, float(s[0]), str(s[1]))
+    def from_state(cls, s: list[Any]) -> _Open:
+        m = cls(float(s[0]), False)
+        m.flags = int(s[1]) | SAVED
         (m.client_ip, m.client_name, m.sasl_user, m.sasl_method, m.sender) = map(str, s[2:7])
         m.size, m.nrcpt, m.msgid = int(s[7]), int(s[8]), str(s[9])
-        m.connect, m.eom, m.returned = float(s[10]), float(s[11]), bool(s[12])
-        for r in s[13]:
+        m.connect, m.eom = float(s[10]), float(s[11])
+        for r in s[12]:
             rcpt = Recipient(*map(str, r))
+            m.rcpts = m.rcpts or {}
             m.rcpts[(rcpt.address, rcpt.orig_to)] = rcpt
-        m.saved = True
         return m
+
+
+# _Open.flags
+AUTOCLOSE, RETURNED, SAVED = 1, 2, 4
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 65536
+
+
+def _share(text: str) -> str:
+    """One object for text that repeats across messages (bounded: cleared when full)."""
+    found = _SHARED.get(text)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED[text] = text
+    return found
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
+def _recipient(address: str, status: str, dsn: str, relay: str, orig_to: str) -> Recipient:
+    """Recipient(...) without the frozen dataclass's five setattr calls (one per delivery)."""
+    r = _new(Recipient)
+    _set(r, "__dict__", {"address": address, "status": status, "dsn": dsn, "relay": relay,
+                         "orig_to": orig_to})
+    return r
 
 
 def _int(text: str | None) -> int:
@@ -153,9 +184,9 @@ def split_recipients(text: str) -> list[str]:
 
 def outcome_of(m: _Open) -> str:
     """How a message that left the queue ended, from its recipients' last statuses."""
-    if m.returned:
+    if m.flags & RETURNED:
         return "expired"
-    finals = [r.status for r in m.rcpts.values() if r.status in FINAL]
+    finals = [r.status for r in m.recipients if r.status in FINAL]
     if not finals:
         return "removed"
     bounced = sum(1 for s in finals if s in ("bounced", "undeliverable", "expired"))
@@ -170,13 +201,14 @@ class Correlator:
     def __init__(self, max_open: int = 200_000, max_age: float = 6 * 86400.0,
                  clock: Clock = wall, next_seq: int = 1) -> None:
         self.max_open, self.max_age, self.clock = max_open, max_age, clock
-        self.open: dict[tuple[str, str], _Open] = {}
-        self.recent: dict[tuple[str, str], float] = {}
+        # Keys are "HOST QUEUEID" (a host name has no blank): one string, not a tuple of two.
+        self.open: dict[str, _Open] = {}
+        self.recent: dict[str, float] = {}
         self.next_seq = next_seq
         self.newest = 0.0                  # the newest log time seen
         self.counts: Counter[str] = Counter()
-        self.dirty: set[tuple[str, str]] = set()      # open messages changed since the save
-        self.deleted: set[tuple[str, str]] = set()    # saved messages closed since the save
+        self.dirty: set[str] = set()      # open messages changed since the save
+        self.deleted: set[str] = set()    # saved messages closed since the save
         self.records: list[MessageRecord] = []
         self.rejects: list[RejectedAttempt] = []
 
@@ -192,7 +224,7 @@ class Correlator:
             if kind == "message-reject":
                 self._reject(when, host, fields)
                 continue
-            key = (host, qid)
+            key = f"{host} {qid}"
             m = self.open.get(key)
             if kind == "message-done":
                 self._done(key, m, when)
@@ -203,11 +235,11 @@ class Correlator:
                     continue
             self._merge(m, kind, when, fields)
             self.dirty.add(key)
-            if kind == "delivery" and program.startswith(AUTOCLOSE_PROGRAMS):
+            if kind == "delivery" and m.flags & AUTOCLOSE:
                 self._autoclose(key, m, when)
         return self.records, self.rejects
 
-    def _begin(self, key: tuple[str, str], old: _Open | None, kind: str, when: float,
+    def _begin(self, key: str, old: _Open | None, kind: str, when: float,
                program: str) -> _Open | None:
         """A new open message (None: a late line of a message already done)."""
         if old is not None:                # the queue id again before its "removed"
@@ -221,7 +253,7 @@ class Correlator:
             oldest = next(iter(self.open))
             self._forget(oldest, self.open[oldest])
             self.counts["dropped_cap"] += 1
-        m = self.open[key] = _Open(key[0], key[1], when, program)
+        m = self.open[key] = _Open(when, program.startswith(AUTOCLOSE_PROGRAMS))
         self.counts["opened"] += 1
         return m
 
@@ -232,19 +264,22 @@ class Correlator:
             status, orig, relay = status_word(get("status") or "", dsn), get("orig_to") or "", \
                 get("relay") or ""
             # Sendmail lists several (to=<a>,<b>); everyone else logs one, as it is.
+            rcpts = m.rcpts
+            if rcpts is None:
+                rcpts = m.rcpts = {}
             for address in (split_recipients(rcpt) if "," in rcpt or rcpt[:1] == "<"
                             else (rcpt,)):
-                m.rcpts[(address, orig)] = Recipient(address, status, dsn, relay, orig)
+                rcpts[(address, orig)] = _recipient(address, status, dsn, relay, orig)
             return
         ip = get("ip")
         if ip and not m.client_ip:
-            m.client_ip, m.client_name, m.connect = ip, get("name") or "", when
+            m.client_ip, m.client_name, m.connect = ip, _share(get("name") or ""), when
         user = get("user")
         if user:
-            m.sasl_user, m.sasl_method = user, get("method") or ""
+            m.sasl_user, m.sasl_method = _share(user), _share(get("method") or "")
         sender = get("sender")
         if sender is not None:
-            m.sender = "" if sender == "<>" else sender
+            m.sender = "" if sender == "<>" else _share(sender)
         size = get("size")
         if size is not None and not m.eom:
             m.size, m.nrcpt, m.eom = _int(size), _int(get("nrcpt")), when
@@ -252,14 +287,14 @@ class Correlator:
         if msgid is not None:
             m.msgid = msgid
         if kind == "message-expired":
-            m.returned = True
+            m.flags |= RETURNED
 
-    def _autoclose(self, key: tuple[str, str], m: _Open, when: float) -> None:
-        finals = sum(1 for r in m.rcpts.values() if r.status in FINAL)
+    def _autoclose(self, key: str, m: _Open, when: float) -> None:
+        finals = sum(1 for r in m.recipients if r.status in FINAL)
         if m.nrcpt and finals >= m.nrcpt:
             self._close(key, m, when, outcome_of(m))
 
-    def _done(self, key: tuple[str, str], m: _Open | None, when: float) -> None:
+    def _done(self, key: str, m: _Open | None, when: float) -> None:
         if m is not None:
             self._close(key, m, when, outcome_of(m))
         elif key in self.recent:
@@ -269,33 +304,35 @@ class Correlator:
 
     def _reject(self, when: float, host: str, f: dict[str, str | None]) -> None:
         qid = f["qid"] or ""
-        m = None if qid == "NOQUEUE" else self.open.get((host, qid))
+        key = f"{host} {qid}"
+        m = None if qid == "NOQUEUE" else self.open.get(key)
         self.rejects.append(RejectedAttempt(
             host, when, f.get("ip") or "", f.get("name") or "", f.get("sender") or "",
             f.get("rcpt") or "", f.get("reason") or "", m.sasl_user if m is not None else ""))
         self.counts["rejects"] += 1
         if m is not None and f.get("cmd") in ("END-OF-MESSAGE", "DATA"):
-            self._close((host, qid), m, when, "rejected")
+            self._close(key, m, when, "rejected")
 
     # -- output ---------------------------------------------------------------------------
 
-    def _close(self, key: tuple[str, str], m: _Open, when: float, outcome: str) -> None:
+    def _close(self, key: str, m: _Open, when: float, outcome: str) -> None:
         self._forget(key, m)
         self.recent[key] = when
         if len(self.recent) > RECENT_MAX:
             del self.recent[next(iter(self.recent))]
+        host, qid = key.split(" ", 1)
         record = MessageRecord(
-            m.host, m.qid, m.client_ip, m.client_name, m.sasl_user, m.sasl_method, m.sender,
-            tuple(m.rcpts.values()), m.size, m.nrcpt, m.msgid, m.connect, m.eom, when, outcome,
+            host, qid, m.client_ip, m.client_name, m.sasl_user, m.sasl_method, m.sender,
+            m.recipients, m.size, m.nrcpt, m.msgid, m.connect, m.eom, when, outcome,
             self.next_seq)
         self.next_seq += 1
         self.counts[outcome] += 1
         self.records.append(record)
 
-    def _forget(self, key: tuple[str, str], m: _Open) -> None:
+    def _forget(self, key: str, m: _Open) -> None:
         del self.open[key]
         self.dirty.discard(key)
-        if m.saved:
+        if m.flags & SAVED:
             self.deleted.add(key)
 
     def sweep(self) -> list[MessageRecord]:
@@ -317,25 +354,35 @@ class Correlator:
 
     # -- persistence (the store's rows) ---------------------------------------------------
 
-    def changes(self) -> tuple[list[tuple[str, str, list[Any]]], list[tuple[str, str]]]:
-        """(rows to upsert, keys to delete) since the last saved(); the sets stay until then."""
-        rows = [(k[0], k[1], self.open[k].state()) for k in self.dirty if k in self.open]
-        return rows, list(self.deleted)
+    def changes(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """(keys of open messages to upsert, (host, queue id) to delete) since the last
+        saved(); the sets stay until then. rows(keys) gives the upserts one at a time."""
+        return ([k for k in self.dirty if k in self.open],
+                [tuple(k.split(" ", 1)) for k in self.deleted])   # type: ignore[misc]
 
-    def saved(self, rows: Iterable[tuple[str, str, Any]]) -> None:
-        """The changes() just committed."""
-        for host, qid, _state in rows:
-            m = self.open.get((host, qid))
+    def rows(self, keys: Iterable[str]) -> Iterator[tuple[str, str, list[Any]]]:
+        """(host, queue id, state) of these open messages, made as they are consumed."""
+        for key in keys:
+            m = self.open.get(key)
             if m is not None:
-                m.saved = True
+                host, qid = key.split(" ", 1)
+                yield host, qid, m.state()
+
+    def saved(self, keys: Iterable[str]) -> None:
+        """The changes() just committed."""
+        for key in keys:
+            m = self.open.get(key)
+            if m is not None:
+                m.flags |= SAVED
         self.dirty.clear()
         self.deleted.clear()
 
     def load(self, rows: Iterable[tuple[str, str, list[Any]]], next_seq: int) -> None:
         """Open messages from the store (in the order they were opened)."""
-        loaded = sorted((_Open.from_state(h, q, s) for h, q, s in rows), key=lambda m: m.first)
-        for m in loaded:
-            self.open[(m.host, m.qid)] = m
+        loaded = sorted(((f"{h} {q}", _Open.from_state(s)) for h, q, s in rows),
+                        key=lambda pair: pair[1].first)
+        for key, m in loaded:
+            self.open[key] = m
             self.newest = max(self.newest, m.first)
         self.next_seq = max(self.next_seq, next_seq)
 

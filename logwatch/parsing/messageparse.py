@@ -16,7 +16,7 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
-from logwatch.parsing.events import normalize_ip
+from logwatch.parsing.events import IP_CACHE, normalize_ip
 from logwatch.parsing.framing import FAST_FRAME, Framer
 from logwatch.parsing.literalscan import make_matcher
 from logwatch.parsing.parser import MAX_MESSAGE
@@ -37,6 +37,7 @@ class MessageLine(NamedTuple):
 
 # (bound regex search, rule id, kind, whether the rule has an ip group)
 _Plan = tuple[Callable[[str], object], str, str, bool]
+_UNSEEN = object()
 # The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
 # Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
 # checked against the rule's globs after the match.
@@ -73,6 +74,7 @@ class MessageParser:
         self._framed_plans: dict[int, tuple[_Framed, ...]] = {}
         self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
+        self._hosts: dict[str, str] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -141,13 +143,15 @@ class MessageParser:
     def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
         """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
         other lines (other framings, too long, no rule matched) go through _lines()."""
-        out: list[Any] = []
+        out: list[Any] = []     # a None holds the place of a line for the slow path
         append = out.append
         slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
         stats, framer = self.stats, self.framer
         framer.frame_lines([])                     # the year caches' daily expiry
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
+        share_host = self._hosts.setdefault        # one object per host name, not per line
+        ip_get = IP_CACHE.get
         limit = self.max_message
         for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
@@ -171,30 +175,37 @@ class MessageParser:
                 append(None)
                 continue
             fields = m.groupdict()
-            if has_ip and fields["ip"] is not None:
-                ip = normalize_ip(fields["ip"])
-                if ip is None:
-                    stats.invalid_ip += 1
-                    stats.candidates += 1
-                    continue
-                fields["ip"] = ip
-            when = stamp_get(m.group(1)) or framer.stamp_time(m)
+            if has_ip:
+                text_ip = fields["ip"]
+                if text_ip is not None:
+                    ip = ip_get(text_ip, _UNSEEN)
+                    if ip is _UNSEEN:
+                        ip = normalize_ip(text_ip)
+                    if ip is None:
+                        stats.invalid_ip += 1
+                        stats.candidates += 1
+                        continue
+                    fields["ip"] = ip
+            stamp, host = m.group(1, 7)
+            when = stamp_get(stamp) or framer.stamp_time(m)
             if when is None:
                 slow.append((len(out), raw, mask))
                 append(None)
                 continue
             ts = epoch_get(when) or self._timestamp(when)
-            append((kind, ts, m.group(7), program, fields, rule_id))
+            append((kind, ts, share_host(host, host), program, fields, rule_id))
         fast = len(out) - len(slow)
         stats.candidates += fast
         stats.matched += fast
-        if slow:
-            # In their place among the fast ones: the correlation needs the log's order.
-            for place, raw, mask in slow:
-                found = self._lines([raw], [mask], False)
-                out[place] = found[0] if found else None
-            out = [line for line in out if line is not None]
-        return out
+        return self._fill_slow(out, slow) if slow else out
+
+    def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
+        """The slow path's lines put in their places among the fast ones (the correlation
+        needs the log's order)."""
+        for place, raw, mask in slow:
+            found = self._lines([raw], [mask], False)
+            out[place] = found[0] if found else None
+        return [line for line in out if line is not None]
 
     def _framed_for(self, mask: int) -> tuple[_Framed, ...]:
         plans = tuple(self._framed[rule.id] for rule in self.rules
@@ -207,6 +218,7 @@ class MessageParser:
     def _timestamp(self, when: datetime) -> float:
         if len(self._epoch) > 4096:
             self._epoch.clear()
+            self._hosts.clear()
         ts = self._epoch[when] = when.timestamp()
         return ts
 

@@ -36,6 +36,8 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
+    messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     policy: Any = None                              # daemon/policyside.PolicySide
 
 
@@ -48,7 +50,7 @@ class Commands:
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
-            "offenders": self._query, "check": self._query,
+            "offenders": self._query, "check": self._query, "messages": self._messages,
             **{cmd: self._manual for cmd in _NOTHING},
             "accounts": self._accounts, "suspend": self._suspension,
             "unsuspend": self._suspension,
@@ -86,6 +88,11 @@ class Commands:
         effects = list(self.engine.flush())
         self.actions.apply(effects)
         return {"ok": True, "message": f"flushed: {len(effects)} ban(s) lifted"}
+
+    def _messages(self, req: dict[str, Any]) -> Reply:
+        if self.actions.messages is None:
+            return {"ok": False, "error": "messages: accounting is off (accounting.enabled)"}
+        return self.actions.messages(req)
 
     def _query(self, req: dict[str, Any]) -> Reply:
         return answer_query(self.engine, req)
