@@ -228,3 +228,38 @@ def test_reload_changes_the_action_and_allow_list(daemon: DaemonProc) -> None:
     assert postmap_q(daemon, daemon.sasl, "gina@example.org") == ""
     (sus,) = daemon.req(cmd="accounts")["suspended"]
     assert sus["user"] == "frank@example.org"
+
+
+def test_a_deleted_table_is_written_again(tmp_path: Path, clock) -> None:
+    """The map check (each minute) rebuilds a table someone deleted, from the suspensions."""
+    import argparse
+
+    from logwatch.daemon.app import Daemon
+    from logwatch.daemon.config import Config
+    from logwatch.daemon.factory import Parts
+    from logwatch.daemon.suspensions import SaslContributors, SuspensionTable
+    from logwatch.engine.core import Engine
+
+    class Table:
+        def __init__(self) -> None:
+            self.file: dict[str, str] | None = None
+
+        def sync(self, entries):
+            if self.file == dict(entries):
+                return False
+            self.file = dict(entries)
+            return True
+
+    table = Table()
+    cfg = Config()
+    cfg.accounting.enabled = True
+    engine = Engine(cfg.relay, cfg.bans, clock=clock, accounting=cfg.accounting)
+    sink = SuspensionTable(SaslContributors(table).set, "HOLD")
+    d = Daemon(cfg, None, argparse.Namespace(), clock=clock, parts=Parts(
+        store=Store(tmp_path / "state.db"), engine=engine, suspension_table=sink))
+    d.apply(engine.accounts.suspend("ivy"))
+    assert table.file == {"ivy": HOLD}
+    table.file = None                       # deleted behind our back
+    d.upkeep._on_mapcheck(clock.now)
+    assert table.file == {"ivy": HOLD}
+    d.store.close()
