@@ -228,6 +228,8 @@ def test_reload_changes_the_action_and_allow_list(daemon: DaemonProc) -> None:
     assert postmap_q(daemon, daemon.sasl, "gina@example.org") == ""
     (sus,) = daemon.req(cmd="accounts")["suspended"]
     assert sus["user"] == "frank@example.org"
+    # The risk keys applied: no "needs a restart" for them.
+    assert "key=accounting" not in daemon.stderr()
 
 
 def test_a_deleted_table_is_written_again(tmp_path: Path, clock) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("logwatchd.daemon")
 
 RESTART_ONLY = ("socket", "state_dir", "pidfile", "log")
+# The message correlation's keys; the others of accounting.* (account risk) apply at a reload.
+ACCOUNTING_RESTART = ("enabled", "stats_log", "max_open", "max_age", "keep")
 
 
 def reload(d: Daemon) -> tuple[bool, str]:
@@ -53,8 +55,12 @@ def reload(d: Daemon) -> tuple[bool, str]:
     if d.accounting is not None:
         # The stats log reopened (logrotate); the message rules follow the rules reload.
         d.accounting.reload(parser.ruleset, cfg.rules.matcher)
-    if old.accounting != cfg.accounting:
-        log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
+    restart = [k for k in ACCOUNTING_RESTART
+               if getattr(old.accounting, k) != getattr(cfg.accounting, k)]
+    if restart:
+        # The account risk keys (suspend_*, weights, window, never_suspend ...) apply now.
+        log.warning("action=reload-ignored key=accounting.%s reason=needs-a-restart",
+                    ",accounting.".join(restart))
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:
