@@ -107,3 +107,29 @@ def test_unquoted_hostile_addresses_are_skipped_and_counted() -> None:
     got = parser.parse(b"Nov 21 10:00:01 mx1 postfix/qmgr[3]: INJ02: from=<a b> to=<x@y>, "
                        b"size=1, nrcpt=1 (queue active)>, size=10, nrcpt=1 (queue active)\n")
     assert got == [] and parser.stats.unmatched == 1
+
+
+def test_mangled_and_binary_lines_never_crash_and_both_paths_agree() -> None:
+    import random
+
+    rng = random.Random(11)
+    good = generate(60, seed=9).split(b"\n")[:-1]
+    lines = []
+    for line in good:
+        cut = rng.randrange(len(line))
+        choice = rng.randrange(5)
+        if choice == 0:                       # bytes flipped to anything, NUL and invalid UTF-8
+            line = line[:cut] + bytes(rng.randrange(256) for _ in range(8)) + line[cut + 8:]
+        elif choice == 1:                     # cut short
+            line = line[:cut]
+        elif choice == 2:                     # a huge line
+            line = line + b"x" * 20000
+        lines.append(line)
+    data = b"\n".join(lines) + b"\n"
+    for matcher in MATCHERS:
+        parser = MessageParser(RULESET, clock=lambda: NOW, matcher=matcher)
+        fast = [MessageLine._make(t) for t in parser.parse(data)]
+        assert parser.stats.too_long > 0
+    ref = MessageParser(RULESET, clock=lambda: NOW)
+    slow = [x for x in (ref.parse_line(line) for line in lines) if x is not None]
+    assert fast == slow
