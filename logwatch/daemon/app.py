@@ -18,6 +18,8 @@ from typing import Any
 from logwatch import __version__
 from logwatch.clock import Clock, wall
 from logwatch.daemon import factory
+from logwatch.daemon.accounting import Subscriber
+from logwatch.daemon.accountkeep import AccountKeeper
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import Config
 from logwatch.daemon.effects import Effects, Recorder
@@ -89,6 +91,7 @@ class Daemon:
     watchdog = _Part()
     sources = _Part()
     actions = _Part()
+    suspension_table = _Part()
     accounting = _Part()
 
     def __init__(self, cfg: Config, config_path: str | None, args: argparse.Namespace,
@@ -105,12 +108,15 @@ class Daemon:
         self.lag = LagMeter(started=self.counters.started)
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
-            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run), self.error,
+            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
+            lambda: self.cfg.accounting.suspend_action), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
         self.fleet: FleetSync | None = None
+        self.account_keeper = AccountKeeper(self.parts, self.loop,
+                                            lambda: self.cfg.accounting.window, self.error)
         self.fds = SourceFds(self.parts, self.loop, self._pump,
                              lambda: self.cfg.sources.poll_interval)
         self.whitelist_watch = WhitelistWatch(self.loop, lambda: self.cfg.bans.whitelist,
@@ -170,9 +176,15 @@ class Daemon:
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
+        try:
+            self.apply(factory.load_accounts(self.engine, self.store))
+        except sqlite3.Error as exc:
+            raise StartupError(f"state: {self.store.path}: {exc}") from exc
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)
+            self.suspension_table = factory.make_suspension_table(cfg, self.dry_run,
+                                                                  self.set_sasl_entries)
             self.upkeep.adopt_live_entries(self.effects, reset)
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
@@ -216,6 +228,10 @@ class Daemon:
             if self.accounting is not None:
                 self.accounting.start()
                 self.effects.committers.append(self.accounting)
+                # Account risk and counts over time (engine/accounts.py): each record once.
+                self.accounting.subscribe(Subscriber(
+                    on_record=lambda rec: self.on_records((rec,)),
+                    on_reject=lambda att: self.on_records((att,)), name="risk"))
         except (OSError, sqlite3.Error, ValueError) as exc:
             raise StartupError(f"accounting: {exc}") from exc
 
@@ -254,6 +270,7 @@ class Daemon:
             self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
         self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
+        self.account_keeper.schedule(now)
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
@@ -307,6 +324,16 @@ class Daemon:
             note_newest(self.counters, events[-1], self.clock())
             self.policy.observe(events)
         self.effects.apply(effects, positions=positions)
+
+    def on_records(self, records: Iterable[Any]) -> None:
+        """Message records and rejected attempts of the correlation stage: counted, scored,
+        and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
+        effects = []
+        for rec in records:
+            effects.extend(self.engine.account(rec))
+        self.effects.apply(effects)
+        if effects:
+            self.schedule_engine()
 
     def apply(self, effects: Iterable[Any], positions: bool = False) -> None:
         """Effects through the effect table (effectors, store, actions log)."""
@@ -396,6 +423,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        self.account_keeper.flush(self.clock(), final=True)
         self.effects.final_save()
         if self.watchdog is not None:
             self.watchdog.close()

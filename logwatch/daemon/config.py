@@ -21,6 +21,7 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     duration_for,
 )
 from logwatch.daemon.policyconfig import COERCE, PolicyConfig, QuotaConfig, parse_quotas
+from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -144,6 +145,15 @@ class AccountingConfig:
     suspend_action: str = "HOLD"      # HOLD (kept for review) or REJECT
     suspend_time: float = 3600.0
     never_suspend: list[str] = field(default_factory=list)
+    # Account risk (logwatch/engine/accounts.py): the score's weights over the window, growth
+    # of repeat suspensions and its cap, memory bounds, and counts over time (top senders).
+    weights: dict[str, float] = field(default_factory=lambda: dict(RISK_WEIGHTS))
+    window: float = 3600.0
+    min_bounce_sample: int = 10
+    suspend_growth: float = 2.0
+    max_suspend_time: float = 7 * 86400.0
+    max_accounts: int = 100_000
+    top_senders: int = 10
 
 
 @dataclass
@@ -288,7 +298,7 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
         except ValueError as exc:
             problems.append(ConfigProblem(file, _line(v_node), dotted, str(exc)))
             continue
-        if dotted == "bans.weights":
+        if dotted in ("bans.weights", "accounting.weights"):
             value = {**section_obj.weights, **value}   # a partial mapping keeps the rest
         if sect == "sources" and key not in SourcesConfig.__dataclass_fields__:
             section_obj.extra[key] = value

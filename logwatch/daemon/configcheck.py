@@ -121,6 +121,17 @@ def _sasl_ids(v: Any) -> str | None:
     return None
 
 
+def _risk_weights(v: Any) -> str | None:
+    from logwatch.engine.accounts import WEIGHT_NAMES
+
+    for name, w in v.items():
+        if name not in WEIGHT_NAMES:
+            return f"unknown weight {name!r} (known: {', '.join(WEIGHT_NAMES)})"
+        if not math.isfinite(w) or w < 0:
+            return f"weight of {name!r} must be a finite, non-negative number (got {w!r})"
+    return None
+
+
 _CHECKS: dict[str, Check] = {
     "sources.max_line": int_range(256, 1 << 30),
     "rules.dirs": abs_paths,
@@ -165,6 +176,13 @@ _CHECKS: dict[str, Check] = {
     "accounting.suspend_action": one_of(SUSPEND_ACTIONS),
     "accounting.suspend_time": positive,
     "accounting.never_suspend": _sasl_ids,
+    "accounting.weights": _risk_weights,
+    "accounting.window": positive,
+    "accounting.min_bounce_sample": int_range(1, 1_000_000),
+    "accounting.suspend_growth": positive,
+    "accounting.max_suspend_time": positive,
+    "accounting.max_accounts": int_range(1, 10_000_000),
+    "accounting.top_senders": int_range(0, 1000),
     **POLICY_CHECKS,
 }
 
@@ -182,6 +200,7 @@ _DURATION_KEYS: dict[str, bool] = {
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
     "store.sync_interval": False,
     "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
+    "accounting.window": False, "accounting.max_suspend_time": False,
     **POLICY_DURATIONS,
 }
 

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from logwatch.engine.model import Ban, Grant, Position
+from logwatch.engine.model import Ban, Grant, Position, Suspension
+from logwatch.state import counts as _counts
 from logwatch.state.backends import (  # noqa: F401  (APPLICATION_ID: re-exported)
     APPLICATION_ID,
     STORE_BACKENDS,
@@ -109,7 +110,36 @@ MIGRATIONS: list[str] = [
         value BIGINT NOT NULL
     );
     """,
-    # 4: the fleet (issue 17). Positions and cursors (the firewall identity too) are keyed
+    # 4: account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
+    """
+    CREATE TABLE suspensions (
+        sasl_user TEXT PRIMARY KEY,
+        since REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        score REAL NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '{}',
+        offences INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL DEFAULT 'auto'
+    );
+    CREATE TABLE suspension_history (
+        sasl_user TEXT PRIMARY KEY,
+        suspensions INTEGER NOT NULL,
+        last_suspension REAL NOT NULL
+    );
+    CREATE TABLE account_windows (
+        sasl_user TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        newest REAL NOT NULL
+    );
+    CREATE TABLE counts (
+        series TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        t BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (series, step, t)
+    );
+    """,
+    # 5: the fleet (issue 17). Positions and cursors (the firewall identity too) are keyed
     # by node; grants and bans record the node that decided them; nodes lists who is alive.
     """
     CREATE TABLE node_positions (
@@ -419,6 +449,83 @@ class Store:
             self.db.execute("INSERT INTO cursors (node, name, cursor) VALUES (?, ?, ?) "
                             "ON CONFLICT (node, name) DO UPDATE SET cursor = excluded.cursor",
                             (self.node_key, name, cursor))
+
+    # -- suspended SASL IDs, their history and the account windows (engine/accounts.py) --
+
+    def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        with self.transaction():
+            for s in suspensions:
+                self.db.execute("DELETE FROM suspensions WHERE sasl_user = ?", (s.user,))
+                self.db.execute("INSERT INTO suspensions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (s.user, s.since, s.expires_at, s.score,
+                                 json.dumps(s.reason, sort_keys=True), s.offences, s.source))
+
+    def replace_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        """The suspensions := exactly these (a resync after a failed commit)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM suspensions")
+            self.put_suspensions(suspensions)
+
+    def delete_suspensions(self, users: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
+                                ((u,) for u in users))
+
+    def load_suspensions(self) -> list[Suspension]:
+        rows = self.db.execute("SELECT sasl_user, since, expires_at, score, reason, offences, "
+                               "source FROM suspensions ORDER BY sasl_user")
+        return [Suspension(u, s, e, sc, json.loads(r), o, src) for u, s, e, sc, r, o, src in rows]
+
+    def put_suspension_history(self, rows: Iterable[tuple[str, int, float]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO suspension_history VALUES (?, ?, ?) ON CONFLICT (sasl_user) DO "
+                "UPDATE SET suspensions = excluded.suspensions, "
+                "last_suspension = excluded.last_suspension", rows)
+
+    def load_suspension_history(self) -> list[tuple[str, int, float]]:
+        return list(self.db.execute("SELECT sasl_user, suspensions, last_suspension "
+                                    "FROM suspension_history"))
+
+    def replace_account_windows(self, rows: Iterable[tuple[str, object, float]]) -> None:
+        """The account windows := exactly these (user, state, newest minute's time)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM account_windows")
+            self.db.executemany("INSERT INTO account_windows VALUES (?, ?, ?)",
+                                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
+
+    def put_account_windows(self, rows: Iterable[tuple[str, object, float]],
+                            older_than: float | None = None) -> None:
+        """Upsert (user, state, newest) rows; drop those whose newest is before older_than."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO account_windows VALUES (?, ?, ?) ON CONFLICT (sasl_user) DO "
+                "UPDATE SET state = excluded.state, newest = excluded.newest",
+                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
+            if older_than is not None:
+                self.db.execute("DELETE FROM account_windows WHERE newest < ?", (older_than,))
+
+    def load_account_windows(self) -> list[tuple[str, str]]:
+        """(user, state) rows, the most recently active last."""
+        return list(self.db.execute("SELECT sasl_user, state FROM account_windows "
+                                    "ORDER BY newest"))
+
+    # -- counts over time (state/counts.py) --------------------------------------------
+
+    def put_counts(self, rows: Iterable[tuple[str, int, float]], now: float | None = None) -> None:
+        """Minute rows (series, minute start, value), added up; older buckets pruned."""
+        with self.transaction():
+            _counts.add_counts(self.db, rows)
+            if now is not None:
+                _counts.prune_counts(self.db, now)
+
+    def counts(self, series: str, since: float, until: float, step: int,
+               now: float | None = None) -> list[tuple[int, float]]:
+        """[(bucket start, value), ...] of one series: see logwatch.state.counts.counts."""
+        return _counts.counts(self.db, series, since, until, step, now)
+
+    def count_series(self, prefix: str = "") -> list[str]:
+        return _counts.series_names(self.db, prefix)
 
     # -- resync after a failed write (disk full) -----------------------------
 
