@@ -233,8 +233,8 @@ def test_a_hung_server_fails_the_call_instead_of_blocking(pg, fresh_db: str, mon
     s.close()
 
 
-def test_the_policy_and_accounting_tables_on_postgresql(fresh_db: str) -> None:
-    """The other store users (policystore.py, accounting.py) run unchanged on the fleet's
+def test_the_policy_accounting_and_risk_tables_on_postgresql(fresh_db: str) -> None:
+    """The other store users (policystore.py, accounting.py, risk's) run unchanged on the fleet's
     store: their portable SQL through the same connection and transactions."""
     from logwatch.engine.messages import MessageRecord
     from logwatch.state import accounting
@@ -257,5 +257,14 @@ def test_the_policy_and_accounting_tables_on_postgresql(fresh_db: str) -> None:
         assert accounting.marks(s) == {"next_seq": 2, "written_seq": 1}
         assert [r.queue_id for r in accounting.records_after(s, 0)] == ["Q2"]
         assert accounting.load_open(s) == [("mx", "Q3", {"a": 1})]
+        # Risk: suspensions, account windows, counts over time.
+        from logwatch.engine.model import Suspension
+
+        s.put_suspensions([Suspension("bob", 1.0, 2e9, 120.0, {"rcpts": 1.0}, 1, "auto")])
+        assert [x.user for x in s.load_suspensions()] == ["bob"]
+        s.put_account_windows([("bob", {"m": [1, 2]}, 60.0)])
+        assert s.load_account_windows() == [("bob", '{"m": [1, 2]}')]
+        s.put_counts([("sent", 60, 2.0), ("sent", 60, 3.0)])
+        assert s.count_series() == ["sent"]
     finally:
         s.close()
