@@ -158,11 +158,16 @@ class PostfixInstance:
         self.settings.update(settings)
         age_config(self.config_dir)
         start = self.log_size()
+        old = [psutil.Process(pid) for pid in self.smtpd_pids()]
         subprocess.run(["postfix", "-c", self.config_dir, "reload"], check=True,
                        capture_output=True, timeout=60)
         # The master logs this once it has re-read main.cf; smtpd processes of the old
-        # configuration finish their sessions and exit, new ones read the new settings.
+        # configuration finish their sessions and exit (an idle one could otherwise still
+        # take the next connection with the old settings), new ones read the new settings.
         self.wait_log(re.compile(r"master\[\d+\]: reload "), after=start)
+        _, alive = psutil.wait_procs(old, timeout=20)
+        if alive:
+            raise AssertionError(f"smtpd {[p.pid for p in alive]} still up after the reload")
 
     def held(self) -> list[str]:
         """Queue ids of the messages on hold (a HOLD action put them there)."""
