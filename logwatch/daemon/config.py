@@ -21,6 +21,7 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     duration_for,
 )
 from logwatch.daemon.policyconfig import COERCE, PolicyConfig, QuotaConfig, parse_quotas
+from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -125,6 +126,30 @@ class DaemonConfig:
 
 
 @dataclass
+class AccountingConfig:
+    enabled: bool = False             # correlate Postfix/Sendmail/Exim lines into messages
+    stats_log: str | None = "/var/log/logwatchd/stats.log"   # one LTSV line per message
+    max_open: int = 200_000           # open (queued) messages kept; the oldest are dropped
+    max_age: float = 6 * 86400.0      # an open message older than this is expired
+    keep: float = 7 * 86400.0         # message records kept in the store (logwatchctl messages)
+    # The risk engine's keys (suspension of a SASL ID through check_sasl_access):
+    sasl_access_map: str = "hash:/etc/postfix/logwatchd-sasl"
+    suspend_score: float = 100.0
+    suspend_action: str = "HOLD"      # HOLD (kept for review) or REJECT
+    suspend_time: float = 3600.0
+    never_suspend: list[str] = field(default_factory=list)
+    # Account risk (logwatch/engine/accounts.py): the score's weights over the window, growth
+    # of repeat suspensions and its cap, memory bounds, and counts over time (top senders).
+    weights: dict[str, float] = field(default_factory=lambda: dict(RISK_WEIGHTS))
+    window: float = 3600.0
+    min_bounce_sample: int = 10
+    suspend_growth: float = 2.0
+    max_suspend_time: float = 7 * 86400.0
+    max_accounts: int = 100_000
+    top_senders: int = 10
+
+
+@dataclass
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -133,6 +158,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
 
@@ -145,6 +171,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "accounting": AccountingConfig,
     "policy": PolicyConfig,
 }
 # Top-level keys that are no mapping section: name -> parser of their node.
@@ -262,7 +289,7 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
         except ValueError as exc:
             problems.append(ConfigProblem(file, _line(v_node), dotted, str(exc)))
             continue
-        if dotted == "bans.weights":
+        if dotted in ("bans.weights", "accounting.weights"):
             value = {**section_obj.weights, **value}   # a partial mapping keeps the rest
         if sect == "sources" and key not in SourcesConfig.__dataclass_fields__:
             section_obj.extra[key] = value
@@ -341,6 +368,8 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "stats_log": ("accounting", "stats_log"),
+    "sasl_access_map": ("accounting", "sasl_access_map"),
     "policy_listen": ("policy", "listen"),
     "sasl_block_list": ("policy", "sasl_block_list"),
 }
@@ -359,7 +388,7 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
-            if attr == "actions_log":
+            if attr in ("actions_log", "stats_log"):
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":
                 value = [os.path.abspath(v) for v in value]

@@ -23,6 +23,21 @@ KINDS: tuple[str, ...] = (
 SUCCESS_KINDS = frozenset({LOGIN, AUTH})
 FAILURE_KINDS = frozenset(KINDS) - SUCCESS_KINDS
 
+# Message rules (rules/postfix-messages.yaml): their lines feed the accounting's correlation
+# (logwatch/parsing/messageparse.py), never the engine. "message-start" begins a message (a
+# queue id seen again there is a new message), "message" merges its fields into the
+# message of its queue id, "delivery" adds one recipient's status, "message-done" is the
+# message leaving the queue, "message-expired" the queue returning it, "message-reject" a
+# rejected attempt (NOQUEUE, or a queued message's recipient/milter rejection).
+MESSAGE_KINDS: tuple[str, ...] = (
+    "message-start", "message", "delivery", "message-done", "message-expired", "message-reject",
+)
+# The named groups a message rule may have (all optional but qid, which all but rejects need).
+MESSAGE_FIELDS: tuple[str, ...] = (
+    "qid", "ip", "name", "user", "method", "msgid", "sender", "size", "nrcpt", "rcpt",
+    "orig_to", "relay", "dsn", "status", "reason", "helo", "cmd",
+)
+
 # The services an event can name (a rule's service, its service_map's values).
 SERVICES: tuple[str, ...] = ("pop3", "imap", "smtp", "submission", "sieve")
 # What relay.services accepts: also "managesieve", the name a rule's service group captures

@@ -7,7 +7,7 @@ first that answers a Verdict decides, otherwise DUNNO. Each check lives in its o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,11 +90,6 @@ class Decider:
             if verdict is not None:
                 return verdict
         return Verdict("none", DUNNO)
-
-
-def parse_attributes(lines: Mapping[str, str]) -> PolicyRequest:
-    """A PolicyRequest over an attribute mapping (tests, policy-test)."""
-    return PolicyRequest(dict(lines))
 
 
 # The built-in checks, in the order they decide.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -390,10 +390,6 @@ class QuotaCheck:
             w.expire(now)
         return loaded
 
-    def keys(self) -> Iterator[tuple[str, str]]:
-        for q, w in zip(self.specs, self.windows, strict=True):
-            for key in w.keys:
-                yield q.name, key
 
 
 def build(policy: Any, quotas: Any, context: Any) -> QuotaCheck | None:
