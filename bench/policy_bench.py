@@ -369,10 +369,11 @@ def bench_logwatchd(a: argparse.Namespace, top: Path) -> Throughput:
         rss0 = proc.memory_info().rss
         t = closed_loop("127.0.0.1", port, a.conns, a.procs, a.requests, 1e9, a.keys)
         rss = proc.memory_info().rss
+        writer = sum(c.memory_info().rss for c in proc.children(recursive=True))
         print(f"logwatchd  requests/s  {t.rate:10,.0f}   ({t.requests:,} in {t.seconds:.1f} s; "
               f"{replies(t)})")
         print(f"logwatchd  RSS         {rss / 1e6:10.1f} MB  after {t.requests:,} requests "
-              f"(at start {rss0 / 1e6:.1f} MB)")
+              f"(at start {rss0 / 1e6:.1f} MB; its store writer process {writer / 1e6:.1f} MB)")
         # What the closed loop left to write (changed quota counters) goes to the store
         # first: the paced runs measure the steady state over the keys now known.
         time.sleep(a.settle)
@@ -405,13 +406,19 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=30.0,
                    help="seconds between logwatchd's closed loop and its paced runs")
     p.add_argument("--only", choices=("postfwd", "logwatchd", "yardstick"))
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the client and every server measured this much nicer (negative: "
+                        "ahead of the machine's other load; all of them alike)")
     a = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (postfwd2 drops to nobody; the daemon's state dir)")
+    if a.nice:
+        os.nice(a.nice)     # inherited by the client processes and every server started
     print(f"{a.conns} persistent connections, {a.keys:,} quota keys (client_address), quota "
           f"{a.limit} recipients/{a.period} s; {os.cpu_count()} CPUs, load "
-          f"{os.getloadavg()[0]:.2f}")
-    if a.only in (None, "yardstick"):
+          f"{os.getloadavg()[0]:.2f}" + (f"; client and servers at nice {a.nice:+d}"
+                                         if a.nice else ""))
+    if a.only in (None, "yardstick", "logwatchd"):
         bench_yardstick(a)
     pf = bench_postfwd(a) if a.only in (None, "postfwd") else None
     if a.only in ("postfwd", "yardstick"):

@@ -25,6 +25,7 @@ def side(tmp_path: Path, clock, monkeypatch):
     s = PolicySide(Loop(clock), parts, fed.extend, lambda msg: None)
     s.fed = fed
     yield s
+    s.close()           # the writer process too
     store.close()
 
 

@@ -51,6 +51,7 @@ log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
 ACCOUNTING_SWEEP = 60.0          # open messages past the age limits are expired
+POLICY_LOG_SLICE = 64 << 10     # log bytes per source per turn with policy.listen (~1 ms)
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -155,7 +156,14 @@ class Daemon:
         return factory.load_whitelist(cfg, log)
 
     def make_sources(self, cfg: Config) -> list[Any]:
-        return factory.make_sources(cfg, self.on_chunk, self.store)
+        sources = factory.make_sources(cfg, self.on_chunk, self.store)
+        if cfg.policy.listen:
+            # smtpd processes wait on the same loop: the log side reads in small slices.
+            for src in sources:
+                for attr in ("budget", "read_max"):
+                    if hasattr(src, attr):
+                        setattr(src, attr, POLICY_LOG_SLICE)
+        return sources
 
     def setup(self) -> None:
         """Open the store, load rules and state, reconcile the effectors, open the sources."""

@@ -97,8 +97,9 @@ class Loop:
     # -- running --------------------------------------------------------------------
 
     def turn(self, busy: list[Callable[[], None]]) -> None:
-        """One select() and the callbacks of the ready fds; busy callbacks (input readable
-        without waiting, e.g. a regular file on stdin) make the wait 0 and run after them."""
+        """One select() and the callbacks of the ready fds (those marked `urgent` first);
+        busy callbacks (input readable without waiting, e.g. a regular file on stdin) make
+        the wait 0 and run after them."""
         now = self.clock()
         nxt = min(self.timers.values(), default=now + MAX_WAIT)
         timeout = max(0.0, min(nxt - now, MAX_WAIT))
@@ -106,6 +107,9 @@ class Loop:
             ready = self.selector.select(0.0 if busy else timeout)
         except InterruptedError:
             ready = []
+        if len(ready) > 1:
+            # Policy replies first: an smtpd waits on them, a log chunk can wait a turn.
+            ready.sort(key=lambda km: not getattr(km[0].data, "urgent", False))
         for key, mask in ready:
             key.data(mask)
             if self.pending_signals:

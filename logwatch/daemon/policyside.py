@@ -1,7 +1,7 @@
 """The daemon's side of the policy service: builds the Decider from the config, answers each
-request (pure and in memory), and on the loop's "policy" timer writes the audit rows and the
-quota counters in one transaction, writes the actions-log lines, re-reads changed list files,
-prunes the audit, and feeds S25R `score` notes to the engine. Also owns the check_sasl_access
+request (pure and in memory), and on the loop's "policy" timer hands the audit rows and
+copies of the changed quota counters to the writer process (policywriter.py: the store and
+the actions log), re-reads changed list files, and feeds S25R `score` notes to the engine. Also owns the check_sasl_access
 table, whose entries come from contributors (set_sasl_entries)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from logwatch.daemon.factory import file_mtime
+from logwatch.daemon.factory import file_mtime, store_url
+from logwatch.daemon.policywriter import Batch, PolicyWriter, write_batch
 from logwatch.engine.policy import DUNNO, Decider, PolicyContext, PolicyRequest, Verdict
 from logwatch.engine.policy.quotas import QuotaCheck
 from logwatch.engine.policy.saslblock import parse_block_list
@@ -21,9 +22,12 @@ from logwatch.util.safeio import read_capped
 
 log = logging.getLogger("logwatchd.policy")
 
-FLUSH_INTERVAL = 0.5          # audit rows and quota counters reach the store this often ...
-FLUSH_ROWS = 5000             # ... this many counter rows at most (a flood: the rest next time)
+FLUSH_INTERVAL = 0.5          # audit rows and quota counters go to the writer this often ...
+SNAPSHOT_ROWS = 250           # ... this many counter rows per turn of the loop (< 1 ms)
+MAX_BACKLOG = 4               # batches queued for the writer before the loop stops copying
+WAIT_WRITTEN = 10.0           # a reload, a stop, `verdicts`: wait this long for the writer
 PRUNE_INTERVAL = 3600.0
+CHECKPOINT_INTERVAL = 10.0    # SQLite: the writer checkpoints the WAL at least this often
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
 _REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
@@ -49,11 +53,13 @@ class PolicySide:
         self.context = PolicyContext(read_text=read_text)
         self.decider: Decider | None = None
         self.pending: list[AuditRow] = []
+        self.writer: PolicyWriter | None = None
         self.counts: dict[str, int] = {}
         self.sasl_table: Any = None
         self.sasl_entries: dict[str, dict[str, str]] = {}
         self._mtimes: dict[str, int | None] = {}
         self._last_prune = 0.0
+        self._last_checkpoint = 0.0
         loop.on_timer("policy", self._on_timer)
         loop.on_timer("policy-notes", self.drain_notes)
 
@@ -81,8 +87,25 @@ class PolicySide:
             loaded = quotas.load(store.load_quota_counts(), self.loop.clock())
             log.info("action=policy-quotas quotas=%d keys=%d", len(quotas.specs), loaded)
         store.prune_quota_counts([q.name for q in cfg.quotas])
+        if self.enabled and self.writer is None:
+            self.writer = self._start_writer()
         if self.enabled or cfg.policy.sasl_access_map:
             self.loop.call_at("policy", self.loop.clock() + FLUSH_INTERVAL)
+
+    def _start_writer(self) -> PolicyWriter | None:
+        """The writer process on its own connection to the same store (None: the loop
+        writes, as when the process cannot start)."""
+        main = self.parts.store
+        url = store_url(self.cfg) if getattr(main, "shared", False) else f"sqlite://{main.path}"
+        writer = PolicyWriter(url, getattr(main, "node", ""),
+                              getattr(self.parts.actions, "path", None), main, self.error)
+        try:
+            writer.start()
+        except OSError as exc:
+            log.warning("action=policy-writer-error error=%s (the loop writes instead)", exc)
+            return None
+        self.loop.register(writer.fileno(), writer.on_readable)
+        return writer
 
     def reconfigure(self, cfg: Any, dry_run: bool) -> None:
         """A reload: counters to the store, then everything rebuilt from the new config."""
@@ -218,7 +241,8 @@ class PolicySide:
         self.loop.call_at("policy", now + FLUSH_INTERVAL)
         try:
             self._check_files()
-            self.flush(now)
+            if self.flush(now):     # a flood: the rest on the next turn, after the sockets
+                self.loop.call_at("policy", now)
         except Exception as exc:        # the store full or broken: keep answering
             self.error(f"policy: {exc}")
             log.exception("action=policy-flush-error")
@@ -229,36 +253,37 @@ class PolicySide:
         self.feed([Event(when, S25R, n.ip, None, "smtp", "logwatchd/policy", n.rule, None)
                    for n in notes if n.kind == S25R])
 
-    def flush(self, now: float, everything: bool = False) -> None:
-        """Audit rows and changed quota counters: one transaction; actions-log lines.
-        The loop waits while it runs, so a flood's counters go FLUSH_ROWS at a time."""
-        store = self.parts.store
-        if store is None:
-            return
-        rows, self.pending = self.pending, []
+    def flush(self, now: float, everything: bool = False) -> bool:
+        """Hand the audit rows and (up to SNAPSHOT_ROWS of) the changed quota counters to the
+        writer thread; everything: all of them, and wait until they are written. True when
+        counters are left for the next turn of the loop."""
+        if self.parts.store is None:
+            return False
         quotas = self.quotas
-        limit = None if everything else FLUSH_ROWS
-        counts = quotas.take_dirty(limit) if quotas is not None else []
-        pstore = PolicyStore(store)
+        rows, self.pending = tuple(self.pending), []
+        limit = 1 << 62 if everything else SNAPSHOT_ROWS
+        if self.writer is not None and self.writer.pending >= MAX_BACKLOG and not everything:
+            limit = 0       # the writer is behind: the keys stay in the dirty sets (no copies)
+        counts = tuple(quotas.take_dirty_copies(limit)) if quotas is not None else ()
         prune = now - self._last_prune >= PRUNE_INTERVAL
-        if rows or counts or prune:
-            with store.transaction():
-                pstore.put_verdicts(rows)
-                pstore.put_quota_counts(counts)
-                if prune:
-                    self._last_prune = now
-                    pstore.prune_verdicts(now - self.cfg.policy.audit_retention)
-        if prune and quotas is not None:
-            quotas.expire(now)
-        for r in rows:
-            self.parts.actions.write("policy-verdict", r.decided_at, ip=r.client_address or None,
-                                     rule=r.rule, verdict=r.action, user=r.sasl_username or None,
-                                     sender=r.sender or None, recipient=r.recipient or None,
-                                     instance=r.instance or None, queue_id=r.queue_id or None)
+        if prune:
+            self._last_prune = now
+            if quotas is not None:
+                quotas.expire(now)
+        checkpoint = now - self._last_checkpoint >= CHECKPOINT_INTERVAL
+        if checkpoint:
+            self._last_checkpoint = now
+        batch = Batch(rows, counts, now - self.cfg.policy.audit_retention if prune else None,
+                      checkpoint)
+        if self.writer is None or not self.writer.put(batch):
+            write_batch(self.parts.store, self.parts.actions, batch)
+        elif everything and not self.writer.wait(WAIT_WRITTEN):
+            log.error("action=policy-writer-slow backlog=%d", self.writer.pending)
+        return quotas is not None and quotas.dirty_count() > 0
 
     def verdicts(self, since: float | None, ip: str | None, user: str | None,
                  limit: int) -> list[AuditRow]:
-        self.flush(self.loop.clock())
+        self.flush(self.loop.clock(), everything=True)
         return PolicyStore(self.parts.store).verdicts(since, ip, user, limit)
 
     def status(self) -> dict[str, Any]:
@@ -274,6 +299,10 @@ class PolicySide:
     def close(self) -> None:
         if self.cfg is not None:
             self.flush(self.loop.clock(), everything=True)
+        if self.writer is not None:
+            self.loop.unregister(self.writer.fileno())
+            self.writer.close()
+            self.writer = None
 
 
 def _audit_row(req: PolicyRequest, verdict: Verdict, now: float) -> AuditRow:

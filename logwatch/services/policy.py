@@ -59,6 +59,20 @@ class PolicyStats:
     connections: int = 0
 
 
+class _Urgent:
+    """A selector callback the daemon's loop runs before the others ready at the same time
+    (loop.py: the `urgent` attribute): smtpd processes wait on these sockets."""
+
+    __slots__ = ("fn",)
+    urgent = True
+
+    def __init__(self, fn: Callable[[int], None]) -> None:
+        self.fn = fn
+
+    def __call__(self, mask: int) -> None:
+        self.fn(mask)
+
+
 def _reply(action: str) -> bytes:
     return f"action={action}\n\n".encode("ascii", "replace")
 
@@ -92,7 +106,7 @@ class PolicyServer:
         sock.listen(128)
         sock.setblocking(False)
         self.sock = sock
-        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.selector.register(sock, selectors.EVENT_READ, _Urgent(self._accept))
         log.info("action=policy-listen address=%s", self.listen)
 
     def _bind_inet(self) -> socket.socket:
@@ -193,7 +207,7 @@ class PolicyServer:
             self.clients[conn.fileno()] = client
             self.stats.connections += 1
             self.selector.register(conn, selectors.EVENT_READ,
-                                   lambda m, c=client: self._io(c, m))
+                                   _Urgent(lambda m, c=client: self._io(c, m)))
 
     def next_deadline(self) -> float | None:
         if not self.clients:

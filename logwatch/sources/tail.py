@@ -99,6 +99,9 @@ class FileTailer(TailWatches):
         for p in paths:
             self._names.setdefault(os.path.abspath(p), p)
         self.files = [_Followed(path=ap) for ap in self._names]
+        # Bytes per file per process() call; the daemon lowers it while a policy service
+        # waits on the same loop (the rest is read on the next turn).
+        self.budget = BUDGET
         self._init_watches()
         self.closed = False
         if force_polling:
@@ -124,7 +127,7 @@ class FileTailer(TailWatches):
         more = False
         for f in self.files:
             # Polled without inotify: no budget, nothing would call us back before the timer.
-            f.budget = BUDGET if self.fileno() is not None else 1 << 62
+            f.budget = self.budget if self.fileno() is not None else 1 << 62
             self._step(f, now)
             more = more or f.budget <= 0
         if more:

@@ -110,6 +110,11 @@ class Window:
         at = self.keys.get(key)
         return None if at is None else list(self.data[at:at + self.ROW])
 
+    def copy(self, key: str) -> array[int] | None:
+        """The key's row as a new array (a snapshot another thread may read), or None."""
+        at = self.keys.get(key)
+        return None if at is None else self.data[at:at + self.ROW]
+
     def total(self, key: str, now: float) -> int:
         at = self.keys.get(key)
         if at is None:
@@ -365,6 +370,17 @@ class QuotaCheck:
                 row = window.row(key)
                 data = "" if row is None else ",".join(map(str, row))
                 rows.append((self.specs[i].name, key, window.slice_len, data))
+        return rows
+
+    def take_dirty_copies(self, limit: int) -> list[tuple[str, str, float, array[int] | None]]:
+        """Like take_dirty, but each row a copy of its counters (None: gone), not yet text:
+        cheap on the loop; the writer thread formats them."""
+        rows: list[tuple[str, str, float, array[int] | None]] = []
+        for i, keys in enumerate(self.dirty):
+            window, name = self.windows[i], self.specs[i].name
+            while keys and len(rows) < limit:
+                key = keys.pop()
+                rows.append((name, key, window.slice_len, window.copy(key)))
         return rows
 
     def dirty_count(self) -> int:

@@ -1,0 +1,259 @@
+"""The policy service's writer: a child process with its own store connection (SQLite WAL: a
+second connection; PostgreSQL: a second session) that writes the audit rows, the changed quota
+counters and the verdicts' actions-log lines, so no store write, commit or WAL checkpoint
+ever stands between a policy request and its reply.
+
+A process, not a thread: a writer thread would share the GIL, and every hand-over of it
+costs the loop a scheduler wake-up, milliseconds on a busy machine. The loop sends immutable
+Batches (pickled frames; the child is our own program) down a pipe; the child answers one
+line per batch ("ok" or "error ...") up another, read on the loop. It ignores SIGTERM/SIGINT
+and stops at end of input after writing everything sent, so a stop, even a kill -9 of the
+daemon, loses nothing that reached the pipe.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from logwatch.state.policystore import AuditRow, PolicyStore
+
+log = logging.getLogger("logwatchd.policy")
+
+TX_ROWS = 200                 # rows per transaction: the loop's own commits wait ~1 ms at most
+AUTOCHECKPOINT = 1000         # SQLite's default (pages), given back to the loop's connection
+PIPE_SIZE = 1 << 20           # a batch frame (500 counter rows: ~50 KB) never blocks the loop
+START_TIMEOUT = 10.0
+NICE = 10
+_LEN = struct.Struct("!I")
+CounterRow = tuple[str, str, float, "array[int] | None"]   # quota, key, slice length, row
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one timer tick hands over: verdicts to store and log, counter rows (copies), and
+    whether to prune the audit before a time or checkpoint the WAL."""
+
+    rows: tuple[AuditRow, ...] = ()
+    counts: tuple[CounterRow, ...] = ()
+    prune_before: float | None = None
+    checkpoint: bool = False
+
+    def empty(self) -> bool:
+        return not (self.rows or self.counts or self.prune_before is not None
+                    or self.checkpoint)
+
+
+def counts_text(values: array[int] | None) -> str:
+    """A counter row as the store keeps it ("" once the key expired: the row is deleted)."""
+    return "" if values is None else ",".join(map(str, values))
+
+
+def write_batch(store: Any, actions: Any, batch: Batch) -> None:
+    """Audit rows and counters, TX_ROWS to a transaction; then the actions-log lines."""
+    pstore = PolicyStore(store)
+    rows, counts = batch.rows, batch.counts
+    for at in range(0, max(len(rows), len(counts)), TX_ROWS):
+        texts = [(q, k, s, counts_text(v)) for q, k, s, v in counts[at:at + TX_ROWS]]
+        with store.transaction():
+            pstore.put_verdicts(rows[at:at + TX_ROWS])
+            pstore.put_quota_counts(texts)
+    if batch.prune_before is not None:
+        with store.transaction():
+            pstore.prune_verdicts(batch.prune_before)
+    for r in rows:
+        actions.write("policy-verdict", r.decided_at, ip=r.client_address or None,
+                      rule=r.rule, verdict=r.action, user=r.sasl_username or None,
+                      sender=r.sender or None, recipient=r.recipient or None,
+                      instance=r.instance or None, queue_id=r.queue_id or None)
+
+
+class PolicyWriter:
+    """The loop's end of the writer process: put() batches, on_readable() for its answers."""
+
+    def __init__(self, url: str, node: str, actions_path: str | None, main: Any,
+                 on_error: Callable[[str], None]) -> None:
+        self.setup = {"url": url, "node": node, "actions": actions_path}
+        self.on_error = on_error
+        # SQLite: a commit that finds the WAL long copies it into the database (fsyncs). The
+        # loop's connection must never be the one: while the writer runs, only it does.
+        self.main = main if not getattr(main, "shared", True) else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending = 0              # batches sent and not yet answered
+        self.alive = False
+        self.failures = 0             # batches the child could not write
+        self._inbuf = b""
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(    # noqa: S603 - our own module, an argument list
+            [sys.executable, "-m", "logwatch.daemon.policywriter"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass                      # over /proc/sys/fs/pipe-max-size: smaller frames block
+        os.set_blocking(self.fileno(), False)
+        self.alive = True
+        self._send(self.setup)
+        if not self.wait(START_TIMEOUT) or not self.alive or self.failures:
+            self.close(0.0)
+            raise OSError("the policy writer process did not start (see the log)")
+        if self.main is not None:
+            self.main.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def fileno(self) -> int:
+        assert self.proc is not None and self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def _send(self, obj: object) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(_LEN.pack(len(data)) + data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            self._died(f"cannot write to it: {exc}")
+            return
+        self.pending += 1
+
+    def put(self, batch: Batch) -> bool:
+        """Send a batch; False when the writer is gone (the caller writes it itself)."""
+        if batch.empty():
+            return True
+        if not self.alive:
+            return False
+        self._send(batch)
+        return self.alive
+
+    def on_readable(self, mask: int = 0) -> None:
+        """The child's answers: one line per batch."""
+        try:
+            data = os.read(self.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._died("it exited")
+            return
+        self._inbuf += data
+        *lines, self._inbuf = self._inbuf.split(b"\n")
+        for line in lines:
+            self.pending -= 1
+            if line != b"ok":
+                self.failures += 1
+                message = line.decode("utf-8", "replace").removeprefix("error ")
+                self.on_error(f"policy writer: {message}")
+                log.error("action=policy-flush-error error=%s", message)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until every batch sent is answered (True) or timeout passed (False)."""
+        deadline = time.monotonic() + timeout
+        while self.pending > 0 and self.alive:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if select.select([self.fileno()], [], [], left)[0]:
+                self.on_readable()
+        return self.pending <= 0
+
+    def _died(self, why: str) -> None:
+        if self.alive:
+            self.alive = False
+            self.on_error(f"policy writer: {why}")
+            log.error("action=policy-writer-gone reason=%r (the loop writes instead; "
+                      "batches unanswered: %d)", why, self.pending)
+            self._give_back_checkpoints()
+
+    def _give_back_checkpoints(self) -> None:
+        if self.main is not None:
+            self.main.db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")
+            self.main = None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End of input: the child writes what it has and exits."""
+        if self.proc is None:
+            return
+        self.wait(timeout)
+        self._give_back_checkpoints()
+        self.alive = False
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("action=policy-writer-stuck (killed)")
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+# -- the child process -------------------------------------------------------------------
+
+
+def _read_frame(inp: BinaryIO) -> Any:
+    head = inp.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    data = inp.read(_LEN.unpack(head)[0])
+    return pickle.loads(data)       # noqa: S301 - frames come from our parent only
+
+
+def child_main() -> int:
+    """Open the store named by the first frame; write each batch; answer a line for each."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)       # the parent stops us by closing the pipe
+    try:
+        os.nice(NICE)       # on a busy machine the loop (smtpd waiting) gets the CPU first
+    except OSError:
+        pass
+    from logwatch.daemon.actionlog import ActionLog
+    from logwatch.state.store import Store
+
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    setup = _read_frame(inp)
+    if setup is None:
+        return 0
+    try:
+        store = Store(url=setup["url"], node=setup["node"])
+    except Exception as exc:
+        out.write(f"error cannot open the store: {exc}".replace("\n", " ").encode() + b"\n")
+        out.flush()
+        return 1
+    actions = ActionLog(setup["actions"])
+    out.write(b"ok\n")
+    out.flush()
+    while (batch := _read_frame(inp)) is not None:
+        try:
+            write_batch(store, actions, batch)
+            if batch.checkpoint and not store.shared:
+                store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            answer = b"ok"
+        except Exception as exc:      # the store full or broken: say so, keep going
+            answer = f"error {exc}".replace("\n", " ").encode("utf-8", "replace")
+        out.write(answer + b"\n")
+        out.flush()
+    actions.close()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
