@@ -248,8 +248,11 @@ def child_main() -> int:
             answer = b"ok"
         except Exception as exc:      # the store full or broken: say so, keep going
             answer = f"error {exc}".replace("\n", " ").encode("utf-8", "replace")
-        out.write(answer + b"\n")
-        out.flush()
+        try:
+            out.write(answer + b"\n")
+            out.flush()
+        except BrokenPipeError:
+            pass            # the daemon died (kill -9): write the rest of what it sent
     actions.close()
     store.close()
     return 0
