@@ -381,6 +381,8 @@ class QuotaCheck:
             while keys and len(rows) < limit:
                 key = keys.pop()
                 rows.append((name, key, window.slice_len, window.copy(key)))
+            if not keys and i < len(self.dirty):
+                self.dirty[i] = set()   # a set never shrinks: a flood's table (4 MB) goes
         return rows
 
     def dirty_count(self) -> int:
