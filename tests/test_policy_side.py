@@ -4,6 +4,7 @@ contributors (real postmap), and a reload keeping the quota counts."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from logwatch.daemon.factory import Parts
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.policyside import PolicySide
 from logwatch.engine.policy import PolicyRequest
+from logwatch.state.policystore import PolicyStore
 from logwatch.state.store import Store
 
 
@@ -76,3 +78,23 @@ def test_reload_keeps_quota_counts_and_test_counts_nothing(side, clock) -> None:
     side.flush(clock())
     rows = side.verdicts(None, "192.0.2.1", None, 10)
     assert [r.rule for r in rows] == ["quota:q", "quota:q"]
+
+
+def test_a_dead_writer_process_leaves_the_writing_to_the_loop(side, clock) -> None:
+    text = ("policy:\n  listen: inet:127.0.0.1:1\nquotas:\n"
+            "  - {name: q, key: client_address, count: recipients, limit: 1, period: 600}\n")
+    side.setup(parse_config(text), dry_run=False)
+    assert side.writer is not None and side.status()["writer_backlog"] == 0
+    side.writer.proc.kill()
+    deadline = time.monotonic() + 10
+    while side.writer is not None and time.monotonic() < deadline:
+        side.loop.turn([])
+    assert side.writer is None                # noticed on the loop, fd unregistered
+    for i in (1, 2):
+        side.answer(PolicyRequest({"request": "smtpd_access_policy", "protocol_state": "RCPT",
+                                   "client_address": "192.0.2.9", "instance": f"i{i}",
+                                   "recipient": "r"}))
+    side.flush(clock())
+    assert [r.rule for r in side.verdicts(None, "192.0.2.9", None, 10)] == ["quota:q"]
+    counts = PolicyStore(side.parts.store).load_quota_counts()
+    assert [(q, k) for q, k, _, _ in counts] == [("q", "192.0.2.9")]

@@ -104,8 +104,18 @@ class PolicySide:
         except OSError as exc:
             log.warning("action=policy-writer-error error=%s (the loop writes instead)", exc)
             return None
-        self.loop.register(writer.fileno(), writer.on_readable)
+        self.loop.register(writer.fileno(), self._on_writer)
         return writer
+
+    def _on_writer(self, mask: int) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        writer.on_readable()
+        if not writer.alive:          # it died: the loop writes from now on (logged)
+            self.loop.unregister(writer.fileno())
+            writer.close(0.0)
+            self.writer = None
 
     def reconfigure(self, cfg: Any, dry_run: bool) -> None:
         """A reload: counters to the store, then everything rebuilt from the new config."""
@@ -294,6 +304,7 @@ class PolicySide:
         return {"verdicts": dict(self.counts), **stats,
                 "clients": len(server.clients) if server is not None else 0,
                 "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
+                "writer_backlog": self.writer.pending if self.writer is not None else None,
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:
