@@ -42,6 +42,7 @@ from logwatch.protocols import Source, StreamSource, WatchesMissing
 from logwatch.services import ServiceError, start_services
 from logwatch.services.commands import Actions, Commands
 from logwatch.sources.lag import LagMeter
+from logwatch.state import series
 
 log = logging.getLogger("logwatchd.daemon")
 
@@ -101,7 +102,8 @@ class Daemon:
         self.lag = LagMeter(started=self.counters.started)
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
-            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run), self.error,
+            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
+            self.counters.observe), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
@@ -113,6 +115,8 @@ class Daemon:
         self.watchdog_runs = WatchdogRuns(self.parts, self.loop, self.feed, self.error)
         self.service_timers = ServiceTimers(self.parts, self.loop)
         self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
+        self.series = series.SeriesRecorder(lambda: self.store, self.status, self.loop,
+                                            self.error)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
 
@@ -222,6 +226,7 @@ class Daemon:
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
+        self.series.schedule(now)
 
     def schedule_engine(self) -> None:
         deadline = self.engine.next_deadline()
@@ -300,7 +305,8 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine))
+                changed=self.schedule_engine,
+                series=lambda req: series.answer(self.store, req, self.clock())))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
@@ -339,6 +345,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        self.series.flush(self.clock())
         self.effects.final_save()
         if self.watchdog is not None:
             self.watchdog.close()

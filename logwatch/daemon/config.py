@@ -124,6 +124,12 @@ class DaemonConfig:
 
 
 @dataclass
+class WebConfig:
+    listen: str | None = None         # HOST:PORT of the metrics and status page; None: off
+    token: str | None = None          # None: read-only; set: changes need it (and a CSRF token)
+
+
+@dataclass
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -132,6 +138,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -142,6 +149,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "web": WebConfig,
 }
 
 
@@ -329,6 +337,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "web_listen": ("web", "listen"),
 }
 
 
@@ -345,6 +354,8 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
+            if attr == "web_listen" and value in ("", "none", "off"):
+                value = None
             if attr == "actions_log":
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":

@@ -19,11 +19,13 @@ from logwatch.util.checks import (
     abs_paths,
     cidrs,
     int_range,
+    listen_address,
     non_negative,
     one_of,
     optional,
     positive,
     regexes,
+    web_token,
 )
 
 if typing.TYPE_CHECKING:
@@ -129,6 +131,8 @@ _CHECKS: dict[str, Check] = {
     "daemon.pidfile": abs_path,
     "daemon.log": one_of(LOG_TARGETS),
     "daemon.actions_log": optional(abs_path),
+    "web.listen": optional(listen_address),
+    "web.token": optional(web_token),
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation

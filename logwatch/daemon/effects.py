@@ -9,6 +9,7 @@ whose effects are not durable yet)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -150,6 +151,7 @@ class Recorder:
     counts: Any
     actions: Callable[[], Any]
     dry_run: Callable[[], bool] = lambda: False
+    timing: Callable[[str, float], None] = lambda effector, seconds: None   # latency metrics
 
     @property
     def dry(self) -> str:
@@ -208,12 +210,17 @@ class Effects:
     def guarded(self, what: str, call: Callable[[], Any]) -> None:
         """An effector call; a failure is reported and repaired later (the store keeps the
         truth, the reconcile puts the kernel/map back in step)."""
+        # A duration, not a time of day: perf_counter, not the injected clock.
+        started = time.perf_counter()
         try:
             call()
         except Exception as exc:
+            self.recorder.timing(what, time.perf_counter() - started)
             self.error(f"{what}: {exc}")
             log.error("action=%s-error error=%s", what, exc)
             self.effector_failed()
+            return
+        self.recorder.timing(what, time.perf_counter() - started)
 
     def persist(self, batch: Batch, positions: bool = False) -> None:
         """One transaction: the positions (when asked) and every kind's store write."""

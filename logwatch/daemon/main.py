@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--daemonize", action="store_true", help="fork into the background, write --pidfile")
     a("--pidfile", metavar="FILE", help="pid file (written with --daemonize or when given)")
     a("--actions-log", metavar="FILE", help="LTSV actions log ('none' disables)")
+    a("--web-listen", metavar="HOST:PORT",
+      help="serve /metrics and the status page there (e.g. 127.0.0.1:9189; 'off' disables)")
     a("--reset-state", action="store_true",
       help="start with no grants or bans: discard the saved ones and, with a new or empty "
            "state.db, remove the firewall's and map's entries instead of adopting them")

@@ -9,9 +9,26 @@ from typing import Any
 
 from logwatch import __version__
 from logwatch.daemon.factory import Parts
+from logwatch.effectors.runner import FAILURES
 from logwatch.protocols import FileSource
 
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
+# Upper bounds (seconds) of the effector write latency histograms (/metrics).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Latency:
+    """A fixed-bucket histogram of one effector's write times (counts per bucket, not
+    cumulative; the Prometheus collector accumulates)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))
+        self.counts[i] += 1
+        self.total += seconds
 
 
 @dataclass
@@ -24,6 +41,12 @@ class Counters:
     newest_event: float | None = None
     errors: deque = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
     reloads: int = 0
+    latency: dict[str, Latency] = field(default_factory=dict)   # effector -> write times
+    selftest_failures: int = 0       # rule self-test failures of rejected reloads
+
+    def observe(self, effector: str, seconds: float) -> None:
+        """One effector call took that long (daemon/effects.py)."""
+        self.latency.setdefault(effector, Latency()).observe(seconds)
 
 
 def note_newest(c: Counters, event: Any, now: float) -> None:
@@ -91,6 +114,12 @@ def snapshot(parts: Parts, c: Counters, lag: Any, now: float, config_path: str |
         "watchdog_kills": watchdog.stats().get("kills", 0) if watchdog is not None else None,
         "reloads": c.reloads,
         "errors": list(c.errors),
+        # For /metrics and the status page (services/web.py).
+        "rules": dict(pstats.by_rule),
+        "latency": {k: {"counts": v.counts, "sum": v.total} for k, v in c.latency.items()},
+        "command_failures": dict(FAILURES),
+        "selftest_failures": c.selftest_failures,
+        "firewall_backend": getattr(parts.firewall, "backend", "none"),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 # Linux pipes hold 64 KiB; a pipe of a user over its pipe quota holds one 4 KiB page, and a
@@ -22,6 +23,9 @@ DEFAULT_TIMEOUT = 600.0
 # Seconds iptables-restore waits for a held xtables lock (--wait=N) before it gives up: far
 # below any caller's timeout, so a lock held by someone else is an error, never a hang.
 XTABLES_WAIT = 10
+# Runs that ended in an error, by tool name (logwatchd_command_failures_total): a process-wide
+# count, as every tool of the daemon goes through run().
+FAILURES: Counter[str] = Counter()
 
 
 class ToolError(Exception):
@@ -89,6 +93,15 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = DEFAULT_TIME
         check: bool = True, ok_codes: tuple[int, ...] = (0,),
         stdout: bool = True) -> subprocess.CompletedProcess[str]:
     """Run one tool; ToolMissing, CommandTimeout, or (with check) CommandFailed on a bad exit."""
+    try:
+        return _run(argv, stdin, timeout, check, ok_codes, stdout)
+    except ToolError:
+        FAILURES[os.path.basename(argv[0])] += 1
+        raise
+
+
+def _run(argv: list[str], stdin: str | None, timeout: float, check: bool,
+         ok_codes: tuple[int, ...], stdout: bool) -> subprocess.CompletedProcess[str]:
     try:
         proc = run_tool(argv, stdin, timeout=timeout, stdout=stdout)
     except FileNotFoundError as exc:

@@ -25,6 +25,14 @@ class RuleError(Exception):
     """A broken rule file; the message names file, line, rule id and reason."""
 
 
+class SelfTestError(RuleError):
+    """Rules whose own samples or timing checks fail; `failures` counts them."""
+
+    def __init__(self, message: str, failures: int) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     """One compiled log pattern."""
@@ -256,8 +264,9 @@ def load_ruleset(dirs: Iterable[str | Path], local_dir: str | Path | None = None
     if check:
         problems = check_rules(rules, probes=probes)
         if problems:
-            raise RuleError(f"{len(problems)} rule self-test failure(s) on Python "
-                            f"{sys.version.split()[0]}:\n" + "\n".join(problems))
+            raise SelfTestError(f"{len(problems)} rule self-test failure(s) on Python "
+                                f"{sys.version.split()[0]}:\n" + "\n".join(problems),
+                                len(problems))
     return Ruleset(rules, files)
 
 

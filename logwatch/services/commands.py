@@ -10,6 +10,7 @@ from typing import Any
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
 from logwatch.services.queries import answer_query
+from logwatch.services.tables import BanCounts, answer_table
 from logwatch.util.duration import parse_duration
 
 Reply = dict[str, Any]
@@ -35,6 +36,8 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    series: Callable[[dict[str, Any]], dict[str, Any]] = \
+        lambda req: {"ok": False, "error": "series: no store"}   # state/series.py read()
 
 
 class Commands:
@@ -43,10 +46,15 @@ class Commands:
     def __init__(self, engine: Any, actions: Actions) -> None:
         self.engine = engine
         self.actions = actions
+        self.ban_counts = BanCounts()
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
             "offenders": self._query, "check": self._query,
+            # The status page's reads (services/web.py), also open to logwatchctl.
+            "table": lambda req: answer_table(self.engine, req),
+            "ban-counts": lambda req: {"ok": True, "counts": self.ban_counts.get(self.engine)},
+            "series": lambda req: self.actions.series(req),
             **{cmd: self._manual for cmd in _NOTHING},
         }
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from logwatch.engine.model import Ban, Grant, Position
 from logwatch.util.safeio import make_private, tighten
 
-SCHEMA_VERSION = 1
 # Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
 # on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
@@ -57,7 +56,20 @@ MIGRATIONS: list[str] = [
         cursor TEXT NOT NULL
     );
     """,
+    # Time series of the status page (logwatch/state/series.py): per-minute and per-hour
+    # counts of any named series (events.<kind>, bans, grants, ...).
+    """
+    CREATE TABLE series (
+        name TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (name, step, bucket)
+    );
+    CREATE INDEX series_age ON series (step, bucket);
+    """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(Exception):
@@ -266,6 +278,35 @@ class Store:
             self.put_grants(grants)
             self.put_bans(bans)
             self.put_offenders(offenders)
+
+    # -- time series (state/series.py): name -> buckets of `step` seconds ----
+
+    def add_series(self, rows: Iterable[tuple[str, int, int, float]]) -> None:
+        """Add (name, step, bucket start, count) to the stored counts (upsert: portable SQL)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO series (name, step, bucket, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name, step, bucket) DO UPDATE SET value = series.value + "
+                "excluded.value", rows)
+
+    def read_series(self, names: Iterable[str], step: int, start: int,
+                    end: int) -> list[tuple[str, int, float]]:
+        """(name, bucket, value) of those series with start <= bucket < end, by time."""
+        names = list(names)
+        if not names:
+            return []
+        marks = ", ".join("?" * len(names))
+        return list(self.db.execute(
+            f"SELECT name, bucket, value FROM series WHERE step = ? AND bucket >= ? "
+            f"AND bucket < ? AND name IN ({marks}) ORDER BY bucket", (step, start, end, *names)))
+
+    def series_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM series ORDER BY name")]
+
+    def prune_series(self, step: int, before: int) -> None:
+        """Forget the buckets of that step older than `before` (downsampled ones stay)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM series WHERE step = ? AND bucket < ?", (step, before))
 
     # -- firewall identity: the kernel objects we created (backend and names) ----------
 

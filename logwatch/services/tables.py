@@ -1,0 +1,108 @@
+"""Paged, searchable tables of the engine's bans, grants and offenders (the status page's
+/api/table, the control socket's "table" command), and the live bans counted by reason.
+
+Read-only and bounded: a page is at most MAX_LIMIT rows whatever the engine holds; the search
+is a plain substring test (no regex from a client), done before the sort so that a narrow
+search over 100,000 bans sorts only its matches."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+MAX_LIMIT = 500
+MAX_QUERY = 100
+
+
+def ban_reason(ban: Any) -> str:
+    """The one reason label of a ban: its most counted event kind, else its source (manual)."""
+    reason = ban.reason
+    if reason:
+        return max(reason, key=reason.get)
+    return ban.source
+
+
+def _ban_row(b: Any) -> dict[str, Any]:
+    return {"ip": b.net, "reason": ban_reason(b), "score": b.score, "since": b.since,
+            "expires": b.expires_at, "offences": b.offences, "source": b.source}
+
+
+def _grant_row(g: Any) -> dict[str, Any]:
+    return {"ip": g.ip, "user": g.user, "service": g.service, "since": g.granted_at,
+            "expires": g.expires_at}
+
+
+def _matches(q: str, *fields: Any) -> bool:
+    return any(q in str(f).lower() for f in fields if f is not None)
+
+
+def _page(items: Iterable[Any], q: str, text: Callable[[Any], tuple[Any, ...]],
+          key: Callable[[Any], Any], offset: int, limit: int) -> tuple[list[Any], int]:
+    """The page [offset, offset+limit) of the items matching q, newest (largest key) first."""
+    if q:
+        items = [i for i in items if _matches(q, *text(i))]
+    else:
+        items = list(items)
+    top = heapq.nlargest(offset + limit, items, key=key)
+    return top[offset:], len(items)
+
+
+def _request(req: dict[str, Any]) -> tuple[str, int, int] | str:
+    """(lower-case query, offset, limit) of a request, or the error message."""
+    q, offset, limit = req.get("q", ""), req.get("offset", 0), req.get("limit", 50)
+    if not isinstance(q, str) or len(q) > MAX_QUERY:
+        return f'"q" must be a string of at most {MAX_QUERY} characters'
+    for name, value in (("offset", offset), ("limit", limit)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f'"{name}" must be a non-negative integer'
+    if offset > 1_000_000:
+        return '"offset" too large'
+    return q.strip().lower(), offset, min(max(limit, 1), MAX_LIMIT)
+
+
+def answer_table(engine: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """{"cmd": "table", "table": "bans"|"grants"|"offenders", "q", "offset", "limit"}."""
+    parsed = _request(req)
+    if isinstance(parsed, str):
+        return {"ok": False, "error": f"table: {parsed}"}
+    q, offset, limit = parsed
+    table = req.get("table")
+    if table == "bans":
+        page, total = _page(engine.bans.values(), q,
+                            lambda b: (b.net, b.source, *b.reason),
+                            lambda b: b.since, offset, limit)
+        rows = [_ban_row(b) for b in page]
+    elif table == "grants":
+        page, total = _page(engine.grants.values(), q,
+                            lambda g: (g.ip, g.user, g.service),
+                            lambda g: g.granted_at, offset, limit)
+        rows = [_grant_row(g) for g in page]
+    elif table == "offenders":
+        views, tracked = engine.offenders(None if q else offset + limit)
+        page, total = _page(views, q, lambda v: (v["ip"], *v["reasons"]),
+                            lambda v: v["score"], offset, limit)
+        rows, total = page, total if q else tracked
+    else:
+        return {"ok": False, "error": 'table: "table" must be bans, grants or offenders'}
+    return {"ok": True, "table": table, "rows": rows, "total": total, "offset": offset,
+            "limit": limit}
+
+
+class BanCounts:
+    """Live bans by reason, recounted only when the bans changed (a scrape every few seconds
+    must not walk 100,000 bans each time): keyed on their number and the first and last
+    inserted (a dict keeps insertion order: a new ban is last, a lifted one changes the size)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.counts: dict[str, int] = {}
+
+    def get(self, engine: Any) -> dict[str, int]:
+        bans = engine.bans
+        key = (len(bans), next(iter(bans), None), next(reversed(bans), None)) if bans else ()
+        if key != self.key:
+            self.counts = dict(Counter(ban_reason(b) for b in engine.bans.values()))
+            self.key = key
+        return self.counts

@@ -1,0 +1,154 @@
+"""Time series for the status page: per-minute counts kept a day, per-hour counts kept 35 days,
+in the store's `series` table (name, step, bucket, value).
+
+Nothing on the log side writes them: once a minute the recorder samples cumulative counters
+(from the status snapshot, through the SAMPLERS registry) and stores their increase. Another
+part adds a series with one sampler, status -> {series name: cumulative count}, registered in
+SAMPLERS (see HACKING, "Time series")."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from logwatch.registry import Registry
+
+log = logging.getLogger("logwatchd.series")
+
+MINUTE, HOUR = 60, 3600
+KEEP = {MINUTE: 86400 + HOUR, HOUR: 35 * 86400}      # step -> how long its buckets stay
+MAX_POINTS = 1500                                     # a read never returns more per series
+
+Sampler = Callable[[dict[str, Any]], dict[str, float]]
+SAMPLERS: Registry[Sampler] = Registry("series sampler")
+
+
+def _core(status: dict[str, Any]) -> dict[str, float]:
+    """Events by kind, bans, unbans and grants (cumulative since the daemon started)."""
+    actions = status.get("actions", {})
+    out = {f"events.{kind}": float(n) for kind, n in status.get("events", {}).items()}
+    out.update(bans=float(actions.get("ban", 0)), unbans=float(actions.get("unban", 0)),
+               grants=float(actions.get("grant", 0)))
+    return out
+
+
+SAMPLERS.register("core", _core)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A plot range: which stored step it reads, how far back, the step of its points."""
+
+    step: int
+    seconds: int
+    point: int
+
+
+SPANS = {"hour": Span(MINUTE, HOUR, MINUTE), "day": Span(MINUTE, 86400, 5 * MINUTE),
+         "month": Span(HOUR, 30 * 86400, 6 * HOUR)}
+
+
+def sample(status: dict[str, Any]) -> dict[str, float]:
+    """Every registered sampler's counts; a failing sampler is skipped (logged)."""
+    out: dict[str, float] = {}
+    for sampler in SAMPLERS:
+        try:
+            out.update(sampler(status))
+        except Exception:       # one broken sampler must not stop the others
+            log.exception("action=series-sample-error")
+    return out
+
+
+def increases(before: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    """How much each counter grew (a counter that went down restarted: its new value)."""
+    out = {}
+    for name, value in now.items():
+        grown = value - before.get(name, 0.0)
+        if grown < 0:
+            grown = value
+        if grown > 0:
+            out[name] = grown
+    return out
+
+
+def rows(grown: dict[str, float], when: float) -> list[tuple[str, int, int, float]]:
+    """The store rows adding `grown` at time `when` to its minute and its hour bucket."""
+    t = int(when)
+    return [(name, step, t - t % step, value) for name, value in grown.items()
+            for step in (MINUTE, HOUR)]
+
+
+class SeriesRecorder:
+    """Samples the counters on the loop's "series" timer and adds their growth to the store."""
+
+    def __init__(self, store: Callable[[], Any], status: Callable[[], dict[str, Any]],
+                 loop: Any, error: Callable[[str], None]) -> None:
+        self.store, self.status, self.loop, self.error = store, status, loop, error
+        self.last: dict[str, float] | None = None
+        self.pruned = 0.0
+        loop.on_timer("series", self._on_timer)
+
+    def schedule(self, now: float) -> None:
+        self.last = sample(self.status())
+        self.loop.call_at("series", now - now % MINUTE + MINUTE)
+
+    def _on_timer(self, now: float) -> None:
+        self.flush(now)
+        self.loop.call_at("series", now - now % MINUTE + MINUTE)
+
+    def flush(self, now: float) -> None:
+        """Store what grew since the last flush (stamped a second back: the minute that
+        ended), and forget buckets past their keep once an hour."""
+        if self.last is None:
+            return          # never scheduled: the daemon did not get that far
+        current = sample(self.status())
+        grown = increases(self.last, current)
+        self.last = current
+        store = self.store()
+        try:
+            if grown:
+                store.add_series(rows(grown, now - 1))
+            if now - self.pruned >= HOUR:
+                for step, keep in KEEP.items():
+                    store.prune_series(step, int(now - keep))
+                self.pruned = now
+        except sqlite3.Error as exc:     # a lost minute of a plot; the log side goes on
+            self.error(f"series: {exc}")
+            log.error("action=series-error error=%s", exc)
+
+
+def read(store: Any, names: list[str], span_name: str, now: float) -> dict[str, Any]:
+    """{"step", "start", "points", "series": {name: [count per point]}} of the last span,
+    zeros where nothing was counted; KeyError for an unknown span."""
+    span = SPANS[span_name]
+    points = span.seconds // span.point
+    end = int(now) - int(now) % span.point + span.point
+    start = end - points * span.point
+    series = {name: [0.0] * points for name in names[:50]}
+    for name, bucket, value in store.read_series(list(series), span.step, start, end):
+        series[name][(bucket - start) // span.point] += value
+    return {"step": span.point, "start": start, "points": points, "series": series}
+
+
+def names(store: Any, prefix: str = "") -> list[str]:
+    return [n for n in store.series_names() if n.startswith(prefix)]
+
+
+def answer(store: Any, req: dict[str, Any], now: float) -> dict[str, Any]:
+    """The "series" command: {"span": hour|day|month, "names": [...] or "prefix": "events."}."""
+    span = req.get("span", "hour")
+    if span not in SPANS:
+        return {"ok": False, "error": f"series: \"span\" must be one of {', '.join(SPANS)}"}
+    wanted = req.get("names")
+    prefix = req.get("prefix")
+    if isinstance(prefix, str):
+        wanted = names(store, prefix)
+    if not isinstance(wanted, list) or not all(isinstance(n, str) for n in wanted):
+        return {"ok": False, "error": 'series: "names" (a list of strings) or "prefix" needed'}
+    try:
+        return {"ok": True, **read(store, wanted, span, now)}
+    except sqlite3.Error as exc:
+        return {"ok": False, "error": f"series: {exc}"}
