@@ -60,8 +60,10 @@ def _events(st: dict[str, Any]) -> Iterator[Any]:
 
 
 def _state(query: Query, st: dict[str, Any], backend: str) -> Iterator[Any]:
-    yield GaugeMetricFamily(P + "grants", "Live relay grants.", value=st.get("grants", 0))
-    bans = GaugeMetricFamily(P + "bans", "Live bans, by reason and firewall backend.",
+    # "active_": a gauge may not share its name with the counter logwatchd_bans_total.
+    yield GaugeMetricFamily(P + "active_grants", "Live relay grants.",
+                            value=st.get("grants", 0))
+    bans = GaugeMetricFamily(P + "active_bans", "Live bans, by reason and firewall backend.",
                              labels=["reason", "backend"])
     answer = query({"cmd": "ban-counts"})
     for reason, n in sorted(answer.get("counts", {}).items()):

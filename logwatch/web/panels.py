@@ -210,15 +210,14 @@ def provider_present(panel: Panel) -> bool:
 for _panel in (
     Panel("overview", "at a glance", _overview),
     Panel("sources", "sources and lag", _sources),
-    Panel("events", "events", _events_plot, wide=True),
-    Panel("activity", "bans and grants over time", _bans_plot, wide=True),
+    Panel("events", "events", _events_plot),
+    Panel("activity", "bans and grants over time", _bans_plot),
     Panel("bans", "live bans", _bans, wide=True),
     Panel("grants", "live grants", _grants, wide=True),
     Panel("offenders", "offenders close to a ban", _offenders, wide=True),
     Panel("errors", "last errors", _errors, wide=True),
     Panel("suspended", "suspended accounts", _suspended, needs="risk"),
-    Panel("messages", "messages sent and received", _messages_plot, needs="accounting",
-          wide=True),
+    Panel("messages", "messages sent and received", _messages_plot, needs="accounting"),
     Panel("senders", "top SASL senders", _top_senders, needs="accounting"),
     Panel("verdicts", "policy verdicts by action", _verdicts, needs="policy"),
 ):

@@ -13,8 +13,8 @@ from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-W, H = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 44
+W, H = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 56, 8, 10, 48
 
 
 def _time_label(ts: float, step: int) -> str:
@@ -46,7 +46,8 @@ def line_chart(series: dict[str, list[float]], start: int, step: int, title: str
            f'<text x="{LEFT - 4}" y="{TOP + 10}" text-anchor="end" font-size="10">'
            f"{peak:g}</text>",
            f'<text x="{LEFT - 4}" y="{TOP + ph}" text-anchor="end" font-size="10">0</text>',
-           f'<text x="4" y="{TOP + ph // 2}" font-size="9" fill="#555">{escape(unit)}</text>']
+           f'<text x="14" y="{TOP + ph // 2}" font-size="10" fill="#555" text-anchor="middle" '
+           f'transform="rotate(-90 14 {TOP + ph // 2})">{escape(unit)}</text>']
     if points:
         for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
             ts = start + int(frac * (points - 1)) * step

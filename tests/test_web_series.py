@@ -1,0 +1,89 @@
+"""The status page's time series (logwatch/state/series.py) in a real SQLite store: what the
+recorder adds once a minute, minute and hour buckets, reading spans, pruning, the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logwatch.daemon.loop import Loop
+from logwatch.state import series
+from logwatch.state.store import Store
+
+T0 = 1_800_000_000 - 1_800_000_000 % 3600     # an hour boundary
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = Store(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def test_increases_of_cumulative_counters() -> None:
+    assert series.increases({"a": 5, "b": 2}, {"a": 7, "b": 2, "c": 1}) == {"a": 2, "c": 1}
+    assert series.increases({"a": 5}, {"a": 3}) == {"a": 3}      # restarted: counted anew
+
+
+def test_rows_go_to_their_minute_and_their_hour() -> None:
+    assert series.rows({"bans": 2}, T0 + 3599.5) == [("bans", 60, T0 + 3540, 2),
+                                                     ("bans", 3600, T0, 2)]
+
+
+def test_the_store_adds_up_and_reads_spans_with_zeros_between(store: Any) -> None:
+    store.add_series(series.rows({"bans": 1, "events.login": 4}, T0 + 30))
+    store.add_series(series.rows({"bans": 2}, T0 + 50))          # same minute: added
+    store.add_series(series.rows({"bans": 5}, T0 + 600))
+    hour = series.read(store, ["bans", "grants"], "hour", T0 + 900)
+    assert hour["step"] == 60 and hour["points"] == 60
+    bans = hour["series"]["bans"]
+    start = hour["start"]
+    assert bans[(T0 - start) // 60] == 3 and bans[(T0 + 600 - start) // 60] == 5
+    assert sum(bans) == 8 and hour["series"]["grants"] == [0.0] * 60
+    day = series.read(store, ["bans"], "day", T0 + 900)          # 5-minute points
+    assert day["step"] == 300 and sum(day["series"]["bans"]) == 8
+    month = series.read(store, ["bans"], "month", T0 + 900)      # from the hour buckets
+    assert month["step"] == 6 * 3600 and sum(month["series"]["bans"]) == 8
+    assert series.names(store, "events.") == ["events.login"]
+
+
+def test_pruning_keeps_a_day_of_minutes_and_a_month_of_hours(store: Any) -> None:
+    store.add_series(series.rows({"bans": 1}, T0))
+    store.prune_series(60, T0 + 60)
+    assert sum(series.read(store, ["bans"], "hour", T0 + 60)["series"]["bans"]) == 0
+    assert sum(series.read(store, ["bans"], "month", T0 + 60)["series"]["bans"]) == 1
+
+
+def test_the_recorder_samples_on_its_timer_and_flushes_at_stop(store: Any, clock: Any) -> None:
+    clock.now = float(T0 + 10)
+    counters = {"events": {"login": 1}, "actions": {"ban": 0}}
+    errors: list[str] = []
+    loop = Loop(clock)
+    rec = series.SeriesRecorder(lambda: store, lambda: counters, loop, errors.append)
+    rec.schedule(clock.now)
+    assert loop.timers["series"] == T0 + 60
+    counters["events"]["login"] = 4
+    counters["actions"]["ban"] = 2
+    clock.now = float(T0 + 60)
+    loop.run_timers(clock.now)
+    got = series.read(store, ["events.login", "bans"], "hour", clock.now)["series"]
+    assert sum(got["events.login"]) == 3 and sum(got["bans"]) == 2
+    assert loop.timers["series"] == T0 + 120
+    counters["actions"]["ban"] = 3
+    rec.flush(T0 + 70)
+    assert sum(series.read(store, ["bans"], "hour", T0 + 70)["series"]["bans"]) == 3
+    store.close()
+    rec.flush(T0 + 80)          # a store that fails: one error, no exception
+    counters["actions"]["ban"] = 4
+    rec.flush(T0 + 90)
+    assert errors and all(e.startswith("series: ") for e in errors)
+
+
+def test_the_series_command_checks_its_request(store: Any) -> None:
+    assert not series.answer(store, {"span": "year", "names": []}, T0)["ok"]
+    assert not series.answer(store, {"span": "hour", "names": "bans"}, T0)["ok"]
+    assert series.answer(store, {"span": "hour", "prefix": "x."}, T0)["series"] == {}
+    many = [f"s{i}" for i in range(80)]
+    assert len(series.answer(store, {"names": many}, T0)["series"]) == 50
