@@ -69,6 +69,7 @@ class WebDaemon:
 
     def __init__(self, base: Path, token: str | None = TOKEN,
                  settings: dict[str, Any] | None = None) -> None:
+        base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         web = {"listen": f"127.0.0.1:{self.port}", "token": token}
         self.proc = DaemonProc(base, {"web": web, **(settings or {})})
