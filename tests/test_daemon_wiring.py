@@ -190,7 +190,7 @@ def test_commands_go_through_one_table_and_answer_from_engine_queries(wired) -> 
                                         reload=lambda: (True, "reloaded")))
     assert set(commands.table) == {"status", "bans", "grants", "reload", "flush", "offenders",
                                    "check", "ban", "unban", "grant", "revoke",
-                                   "table", "ban-counts", "series"}
+                                   "table", "series"}
     assert commands({"cmd": "status"}) == {"ok": True, "x": 1}
     assert commands({"cmd": "check", "ip": "198.51.100.7/32"})["banned"] is True
     assert commands({"cmd": "nope"}) == {"ok": False, "error": "unknown command 'nope'"}

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from logwatch.daemon.status import BanReasons
 from logwatch.engine.model import Ban, Grant
 from logwatch.services.commands import Actions, Commands
-from logwatch.services.tables import BanCounts, answer_table
+from logwatch.services.tables import answer_table
 from logwatch.web import PANELS, Panel
 from logwatch.web.app import LOGIN_FAILURES_PER_MINUTE, WebApp
 from logwatch.web.http import Request
@@ -181,12 +182,16 @@ def test_the_page_links_pages_and_keeps_the_other_parameters() -> None:
     assert "bans_page=2" in page and "span=day" in page and 'value="10.0."' in page
 
 
-def test_ban_counts_are_by_reason_and_recounted_only_on_change() -> None:
+def test_live_bans_are_counted_by_reason_as_they_come_and_go() -> None:
     engine = Engine(bans=10)
-    counts = BanCounts()
-    assert counts.get(engine) == {"user-unknown": 5, "auth-failed": 5}
-    del engine.bans["10.0.0.1/32"]
-    assert counts.get(engine) == {"user-unknown": 4, "auth-failed": 5}
+    counts = BanReasons()
+    counts.reset(engine.bans.values())
+    assert counts.counts == {"user-unknown": 5, "auth-failed": 5}
+    counts.lift("10.0.0.1/32")
+    counts.lift("10.0.0.1/32")                      # lifted twice: counted once
+    counts.add(Ban("10.0.0.2/32", 1.0, None, 0, {}, source="manual"))   # replaces
+    counts.add(Ban("10.9.0.0/32", 1.0, None, 2, {"relay-denied": 1, "rejected": 3}))
+    assert counts.counts == {"user-unknown": 4, "auth-failed": 4, "manual": 1, "rejected": 1}
 
 
 def test_plots_are_svg_with_escaped_labels() -> None:

@@ -87,6 +87,13 @@ def test_changes_need_the_token_and_the_csrf_token(web: WebDaemon) -> None:
     assert status == 303
     banned = {b["ip"] for b in web.proc.req(cmd="bans")["bans"]}
     assert target + "/32" not in banned and ips[1] + "/32" in banned
+    text = web.get("/metrics")[2].decode()
+    assert metric(text, "logwatchd_active_bans", reason="manual", backend="none") == 1
+    # A restart counts the bans it loads from the store.
+    web.proc.stop()
+    web.proc.start()
+    text = web.get("/metrics")[2].decode()
+    assert metric(text, "logwatchd_active_bans", reason="manual", backend="none") == 1
     status, _, body = web.post("/action", {"cmd": "revoke", "target": HOSTILE_IP},
                                {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200 and json.loads(body)["ok"] is True

@@ -35,7 +35,8 @@ def snapshot() -> dict[str, Any]:
             "selftest_failures": 1, "grants": 2, "actions": {"ban": 4, "unban": 1},
             "latency": {k: {"counts": v.counts, "sum": v.total} for k, v in c.latency.items()},
             "command_failures": {"iptables-restore": 2}, "started": 100.0, "reloads": 0,
-            "errors": [], "firewall_backend": "ipset"}
+            "errors": [], "firewall_backend": "ipset",
+            "bans_by_reason": {"user-unknown": 2, "manual": 1}}
 
 
 def families(text: str) -> dict[str, Any]:

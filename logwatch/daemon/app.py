@@ -103,7 +103,7 @@ class Daemon:
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
             self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
-            self.counters.observe), self.error,
+            self.counters.observe, self.counters.bans_by_reason), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
@@ -165,6 +165,7 @@ class Daemon:
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
+        self.counters.bans_by_reason.reset(self.engine.bans.values())
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)

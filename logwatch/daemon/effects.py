@@ -104,6 +104,8 @@ def _log_bans(out: Recorder, b: Batch, now: float) -> None:
                  net, reason, ban.score, duration, ban.offences, ban.source, out.dry)
         out.actions().write("ban", now, ip=net, reason=reason, score=f"{ban.score:g}",
                             duration=duration, offences=ban.offences, source=ban.source)
+        if out.bans is not None:
+            out.bans.add(ban)
 
 
 def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
@@ -111,6 +113,8 @@ def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
         out.counts["unban"] += 1
         log.info("action=unban ip=%s why=%s%s", net, why, out.dry)
         out.actions().write("unban", now, ip=net, reason=why)
+        if out.bans is not None:
+            out.bans.lift(net)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class Recorder:
     actions: Callable[[], Any]
     dry_run: Callable[[], bool] = lambda: False
     timing: Callable[[str, float], None] = lambda effector, seconds: None   # latency metrics
+    bans: Any = None                # status.BanReasons: live bans by reason, for /metrics
 
     @property
     def dry(self) -> str:

@@ -11,6 +11,7 @@ from logwatch import __version__
 from logwatch.daemon.factory import Parts
 from logwatch.effectors.runner import FAILURES
 from logwatch.protocols import FileSource
+from logwatch.services.tables import ban_reason
 
 MAX_ERRORS = 20                  # last errors kept for `logwatchctl status`
 # Upper bounds (seconds) of the effector write latency histograms (/metrics).
@@ -32,6 +33,32 @@ class Latency:
 
 
 @dataclass
+class BanReasons:
+    """Live bans by reason (/metrics), kept as bans come and go through the effect table's
+    log step, so that a scrape never walks 100,000 bans."""
+
+    labels: dict[str, str] = field(default_factory=dict)     # net -> its reason label
+    counts: Counter = field(default_factory=Counter)
+
+    def reset(self, bans: Any) -> None:
+        """Count the bans the engine holds (loaded at start) from scratch."""
+        self.labels = {b.net: ban_reason(b) for b in bans}
+        self.counts = Counter(self.labels.values())
+
+    def add(self, ban: Any) -> None:
+        self.lift(ban.net)          # a ban renewed or grown replaces the old one
+        label = self.labels[ban.net] = ban_reason(ban)
+        self.counts[label] += 1
+
+    def lift(self, net: str) -> None:
+        label = self.labels.pop(net, None)
+        if label is not None:
+            self.counts[label] -= 1
+            if not self.counts[label]:
+                del self.counts[label]
+
+
+@dataclass
 class Counters:
     """What `logwatchctl status` reports besides the live grants and bans."""
 
@@ -43,6 +70,7 @@ class Counters:
     reloads: int = 0
     latency: dict[str, Latency] = field(default_factory=dict)   # effector -> write times
     selftest_failures: int = 0       # rule self-test failures of rejected reloads
+    bans_by_reason: BanReasons = field(default_factory=BanReasons)
 
     def observe(self, effector: str, seconds: float) -> None:
         """One effector call took that long (daemon/effects.py)."""
@@ -120,6 +148,7 @@ def snapshot(parts: Parts, c: Counters, lag: Any, now: float, config_path: str |
         "command_failures": dict(FAILURES),
         "selftest_failures": c.selftest_failures,
         "firewall_backend": getattr(parts.firewall, "backend", "none"),
+        "bans_by_reason": dict(c.bans_by_reason.counts),
     }
 
 

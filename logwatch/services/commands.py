@@ -10,7 +10,7 @@ from typing import Any
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
 from logwatch.services.queries import answer_query
-from logwatch.services.tables import BanCounts, answer_table
+from logwatch.services.tables import answer_table
 from logwatch.util.duration import parse_duration
 
 Reply = dict[str, Any]
@@ -46,14 +46,12 @@ class Commands:
     def __init__(self, engine: Any, actions: Actions) -> None:
         self.engine = engine
         self.actions = actions
-        self.ban_counts = BanCounts()
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
             "offenders": self._query, "check": self._query,
             # The status page's reads (services/web.py), also open to logwatchctl.
             "table": lambda req: answer_table(self.engine, req),
-            "ban-counts": lambda req: {"ok": True, "counts": self.ban_counts.get(self.engine)},
             "series": lambda req: self.actions.series(req),
             **{cmd: self._manual for cmd in _NOTHING},
         }

@@ -8,7 +8,6 @@ search over 100,000 bans sorts only its matches."""
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,17 +33,23 @@ def _grant_row(g: Any) -> dict[str, Any]:
             "expires": g.expires_at}
 
 
-def _matches(q: str, *fields: Any) -> bool:
-    return any(q in str(f).lower() for f in fields if f is not None)
+def _ban_has(q: str, b: Any) -> bool:
+    # Nets are stored lower-case (normalised); reasons and sources are our own words.
+    return q in b.net or q in b.source or any(q in k for k in b.reason)
 
 
-def _page(items: Iterable[Any], q: str, text: Callable[[Any], tuple[Any, ...]],
+def _grant_has(q: str, g: Any) -> bool:
+    return q in g.ip or q in (g.user or "").lower() or q in (g.service or "")
+
+
+def _offender_has(q: str, v: dict[str, Any]) -> bool:
+    return q in v["ip"] or any(q in k for k in v["reasons"])
+
+
+def _page(items: Iterable[Any], q: str, has: Callable[[str, Any], bool],
           key: Callable[[Any], Any], offset: int, limit: int) -> tuple[list[Any], int]:
     """The page [offset, offset+limit) of the items matching q, newest (largest key) first."""
-    if q:
-        items = [i for i in items if _matches(q, *text(i))]
-    else:
-        items = list(items)
+    items = [i for i in items if has(q, i)] if q else list(items)
     top = heapq.nlargest(offset + limit, items, key=key)
     return top[offset:], len(items)
 
@@ -70,39 +75,18 @@ def answer_table(engine: Any, req: dict[str, Any]) -> dict[str, Any]:
     q, offset, limit = parsed
     table = req.get("table")
     if table == "bans":
-        page, total = _page(engine.bans.values(), q,
-                            lambda b: (b.net, b.source, *b.reason),
-                            lambda b: b.since, offset, limit)
+        page, total = _page(engine.bans.values(), q, _ban_has, lambda b: b.since, offset,
+                            limit)
         rows = [_ban_row(b) for b in page]
     elif table == "grants":
-        page, total = _page(engine.grants.values(), q,
-                            lambda g: (g.ip, g.user, g.service),
-                            lambda g: g.granted_at, offset, limit)
+        page, total = _page(engine.grants.values(), q, _grant_has, lambda g: g.granted_at,
+                            offset, limit)
         rows = [_grant_row(g) for g in page]
     elif table == "offenders":
         views, tracked = engine.offenders(None if q else offset + limit)
-        page, total = _page(views, q, lambda v: (v["ip"], *v["reasons"]),
-                            lambda v: v["score"], offset, limit)
+        page, total = _page(views, q, _offender_has, lambda v: v["score"], offset, limit)
         rows, total = page, total if q else tracked
     else:
         return {"ok": False, "error": 'table: "table" must be bans, grants or offenders'}
     return {"ok": True, "table": table, "rows": rows, "total": total, "offset": offset,
             "limit": limit}
-
-
-class BanCounts:
-    """Live bans by reason, recounted only when the bans changed (a scrape every few seconds
-    must not walk 100,000 bans each time): keyed on their number and the first and last
-    inserted (a dict keeps insertion order: a new ban is last, a lifted one changes the size)."""
-
-    def __init__(self) -> None:
-        self.key: tuple[Any, ...] | None = None
-        self.counts: dict[str, int] = {}
-
-    def get(self, engine: Any) -> dict[str, int]:
-        bans = engine.bans
-        key = (len(bans), next(iter(bans), None), next(reversed(bans), None)) if bans else ()
-        if key != self.key:
-            self.counts = dict(Counter(ban_reason(b) for b in engine.bans.values()))
-            self.key = key
-        return self.counts

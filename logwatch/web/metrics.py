@@ -65,8 +65,7 @@ def _state(query: Query, st: dict[str, Any], backend: str) -> Iterator[Any]:
                             value=st.get("grants", 0))
     bans = GaugeMetricFamily(P + "active_bans", "Live bans, by reason and firewall backend.",
                              labels=["reason", "backend"])
-    answer = query({"cmd": "ban-counts"})
-    for reason, n in sorted(answer.get("counts", {}).items()):
+    for reason, n in sorted(st.get("bans_by_reason", {}).items()):
         bans.add_metric([reason, backend], n)
     yield bans
     actions = st.get("actions", {})
