@@ -70,6 +70,16 @@ def prefill_bans(state: Path, count: int, now: float) -> None:
         store.close()
 
 
+def prefill_offenders(log: Path, count: int) -> None:
+    """One failed SASL login each from `count` addresses (tracked offenders below the ban)."""
+    from webdaemon import stamp
+
+    with open(log, "a") as fh:
+        for i in range(count):
+            fh.write(f"{stamp()} mx postfix/smtpd[4000]: warning: unknown[172.{16 + (i >> 16 & 15)}."
+                     f"{i >> 8 & 255}.{i & 255}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n")
+
+
 def row(name: str, times: list[float], target: str = "") -> None:
     print(f"  {name:44} p50 {pct(times, 50):7.1f}  p99 {pct(times, 99):7.1f}  "
           f"max {max(times):7.1f}  {target}")
@@ -79,15 +89,21 @@ def part1(args: argparse.Namespace) -> None:
     from webdaemon import WebDaemon, prefill_series
 
     with tempfile.TemporaryDirectory(prefix="lwd-webbench-") as tmp, ExitStack() as stack:
-        w = WebDaemon(Path(tmp), settings={"relay": {"enabled": False}})
+        w = WebDaemon(Path(tmp), settings={"relay": {"enabled": False},
+                                           "sources": {"from_start": True}})
         now = time.time()
         prefill_series(Path(tmp) / "state", now)
         prefill_bans(Path(tmp) / "state", args.bans, now)
+        prefill_offenders(w.proc.log, args.offenders)
         t = time.perf_counter()
         w.start(prefill=False)
         stack.callback(w.stop)
-        print(f"logwatchd with {w.proc.req(cmd='status')['bans']} bans and 30 days of counts "
-              f"(started in {time.perf_counter() - t:.1f} s); {args.n} requests each, ms:")
+        while w.proc.req(cmd="status")["lines_read"] < args.offenders:
+            time.sleep(0.2)
+        st = w.proc.req(cmd="status")
+        tracked = w.proc.req(cmd="offenders", limit=1)["total"]
+        print(f"logwatchd with {st['bans']} bans, {tracked} offenders below a ban and 30 days of "
+              f"counts (ready in {time.perf_counter() - t:.1f} s); {args.n} requests each, ms:")
         fetch(w.url + "/")()            # warm: imports, first page
         row("GET /metrics", timed(args.n, fetch(w.url + "/metrics")), "(target < 50)")
         row("GET /metrics right after a new ban", after_ban(w, args.n), "(target < 50)")
@@ -139,12 +155,17 @@ def drop_inner(args: argparse.Namespace) -> None:
     log.touch()
     with ExitStack() as stack:
         w = WebDaemon(base / "logwatchd", settings={
-            "sources": {"logfiles": [str(log)]},
+            "sources": {"logfiles": [str(log)], "from_start": True},
             "firewall": {"backend": "iptables", "chain": "LWD_WEBBENCH", "ports": [25]},
             "relay": {"enabled": False}})
         prefill_series(base / "logwatchd" / "state", time.time())
+        prefill_offenders(log, args.offenders)      # the page ranks them on each request
         w.start(prefill=False)
         stack.callback(w.stop)
+        while w.proc.req(cmd="status")["lines_read"] < args.offenders:
+            time.sleep(0.2)
+        print(f"logwatchd with {w.proc.req(cmd='offenders', limit=1)['total']} offenders "
+              f"below a ban, 30 days of counts, the iptables backend")
         time.sleep(1.0)
         results = []
         for label, reload_page in (("nobody on the page", False),
@@ -183,7 +204,7 @@ def drop_outer(args: argparse.Namespace) -> int:
         ns = stack.enter_context(netns("lwdw"))
         argv = ns.argv([sys.executable, __file__, "--inner", "--base", base,
                         "--ips", str(args.ips), "--pause", str(args.pause),
-                        "--poll", str(args.poll)])
+                        "--poll", str(args.poll), "--offenders", str(args.offenders)])
         child = subprocess.Popen(argv, start_new_session=True)
         try:
             return child.wait(timeout=args.ips * 2 * (args.pause + 10) + 180)
@@ -202,6 +223,8 @@ def drop_outer(args: argparse.Namespace) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bans", type=int, default=100_000)
+    ap.add_argument("--offenders", type=int, default=100_000,
+                    help="addresses with one failure each (tracked, not banned)")
     ap.add_argument("--n", type=int, default=30, help="requests per figure")
     ap.add_argument("--drop", action="store_true", help="also part 2 (root, netns, iptables)")
     ap.add_argument("--ips", type=int, default=50, help="part 2: fresh IPs per run")

@@ -33,7 +33,8 @@ class Engine:
         self.grants = {"192.0.2.5": Grant("192.0.2.5", EVIL, "pop3", 10.0, 99999.0)}
         self.calls: list[tuple[str, str]] = []
 
-    def offenders(self, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+    def offenders(self, limit: int | None,
+                  scan: int | None = None) -> tuple[list[dict[str, Any]], int]:
         views = [{"ip": "203.0.113.9", "score": 4.0, "threshold": 5.0,
                   "reasons": {"user-unknown": 4}, "distinct_users": 2, "last_seen": 50.0}]
         return views[:limit], 1

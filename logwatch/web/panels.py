@@ -130,7 +130,8 @@ def _paged(ctx: PanelContext, name: str, head: list[str], row: Any) -> str:
               f'<input type="search" name="{name}_q" id="{name}-q" value="{esc(q)}" '
               f'placeholder="search {name}"><button type="submit" id="{name}-search">search'
               f"</button></form>")
-    nav = [f'<span class="count" id="{name}-total">{total} {esc(name)}</span>',
+    among = f" among the {answer['scanned']:,} most recently seen" if "scanned" in answer else ""
+    nav = [f'<span class="count" id="{name}-total">{total} {esc(name)}</span>{among}',
            f"<span>page {page + 1} of {pages}</span>"]
     if page > 0:
         nav.append(f'<a href="{link(ctx.params, **{f"{name}_page": page - 1})}">previous</a>')
