@@ -27,6 +27,7 @@ from logwatch.util.yamlsrc import MAX_EXPANDED_NODES, expanded_size_ok
 
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
 DEFAULT_RULES_DIR = "/usr/share/logwatchd/rules"
+SECRET_KEYS = {"web.token"}      # their values never appear in an error message
 
 
 @dataclass
@@ -276,7 +277,9 @@ def _value(raw: Any, dotted: str, tp: Any) -> Any:
     try:
         value = check_type(raw, tp)
     except TypeError as exc:
-        raise ValueError(f"must be {exc} (got {raw!r})") from None
+        # A secret is never echoed: the message may reach logs and the status page.
+        got = "(hidden)" if dotted in SECRET_KEYS else repr(raw)
+        raise ValueError(f"must be {exc} (got {got})") from None
     check = check_for(dotted)
     message = check(value) if check else None
     if message:

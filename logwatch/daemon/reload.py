@@ -57,6 +57,9 @@ def reload(d: Daemon) -> tuple[bool, str]:
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
+    for key in ("listen", "token"):      # the web listener is started once, like the socket
+        if getattr(old.web, key) != getattr(cfg.web, key):
+            log.warning("action=reload-ignored key=web.%s reason=needs-a-restart", key)
     if old.sources != cfg.sources:
         _sources(d, cfg)
     d.schedule_engine()

@@ -87,6 +87,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise ValueError(f"must be HOST:PORT with a port from 1 to 65535 (got {text!r})")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port} (got {text!r})")
     if host != "localhost":
         try:
             ipaddress.ip_address(host)

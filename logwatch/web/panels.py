@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from logwatch.web import METRICS, PANELS, Panel, PanelContext
 from logwatch.web.svg import bar_chart, line_chart
 
-PAGE_ROWS = 25
+PAGE_ROWS = 15
 
 
 def esc(value: Any) -> str:
@@ -130,9 +130,10 @@ def _paged(ctx: PanelContext, name: str, head: list[str], row: Any) -> str:
               f'<input type="search" name="{name}_q" id="{name}-q" value="{esc(q)}" '
               f'placeholder="search {name}"><button type="submit" id="{name}-search">search'
               f"</button></form>")
-    among = f" among the {answer['scanned']:,} most recently seen" if "scanned" in answer else ""
-    nav = [f'<span class="count" id="{name}-total">{total} {esc(name)}</span>{among}',
+    nav = [f'<span class="count" id="{name}-total">{total} {esc(name)}</span>',
            f"<span>page {page + 1} of {pages}</span>"]
+    if "scanned" in answer:
+        nav.insert(1, f"<span>(ranked among the {answer['scanned']:,} most recently seen)</span>")
     if page > 0:
         nav.append(f'<a href="{link(ctx.params, **{f"{name}_page": page - 1})}">previous</a>')
     if page + 1 < pages:
