@@ -103,6 +103,15 @@ def test_routes_static_assets_and_errors() -> None:
     assert get(app, "/action").status == 405
 
 
+def test_a_foreign_host_name_is_refused_against_dns_rebinding() -> None:
+    app, _, _ = make_app()
+    for host, status in (("127.0.0.1:9189", 200), ("[::1]:9189", 200), ("localhost:9189", 200),
+                         ("", 200), ("evil.example:9189", 403), ("evil.example", 403)):
+        assert app(Request("GET", "/healthz", {}, {"host": host})).status == status, host
+    named = WebApp(app.query, None, lambda: 0.0, host="mail.example.org")
+    assert named(Request("GET", "/healthz", {}, {"host": "MAIL.example.org:9189"})).status == 200
+
+
 def test_read_only_without_a_token() -> None:
     app, engine, _ = make_app(token=None)
     page = get(app, "/").body.decode()

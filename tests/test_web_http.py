@@ -117,6 +117,8 @@ def test_head_gets_the_headers_only(served: Served) -> None:
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"501"),
     (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),    # TLS on plain HTTP
+    (b"GET /?" + b"&".join(b"a%d=1" % i for i in range(40)) + b" HTTP/1.1\r\n\r\n", b"400"),
+    (b"GET //[x/ HTTP/1.1\r\n\r\n", b"400"),                          # urlsplit refuses it
 ])
 def test_oversized_or_malformed_requests_are_refused(served: Served, request_bytes: bytes,
                                                      status: bytes) -> None:
@@ -124,6 +126,12 @@ def test_oversized_or_malformed_requests_are_refused(served: Served, request_byt
         s.sendall(request_bytes)
         assert read_all(s).startswith(b"HTTP/1.1 " + status)
     assert served.seen == []        # type: ignore[attr-defined]
+
+
+def test_a_form_with_too_many_fields_reads_as_empty() -> None:
+    body = "&".join(f"f{i}=1" for i in range(40)).encode()
+    assert Request("POST", "/", {}, {}, body).form() == {}
+    assert Request("POST", "/", {}, {}, b"\xff=1").form() == {}
 
 
 def test_a_bug_in_the_app_is_a_500_and_the_server_goes_on(served: Served) -> None:

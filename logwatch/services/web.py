@@ -24,7 +24,7 @@ class WebService:
         from logwatch.web.http import HttpServer
 
         host, port = parse_listen(listen)
-        self.app = WebApp(handler, token, clock)
+        self.app = WebApp(handler, token, clock, host)
         self.server = HttpServer(host, port, self.app, selector, clock)
 
     @property

@@ -8,6 +8,7 @@ rendered: the token is compared, never echoed; sessions and CSRF tokens are rand
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import secrets
 from collections.abc import Callable
@@ -55,9 +56,11 @@ def static_file(name: str) -> bytes:
 class WebApp:
     """Request -> Response; answers from the control commands (query) only."""
 
-    def __init__(self, query: Query, token: str | None, clock: Callable[[], float]) -> None:
+    def __init__(self, query: Query, token: str | None, clock: Callable[[], float],
+                 host: str = "") -> None:
         self.query = query
         self.token = token
+        self.host = host.lower()
         self.clock = clock
         self.metrics = Metrics(query)
         self.sessions: dict[str, Session] = {}
@@ -72,6 +75,8 @@ class WebApp:
         }
 
     def __call__(self, req: Request) -> Response:
+        if not self._host_ok(req.headers.get("host", "")):
+            return _text(403, "unexpected Host header")
         method = "GET" if req.method == "HEAD" else req.method
         if method == "GET" and req.path.startswith("/static/"):
             return self.static_asset(req.path.removeprefix("/static/"))
@@ -81,6 +86,20 @@ class WebApp:
                 return _text(405, "method not allowed")
             return _text(404, "not found")
         return handler(req)
+
+    def _host_ok(self, host: str) -> bool:
+        """An address, localhost or the configured host: a page fetched under another name
+        is a DNS rebinding attempt (a web site reading the loopback page through the
+        admin's browser)."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        if not name or name in ("localhost", self.host):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     # -- read-only routes -------------------------------------------------------------------
 

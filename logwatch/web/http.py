@@ -52,9 +52,9 @@ class Request:
         """The url-encoded body of a POST (first value of each field)."""
         try:
             text = self.body.decode("utf-8")
-        except UnicodeDecodeError:
+            return {k: v[0] for k, v in parse_qs(text, max_num_fields=32).items()}
+        except ValueError:          # not UTF-8, or more fields than any of our forms has
             return {}
-        return {k: v[0] for k, v in parse_qs(text, max_num_fields=32).items()}
 
     def cookies(self) -> dict[str, str]:
         out = {}
@@ -111,8 +111,11 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str], dict[str, str]]:
         if not sep or not name or name != name.strip():
             raise BadRequest(400, "bad header line")
         headers[name.lower()] = value.strip()
-    url = urlsplit(target)
-    query = {k: v[0] for k, v in parse_qs(url.query, max_num_fields=32).items()}
+    try:
+        url = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(url.query, max_num_fields=32).items()}
+    except ValueError as exc:       # too many fields, a bad IPv6 literal in a netloc...
+        raise BadRequest(400, "bad request target") from exc
     return method, unquote(url.path), query, headers
 
 
@@ -200,6 +203,13 @@ class HttpServer:
         client.sock.close()
 
     def _io(self, client: _Client, mask: int) -> None:
+        try:
+            self._serve(client, mask)
+        except Exception:           # whatever a client sends, the daemon goes on
+            log.exception("action=web-error peer=%s", client.peer)
+            self._drop(client.sock.fileno())
+
+    def _serve(self, client: _Client, mask: int) -> None:
         fd = client.sock.fileno()
         if mask & selectors.EVENT_READ and not client.answered:
             try:
