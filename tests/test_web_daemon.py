@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -67,6 +68,27 @@ def test_metrics_page_and_api_from_real_state(web: WebDaemon) -> None:
     assert HOSTILE_USER not in page
     assert "&lt;script&gt;document.title=&#x27;pwned&#x27;" in page
     assert page.count("<polyline") >= 4
+
+
+def test_a_rule_failing_its_self_test_at_reload_is_counted(tmp_path: Path) -> None:
+    local = tmp_path / "rules.d"
+    local.mkdir()
+    w = WebDaemon(tmp_path / "d", settings={"rules": {"local_dir": str(local)}})
+    w.start(prefill=False)
+    try:
+        (local / "site.yaml").write_text(
+            "rules:\n  - id: site-x\n    kind: login\n    programs: [dovecot]\n"
+            "    prefilter: 'Login:'\n    regex: 'Login: (?P<ip>[0-9.]+)'\n    samples:\n"
+            "      - line: 'Nov 21 23:27:53 mail dovecot[1]: Login: 192.0.2.1'\n"
+            "        expect: {kind: login, ip: 192.0.2.99}\n")
+        mark = len(w.proc.stderr())
+        w.proc.send(signal.SIGHUP)
+        w.proc.wait_log("action=reload result=rejected", after=mark)
+        text = w.get("/metrics")[2].decode()
+        assert metric(text, "logwatchd_rule_selftest_failures_total") == 1
+        assert metric(text, "logwatchd_errors_total") == 1
+    finally:
+        w.stop()
 
 
 def test_changes_need_the_token_and_the_csrf_token(web: WebDaemon) -> None:

@@ -35,7 +35,7 @@ def snapshot() -> dict[str, Any]:
             "selftest_failures": 1, "grants": 2, "actions": {"ban": 4, "unban": 1},
             "latency": {k: {"counts": v.counts, "sum": v.total} for k, v in c.latency.items()},
             "command_failures": {"iptables-restore": 2}, "started": 100.0, "reloads": 0,
-            "errors": [], "firewall_backend": "ipset",
+            "errors": [], "errors_total": 3, "firewall_backend": "ipset",
             "bans_by_reason": {"user-unknown": 2, "manual": 1}}
 
 
@@ -71,6 +71,7 @@ def test_the_exposition_parses_and_holds_the_documented_metrics() -> None:
     failures = samples(fams["logwatchd_command_failures"])
     assert failures[("logwatchd_command_failures_total", (("command", "iptables-restore"),))] == 2
     assert samples(fams["logwatchd_source_lag_seconds"])  # NaN while nothing was read
+    assert samples(fams["logwatchd_errors"]) == {("logwatchd_errors_total", ()): 3}
     for name in ("logwatchd_active_grants", "logwatchd_grants", "logwatchd_rule_matches", "logwatchd_map_write_seconds",
                  "logwatchd_lines_skipped", "logwatchd_start_time_seconds"):
         assert name in fams, name

@@ -138,6 +138,7 @@ class Daemon:
 
     def error(self, message: str) -> None:
         self.counters.errors.append({"time": self.clock(), "message": message})
+        self.counters.errors_total += 1
 
     # -- building -------------------------------------------------------------------
 

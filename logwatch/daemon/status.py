@@ -70,6 +70,7 @@ class Counters:
     reloads: int = 0
     latency: dict[str, Latency] = field(default_factory=dict)   # effector -> write times
     selftest_failures: int = 0       # rule self-test failures of rejected reloads
+    errors_total: int = 0            # every error, not only the MAX_ERRORS kept
     bans_by_reason: BanReasons = field(default_factory=BanReasons)
 
     def observe(self, effector: str, seconds: float) -> None:
@@ -147,6 +148,7 @@ def snapshot(parts: Parts, c: Counters, lag: Any, now: float, config_path: str |
         "latency": {k: {"counts": v.counts, "sum": v.total} for k, v in c.latency.items()},
         "command_failures": dict(FAILURES),
         "selftest_failures": c.selftest_failures,
+        "errors_total": c.errors_total,
         "firewall_backend": getattr(parts.firewall, "backend", "none"),
         "bans_by_reason": dict(c.bans_by_reason.counts),
     }

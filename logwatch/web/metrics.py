@@ -93,8 +93,8 @@ def _process(st: dict[str, Any]) -> Iterator[Any]:
     yield GaugeMetricFamily(P + "start_time_seconds", "When the daemon started (Unix time).",
                             value=st.get("started", 0))
     yield _counter("reloads", "Successful reloads.", [], [((), st.get("reloads", 0))])
-    yield GaugeMetricFamily(P + "last_errors", "Errors held for the status page (at most 20).",
-                            value=len(st.get("errors", [])))
+    yield _counter("errors", "Errors (effector, store, source, reload; the last 20 are on the "
+                   "status page).", [], [((), st.get("errors_total", 0))])
 
 
 class DaemonCollector:
