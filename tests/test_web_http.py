@@ -154,7 +154,8 @@ def test_slow_and_silent_clients_are_dropped_at_their_deadline(served: Served) -
             if len(served.server.clients) == 2:
                 break
         threading.Event().wait(0.01)
-    assert served.server.next_deadline() == deadline
+    with served.lock:
+        assert served.server.next_deadline() == deadline
     assert served.expire(deadline - 0.1) == 0
     assert served.expire(deadline) == 2
     slow.settimeout(5)
