@@ -57,13 +57,14 @@ MIGRATIONS: list[str] = [
     );
     """,
     # Time series of the status page (logwatch/state/series.py): per-minute and per-hour
-    # counts of any named series (events.<kind>, bans, grants, ...).
+    # counts of any named series (events.<kind>, bans, grants, ...). BIGINT and DOUBLE
+    # PRECISION: the same widths in PostgreSQL (where REAL is 4 bytes) as in SQLite.
     """
     CREATE TABLE series (
         name TEXT NOT NULL,
         step INTEGER NOT NULL,
-        bucket INTEGER NOT NULL,
-        value REAL NOT NULL,
+        bucket BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (name, step, bucket)
     );
     CREATE INDEX series_age ON series (step, bucket);
