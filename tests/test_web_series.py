@@ -1,5 +1,6 @@
-"""The status page's time series (logwatch/state/series.py) in a real SQLite store: what the
-recorder adds once a minute, minute and hour buckets, reading spans, pruning, the command."""
+"""The status page's time series (logwatch/state/series.py) in a real SQLite store (the shared
+counts over time, state/counts.py): what the recorder adds once a minute, reading spans from
+minute and hour buckets, the command."""
 
 from __future__ import annotations
 
@@ -27,15 +28,14 @@ def test_increases_of_cumulative_counters() -> None:
     assert series.increases({"a": 5}, {"a": 3}) == {"a": 3}      # restarted: counted anew
 
 
-def test_rows_go_to_their_minute_and_their_hour() -> None:
-    assert series.rows({"bans": 2}, T0 + 3599.5) == [("bans", 60, T0 + 3540, 2),
-                                                     ("bans", 3600, T0, 2)]
+def test_rows_are_minute_rows() -> None:
+    assert series.rows({"bans": 2}, T0 + 3599.5) == [("bans", T0 + 3540, 2)]
 
 
 def test_the_store_adds_up_and_reads_spans_with_zeros_between(store: Any) -> None:
-    store.add_series(series.rows({"bans": 1, "events.login": 4}, T0 + 30))
-    store.add_series(series.rows({"bans": 2}, T0 + 50))          # same minute: added
-    store.add_series(series.rows({"bans": 5}, T0 + 600))
+    store.put_counts(series.rows({"bans": 1, "events.login": 4}, T0 + 30))
+    store.put_counts(series.rows({"bans": 2}, T0 + 50))          # same minute: added
+    store.put_counts(series.rows({"bans": 5}, T0 + 600))
     hour = series.read(store, ["bans", "grants"], "hour", T0 + 900)
     assert hour["step"] == 60 and hour["points"] == 60
     bans = hour["series"]["bans"]
@@ -49,11 +49,12 @@ def test_the_store_adds_up_and_reads_spans_with_zeros_between(store: Any) -> Non
     assert series.names(store, "events.") == ["events.login"]
 
 
-def test_pruning_keeps_a_day_of_minutes_and_a_month_of_hours(store: Any) -> None:
-    store.add_series(series.rows({"bans": 1}, T0))
-    store.prune_series(60, T0 + 60)
-    assert sum(series.read(store, ["bans"], "hour", T0 + 60)["series"]["bans"]) == 0
-    assert sum(series.read(store, ["bans"], "month", T0 + 60)["series"]["bans"]) == 1
+def test_a_month_reads_the_hours_a_day_after_the_minutes_are_gone(store: Any) -> None:
+    store.put_counts(series.rows({"bans": 1}, T0))
+    later = T0 + 2 * 86400
+    store.put_counts(series.rows({"grants": 1}, later), later)      # prunes old minutes
+    assert sum(series.read(store, ["bans"], "day", later)["series"]["bans"]) == 0
+    assert sum(series.read(store, ["bans"], "month", later)["series"]["bans"]) == 1
 
 
 def test_the_recorder_samples_on_its_timer_and_flushes_at_stop(store: Any, clock: Any) -> None:

@@ -45,10 +45,10 @@ def login_line(ip: str, user: str) -> str:
 
 def prefill_series(state_dir: Path, now: float, days: int = 30) -> None:
     """Per-hour counts for `days` days and per-minute counts for the last day (made-up traffic
-    with a daily rhythm: what the recorder would have written)."""
+    with a daily rhythm) in the counts table, as the recorder would have left them."""
     store = Store(state_dir / "state.db")
     try:
-        rows = []
+        rows: list[tuple[str, int, int, float]] = []
         for step, span in ((series.HOUR, days * 86400), (series.MINUTE, 86400)):
             first = int(now - span) - int(now - span) % step
             for i, t in enumerate(range(first, int(now), step)):
@@ -59,7 +59,9 @@ def prefill_series(state_dir: Path, now: float, days: int = 30) -> None:
                          ("events.auth-failed", step, t, round((2 + i % 3) * scale)),
                          ("bans", step, t, round((0.3 + 0.2 * day) * scale + i % 2)),
                          ("grants", step, t, round((1 + 2 * day) * scale))]
-        store.add_series(rows)
+        with store.transaction():
+            store.db.executemany("INSERT INTO counts (series, step, t, value) "
+                                 "VALUES (?, ?, ?, ?)", rows)
     finally:
         store.close()
 

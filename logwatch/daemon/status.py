@@ -151,6 +151,10 @@ def snapshot(parts: Parts, c: Counters, lag: Any, now: float, config_path: str |
         "errors_total": c.errors_total,
         "firewall_backend": getattr(parts.firewall, "backend", "none"),
         "bans_by_reason": dict(c.bans_by_reason.counts),
+        "accounting": parts.accounting.stats() if parts.accounting is not None else None,
+        # Account risk (engine/accounts.py): accounts followed, suspensions, counters.
+        "risk": (engine.accounts.stats() if getattr(engine, "accounts", None) is not None
+                 and engine.accounts.settings.enabled else None),
     }
 
 

@@ -1,10 +1,13 @@
-"""Time series for the status page: per-minute counts kept a day, per-hour counts kept 35 days,
-in the store's `series` table (name, step, bucket, value).
+"""Time series of the daemon's own counters for the status page, in the store's counts over
+time (state/counts.py, the `counts` table the account risk part writes its message counts
+to: minute buckets kept a day, hour buckets a month).
 
 Nothing on the log side writes them: once a minute the recorder samples cumulative counters
-(from the status snapshot, through the SAMPLERS registry) and stores their increase. Another
-part adds a series with one sampler, status -> {series name: cumulative count}, registered in
-SAMPLERS (see HACKING, "Time series")."""
+(from the status snapshot, through the SAMPLERS registry) and stores their increase as that
+minute's row. Another part adds a series with one sampler, status -> {series name: cumulative
+count}, registered in SAMPLERS (HACKING, "Metrics and the status page"); a part that counts
+per minute itself (accounting's "messages", "sent", "received", "sender:ID") writes its rows
+with Store.put_counts and the page reads them the same way."""
 
 from __future__ import annotations
 
@@ -19,8 +22,7 @@ from logwatch.registry import Registry
 log = logging.getLogger("logwatchd.series")
 
 MINUTE, HOUR = 60, 3600
-KEEP = {MINUTE: 86400 + HOUR, HOUR: 35 * 86400}      # step -> how long its buckets stay
-MAX_POINTS = 1500                                     # a read never returns more per series
+MAX_SERIES = 50                                       # a read answers at most this many
 
 Sampler = Callable[[dict[str, Any]], dict[str, float]]
 SAMPLERS: Registry[Sampler] = Registry("series sampler")
@@ -40,15 +42,15 @@ SAMPLERS.register("core", _core)
 
 @dataclass(frozen=True)
 class Span:
-    """A plot range: which stored step it reads, how far back, the step of its points."""
+    """A plot range: how far back, and the step of its points (minute buckets are read up
+    to a day back, hour buckets beyond: state/counts.py)."""
 
-    step: int
     seconds: int
     point: int
 
 
-SPANS = {"hour": Span(MINUTE, HOUR, MINUTE), "day": Span(MINUTE, 86400, 5 * MINUTE),
-         "month": Span(HOUR, 30 * 86400, 6 * HOUR)}
+SPANS = {"hour": Span(HOUR, MINUTE), "day": Span(86400, 5 * MINUTE),
+         "month": Span(30 * 86400, 6 * HOUR)}
 
 
 def sample(status: dict[str, Any]) -> dict[str, float]:
@@ -74,11 +76,11 @@ def increases(before: dict[str, float], now: dict[str, float]) -> dict[str, floa
     return out
 
 
-def rows(grown: dict[str, float], when: float) -> list[tuple[str, int, int, float]]:
-    """The store rows adding `grown` at time `when` to its minute and its hour bucket."""
+def rows(grown: dict[str, float], when: float) -> list[tuple[str, int, float]]:
+    """The minute rows (series, minute start, value) adding `grown` at time `when` (the
+    store adds each to its hour too)."""
     t = int(when)
-    return [(name, step, t - t % step, value) for name, value in grown.items()
-            for step in (MINUTE, HOUR)]
+    return [(name, t - t % MINUTE, value) for name, value in grown.items()]
 
 
 class SeriesRecorder:
@@ -88,7 +90,6 @@ class SeriesRecorder:
                  loop: Any, error: Callable[[str], None]) -> None:
         self.store, self.status, self.loop, self.error = store, status, loop, error
         self.last: dict[str, float] | None = None
-        self.pruned = 0.0
         loop.on_timer("series", self._on_timer)
 
     def schedule(self, now: float) -> None:
@@ -100,21 +101,17 @@ class SeriesRecorder:
         self.loop.call_at("series", now - now % MINUTE + MINUTE)
 
     def flush(self, now: float) -> None:
-        """Store what grew since the last flush (stamped a second back: the minute that
-        ended), and forget buckets past their keep once an hour."""
+        """Store what grew since the last flush, stamped a second back (the minute that
+        ended); the store prunes buckets past their keep as it writes."""
         if self.last is None:
             return          # never scheduled: the daemon did not get that far
         current = sample(self.status())
         grown = increases(self.last, current)
         self.last = current
-        store = self.store()
+        if not grown:
+            return
         try:
-            if grown:
-                store.add_series(rows(grown, now - 1))
-            if now - self.pruned >= HOUR:
-                for step, keep in KEEP.items():
-                    store.prune_series(step, int(now - keep))
-                self.pruned = now
+            self.store().put_counts(rows(grown, now - 1), now)
         except sqlite3.Error as exc:     # a lost minute of a plot; the log side goes on
             self.error(f"series: {exc}")
             log.error("action=series-error error=%s", exc)
@@ -127,14 +124,13 @@ def read(store: Any, names: list[str], span_name: str, now: float) -> dict[str, 
     points = span.seconds // span.point
     end = int(now) - int(now) % span.point + span.point
     start = end - points * span.point
-    series = {name: [0.0] * points for name in names[:50]}
-    for name, bucket, value in store.read_series(list(series), span.step, start, end):
-        series[name][(bucket - start) // span.point] += value
+    series = {name: [v for _, v in store.counts(name, start, end, span.point, now)]
+              for name in names[:MAX_SERIES]}
     return {"step": span.point, "start": start, "points": points, "series": series}
 
 
 def names(store: Any, prefix: str = "") -> list[str]:
-    return [n for n in store.series_names() if n.startswith(prefix)]
+    return store.count_series(prefix)
 
 
 def answer(store: Any, req: dict[str, Any], now: float) -> dict[str, Any]:
