@@ -13,7 +13,7 @@ from logwatch.daemon.status import BanReasons
 from logwatch.engine.model import Ban, Grant
 from logwatch.services.commands import Actions, Commands
 from logwatch.services.tables import answer_table
-from logwatch.web import PANELS, Panel
+from logwatch.web import METRICS, PANELS, Panel
 from logwatch.web.app import LOGIN_FAILURES_PER_MINUTE, WebApp
 from logwatch.web.http import Request
 from logwatch.web.svg import bar_chart, line_chart
@@ -32,6 +32,7 @@ class Engine:
             for i in range(bans)}
         self.grants = {"192.0.2.5": Grant("192.0.2.5", EVIL, "pop3", 10.0, 99999.0)}
         self.calls: list[tuple[str, str]] = []
+        self.accounts = Accounts(self.calls)
 
     def offenders(self, limit: int | None,
                   scan: int | None = None) -> tuple[list[dict[str, Any]], int]:
@@ -44,6 +45,22 @@ class Engine:
         return ["lifted"] if ip + "/32" in self.bans else []
 
 
+class Accounts:
+    """engine.accounts as the "accounts" and "unsuspend" commands use it (engine/accounts.py)."""
+
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.calls = calls
+
+    def view(self, limit: int | None) -> dict[str, Any]:
+        return {"accounts": [], "total": 0, "threshold": 100.0, "window": 3600.0,
+                "suspended": [{"user": EVIL, "since": 1.0, "expires": 2.0, "score": 120.0,
+                               "why": {}, "offences": 1, "source": "auto"}]}
+
+    def unsuspend(self, user: str) -> list[Any]:
+        self.calls.append(("unsuspend", user))
+        return ["lifted"]
+
+
 def status() -> dict[str, Any]:
     return {"version": "t", "uptime": 5.0, "lines_read": 3, "grants": 1, "bans": 2,
             "lag": 0.5, "lag_bytes": 0, "files": [{"path": f"/var/log/{EVIL}", "lines": 3}],
@@ -51,12 +68,16 @@ def status() -> dict[str, Any]:
             "actions": {}, "config": "/etc/logwatchd/secret-path.yaml"}
 
 
-def make_app(token: str | None = None, bans: int = 3) -> tuple[WebApp, Engine, list[Any]]:
+def make_app(token: str | None = None, bans: int = 3,
+             parts: bool = False) -> tuple[WebApp, Engine, list[Any]]:
+    """parts: the status says account risk and accounting are on (their panels render)."""
     engine = Engine(bans)
     applied: list[Any] = []
     series = {"ok": True, "step": 60, "start": 0, "points": 3,
-              "series": {"events.login": [1.0, 2.0, 0.0], f"events.{EVIL}": [0.0, 1.0, 1.0]}}
-    commands = Commands(engine, Actions(status=status, apply=applied.extend,
+              "series": {"events.login": [1.0, 2.0, 0.0], f"events.{EVIL}": [0.0, 1.0, 1.0]},
+              "top": [[f"sender:{EVIL}", 7.0], ["sender:bob", 3.0]]}
+    on = {"risk": {"suspensions": 1}, "accounting": {"open": 2, "delivered": 5}} if parts else {}
+    commands = Commands(engine, Actions(status=lambda: {**status(), **on}, apply=applied.extend,
                                         reload=lambda: (True, ""), series=lambda req: series))
     clock = [100.0]
     app = WebApp(commands, token, lambda: clock[0])
@@ -212,13 +233,34 @@ def test_plots_are_svg_with_escaped_labels() -> None:
     assert bars.count('class="bar"') == 2 and "<script" not in bars
 
 
-def test_a_panel_without_its_provider_shows_not_enabled() -> None:
+def section(page: str, name: str) -> str:
+    return re.search(rf'<section id="panel-{name}".*?</section>', page).group(0)
+
+
+def test_a_part_that_is_off_or_absent_shows_not_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
     app, _, _ = make_app()
     page = get(app, "/").body.decode()
     for name in ("suspended", "messages", "senders", "verdicts"):
-        section = re.search(rf'<section id="panel-{name}".*?</section>', page).group(0)
-        assert "not enabled" in section, name
+        assert "not enabled" in section(page, name), name
+    assert "accounting.enabled" in section(page, "messages")
+    assert "policy.listen" in section(page, "verdicts")
+    monkeypatch.delitem(METRICS._entries, "risk")
+    page = get(app, "/").body.decode()
+    assert "no risk metrics provider is registered" in section(page, "suspended")
     assert [p.name for p in PANELS][:2] == ["overview", "sources"]
+    assert [p.name for p in PANELS][-4:] == ["suspended", "messages", "senders", "verdicts"]
+
+
+def test_suspended_accounts_and_top_senders_with_accounting_on() -> None:
+    app, engine, _ = make_app(token=TOKEN, parts=True)
+    page = get(app, "/").body.decode()
+    assert "&lt;script&gt;" in section(page, "suspended") and "<script>alert" not in page
+    senders = section(page, "senders")
+    assert senders.count('class="bar"') == 2 and "&lt;script&gt;" in senders
+    assert section(page, "messages").count("<polyline") == 2
+    sid, csrf = login(app)
+    r = post(app, "/action", f"cmd=unsuspend&target=alice&csrf={csrf}", {"cookie": sid})
+    assert r.status == 303 and engine.calls == [("unsuspend", "alice")]
 
 
 def test_a_broken_panel_does_not_take_the_page_down(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -122,6 +122,34 @@ def test_changes_need_the_token_and_the_csrf_token(web: WebDaemon) -> None:
     assert web.proc.req(cmd="status")["grants"] == 0
 
 
+def test_account_risk_and_accounting_panels_of_a_real_daemon(tmp_path: Path) -> None:
+    """accounting.enabled: the suspended accounts (unsuspend from the page), messages and top
+    senders render; the policy service is off and says so."""
+    w = WebDaemon(tmp_path, settings={"accounting": {
+        "enabled": True, "stats_log": str(tmp_path / "stats.log"),
+        "sasl_access_map": f"hash:{tmp_path / 'sasl'}"}})
+    w.start()
+    try:
+        assert w.proc.req(cmd="suspend", user="mallory@example.org")["ok"]
+        text = w.get("/metrics")[2].decode()
+        assert metric(text, "logwatchd_suspended_accounts") == 1
+        assert metric(text, "logwatchd_accounting_open_messages") == 0
+        cookie = w.post("/login", {"token": TOKEN})[1]["Set-Cookie"].split(";")[0]
+        page = w.get("/?span=day", {"Cookie": cookie})[2].decode()
+        panels = {name: re.search(rf'<section id="panel-{name}".*?</section>', page).group(0)
+                  for name in ("suspended", "messages", "senders", "verdicts")}
+        assert "mallory@example.org" in panels["suspended"]
+        assert "<polyline" in panels["messages"] and "<svg" in panels["senders"]
+        assert "not enabled" in panels["verdicts"] and "panel failed" not in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        status, _, _ = w.post("/action", {"cmd": "unsuspend", "target": "mallory@example.org",
+                                          "csrf": csrf}, {"Cookie": cookie})
+        assert status == 303
+        assert w.proc.req(cmd="accounts")["suspended"] == []
+    finally:
+        w.stop()
+
+
 def test_a_slow_client_stalls_neither_the_page_nor_the_control_socket(web: WebDaemon) -> None:
     slow = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(20)]
     try:

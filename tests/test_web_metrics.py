@@ -98,12 +98,28 @@ def test_no_label_holds_an_ip_or_a_user() -> None:
                 assert "10.0.0." not in value
 
 
+def test_the_merged_parts_export_theirs_when_on() -> None:
+    fams = render()
+    assert "logwatchd_suspended_accounts" not in fams     # account risk off
+    on = {"risk": {"suspensions": 2}, "accounting": {"open": 4, "delivered": 9},
+          "policy": {"verdicts": {"banned": 3, "dunno": 10, "refunds": 1}}}
+    commands = Commands(Engine(), Actions(status=lambda: {**snapshot(), **on},
+                                          apply=lambda e: None, reload=lambda: (True, "")))
+    fams = families(Metrics(commands).render().decode())
+    assert samples(fams["logwatchd_suspended_accounts"]) == {
+        ("logwatchd_suspended_accounts", ()): 2}
+    records = samples(fams["logwatchd_accounting_records"])
+    assert records[("logwatchd_accounting_records_total", (("outcome", "delivered"),))] == 9
+    rules = samples(fams["logwatchd_policy_rule_verdicts"])
+    assert rules == {("logwatchd_policy_rule_verdicts_total", (("rule", "banned"),)): 3,
+                     ("logwatchd_policy_rule_verdicts_total", (("rule", "dunno"),)): 10}
+
+
 def test_a_provider_adds_its_families(monkeypatch: pytest.MonkeyPatch) -> None:
     def policy(query: Any, status: dict[str, Any]) -> Any:
-        fam = GaugeMetricFamily("logwatchd_suspended_accounts", "Suspended SASL accounts.")
+        fam = GaugeMetricFamily("logwatchd_extra", "A part's own gauge.")
         fam.add_metric([], status["grants"] + 1)
         yield fam
 
-    monkeypatch.setitem(METRICS._entries, "risk", MetricProvider("risk", policy))
-    assert samples(render()["logwatchd_suspended_accounts"]) == {
-        ("logwatchd_suspended_accounts", ()): 3}
+    monkeypatch.setitem(METRICS._entries, "extra", MetricProvider("extra", policy))
+    assert samples(render()["logwatchd_extra"]) == {("logwatchd_extra", ()): 3}

@@ -82,6 +82,18 @@ def test_the_recorder_samples_on_its_timer_and_flushes_at_stop(store: Any, clock
     assert errors and all(e.startswith("series: ") for e in errors)
 
 
+def test_the_largest_series_of_a_prefix_in_one_query(store: Any) -> None:
+    """Accounting's top senders ("sender:ID"), summed over the span."""
+    store.put_counts([("sender:alice", T0, 3.0), ("sender:bob", T0 + 60, 5.0),
+                      ("sender:alice", T0 + 120, 4.0), ("sent", T0, 9.0),
+                      ("sender:carol", T0 - 7200, 50.0)])      # before the last hour
+    got = series.answer(store, {"span": "hour", "top": "sender:", "limit": 2}, T0 + 600)
+    assert got["top"] == [["sender:alice", 7.0], ["sender:bob", 5.0]]
+    day = series.answer(store, {"span": "day", "top": "sender:"}, T0 + 600)["top"]
+    assert day[0] == ["sender:carol", 50.0] and len(day) == 3
+    assert not series.answer(store, {"top": "sender:", "limit": 0}, T0)["ok"]
+
+
 def test_the_series_command_checks_its_request(store: Any) -> None:
     assert not series.answer(store, {"span": "year", "names": []}, T0)["ok"]
     assert not series.answer(store, {"span": "hour", "names": "bans"}, T0)["ok"]

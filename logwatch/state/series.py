@@ -133,11 +133,34 @@ def names(store: Any, prefix: str = "") -> list[str]:
     return store.count_series(prefix)
 
 
+def top(store: Any, prefix: str, span_name: str, now: float, limit: int) -> list[list[Any]]:
+    """[[series, sum over the span], ...] of the largest series named prefix + something
+    (accounting's "sender:ID"), in one grouped query (minute buckets for the last hour, hour
+    buckets beyond)."""
+    span = SPANS[span_name]
+    step = MINUTE if span.seconds <= HOUR else HOUR
+    start = int(now - span.seconds)
+    rows = store.db.execute(
+        "SELECT series, SUM(value) FROM counts WHERE step = ? AND t >= ? AND series >= ? "
+        "AND series < ? GROUP BY series ORDER BY SUM(value) DESC, series LIMIT ?",
+        (step, start - start % step, prefix, prefix + "\U0010ffff", limit))
+    return [[name, float(value)] for name, value in rows]
+
+
 def answer(store: Any, req: dict[str, Any], now: float) -> dict[str, Any]:
-    """The "series" command: {"span": hour|day|month, "names": [...] or "prefix": "events."}."""
+    """The "series" command: {"span": hour|day|month, "names": [...] or "prefix": "events."},
+    or {"span", "top": "sender:", "limit": N} for the largest series of a prefix."""
     span = req.get("span", "hour")
     if span not in SPANS:
         return {"ok": False, "error": f"series: \"span\" must be one of {', '.join(SPANS)}"}
+    if isinstance(req.get("top"), str):
+        limit = req.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 100:
+            return {"ok": False, "error": 'series: "limit" must be 1..100'}
+        try:
+            return {"ok": True, "top": top(store, req["top"], span, now, limit)}
+        except sqlite3.Error as exc:
+            return {"ok": False, "error": f"series: {exc}"}
     wanted = req.get("names")
     prefix = req.get("prefix")
     if isinstance(prefix, str):

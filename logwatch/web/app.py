@@ -18,6 +18,7 @@ from typing import Any
 
 from logwatch.web import ACTIONS, PANELS, PanelContext, Query
 from logwatch.web import panels as _panels  # noqa: F401  (registers the built-in panels)
+from logwatch.web import parts as _parts  # noqa: F401  (then risk's, accounting's, policy's)
 from logwatch.web.http import Request, Response
 from logwatch.web.metrics import Metrics
 from logwatch.web.panels import esc, not_enabled, provider_present

@@ -1,6 +1,6 @@
-"""The built-in panels of the status page, registered in PANELS in display order; the last
-four are the policy, accounting and risk parts' (they show "not enabled" until those register
-their METRICS provider). Every value from a log or a client goes through html.escape (esc)."""
+"""The built-in panels of the status page, registered in PANELS in display order (the policy,
+accounting and risk parts' panels follow, from web/parts.py). Every value from a log or a
+client goes through html.escape (esc)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from logwatch.web import METRICS, PANELS, Panel, PanelContext
-from logwatch.web.svg import bar_chart, line_chart
+from logwatch.web.svg import line_chart
 
 PAGE_ROWS = 15
 
@@ -90,7 +90,8 @@ def _errors(ctx: PanelContext) -> str:
 
 # -- plots ----------------------------------------------------------------------------------
 
-def _plot(ctx: PanelContext, req: dict[str, Any], title: str) -> str:
+def plot(ctx: PanelContext, req: dict[str, Any], title: str) -> str:
+    """A line chart of the series the request names (\"names\" or \"prefix\") over ctx.span."""
     answer = ctx.query({"cmd": "series", "span": ctx.span, **req})
     if not answer.get("ok"):
         return f'<p class="error">{esc(answer.get("error"))}</p>'
@@ -103,11 +104,11 @@ def _plot(ctx: PanelContext, req: dict[str, Any], title: str) -> str:
 
 
 def _events_plot(ctx: PanelContext) -> str:
-    return _plot(ctx, {"prefix": "events."}, "events by kind")
+    return plot(ctx, {"prefix": "events."}, "events by kind")
 
 
 def _bans_plot(ctx: PanelContext) -> str:
-    return _plot(ctx, {"names": ["bans", "unbans", "grants"]}, "bans and grants")
+    return plot(ctx, {"names": ["bans", "unbans", "grants"]}, "bans and grants")
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -174,31 +175,7 @@ def _offenders(ctx: PanelContext) -> str:
                                      "last seen"], _offender_row)
 
 
-# -- the parts to come ------------------------------------------------------------------------
-
-def _suspended(ctx: PanelContext) -> str:
-    return f"<p>{esc(ctx.status.get('suspended_accounts', 0))} suspended SASL accounts</p>"
-
-
-def _messages_plot(ctx: PanelContext) -> str:
-    return _plot(ctx, {"names": ["messages.sent", "messages.received"]}, "messages")
-
-
-def _top_senders(ctx: PanelContext) -> str:
-    answer = ctx.query({"cmd": "top-senders", "span": ctx.span, "limit": 10})
-    if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
-    return bar_chart([(str(r["user"]), float(r["messages"])) for r in answer.get("rows", [])],
-                     "top SASL senders")
-
-
-def _verdicts(ctx: PanelContext) -> str:
-    answer = ctx.query({"cmd": "series", "span": ctx.span, "prefix": "policy."})
-    if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
-    return bar_chart([(k.removeprefix("policy."), sum(v)) for k, v in answer["series"].items()],
-                     "policy verdicts by action")
-
+# -- the registry ----------------------------------------------------------------------------
 
 def not_enabled(panel: Panel) -> str:
     return (f'<p class="disabled">not enabled (needs the {esc(panel.needs)} part: no '
@@ -218,9 +195,5 @@ for _panel in (
     Panel("grants", "live grants", _grants, wide=True),
     Panel("offenders", "offenders close to a ban", _offenders, wide=True),
     Panel("errors", "last errors", _errors, wide=True),
-    Panel("suspended", "suspended accounts", _suspended, needs="risk"),
-    Panel("messages", "messages sent and received", _messages_plot, needs="accounting"),
-    Panel("senders", "top SASL senders", _top_senders, needs="accounting"),
-    Panel("verdicts", "policy verdicts by action", _verdicts, needs="policy"),
 ):
     PANELS.register(_panel.name, _panel)
