@@ -54,10 +54,11 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[WebDaemon]:
-    w = WebDaemon(tmp_path / "daemon")
+    w = WebDaemon(tmp_path / "daemon", accounting=True)
     try:
         w.start()
         w.populate(40)
+        assert w.proc.req(cmd="suspend", user="mallory@example.org")["ok"]
         yield w
     finally:
         w.stop()
@@ -77,12 +78,16 @@ def test_the_page_in_chromium(web: WebDaemon, browser: Any, tmp_path: Path) -> N
 
     # Plots render: non-empty SVGs with drawn lines.
     plots = browser.find_elements(By.CSS_SELECTOR, "#panel-events svg.plot, "
-                                                   "#panel-activity svg.plot")
-    assert len(plots) == 2
+                                                   "#panel-activity svg.plot, "
+                                                   "#panel-messages svg.plot")
+    assert len(plots) == 3
     for svg in plots:
         assert svg.size["width"] > 200 and svg.size["height"] > 50
         lines = svg.find_elements(By.CSS_SELECTOR, "polyline.series")
         assert lines and all(len(p.get_attribute("points").split()) > 100 for p in lines)
+    bars = browser.find_elements(By.CSS_SELECTOR, "#panel-senders rect.bar")
+    assert len(bars) == 2 and all(b.size["width"] > 0 for b in bars)
+    assert "mallory@example.org" in browser.find_element(By.ID, "panel-suspended").text
     keep_screenshot(browser, tmp_path)
 
     # Paging, then a search that finds one banned IP.

@@ -125,9 +125,7 @@ def test_changes_need_the_token_and_the_csrf_token(web: WebDaemon) -> None:
 def test_account_risk_and_accounting_panels_of_a_real_daemon(tmp_path: Path) -> None:
     """accounting.enabled: the suspended accounts (unsuspend from the page), messages and top
     senders render; the policy service is off and says so."""
-    w = WebDaemon(tmp_path, settings={"accounting": {
-        "enabled": True, "stats_log": str(tmp_path / "stats.log"),
-        "sasl_access_map": f"hash:{tmp_path / 'sasl'}"}})
+    w = WebDaemon(tmp_path, accounting=True)
     w.start()
     try:
         assert w.proc.req(cmd="suspend", user="mallory@example.org")["ok"]

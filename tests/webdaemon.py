@@ -58,7 +58,12 @@ def prefill_series(state_dir: Path, now: float, days: int = 30) -> None:
                          ("events.login", step, t, round((1 + 2 * day) * scale)),
                          ("events.auth-failed", step, t, round((2 + i % 3) * scale)),
                          ("bans", step, t, round((0.3 + 0.2 * day) * scale + i % 2)),
-                         ("grants", step, t, round((1 + 2 * day) * scale))]
+                         ("grants", step, t, round((1 + 2 * day) * scale)),
+                         # accounting's own series (engine/counts.py)
+                         ("sent", step, t, round((4 + 3 * day) * scale)),
+                         ("received", step, t, round((9 + 5 * day) * scale)),
+                         ("sender:alice@example.org", step, t, round((2 + day) * scale)),
+                         ("sender:bob@example.org", step, t, round((1 + day) * scale))]
         with store.transaction():
             store.db.executemany("INSERT INTO counts (series, step, t, value) "
                                  "VALUES (?, ?, ?, ?)", rows)
@@ -70,8 +75,12 @@ class WebDaemon:
     """DaemonProc with web.listen on a free loopback port; get()/post() speak HTTP to it."""
 
     def __init__(self, base: Path, token: str | None = TOKEN,
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, accounting: bool = False) -> None:
         base.mkdir(parents=True, exist_ok=True)
+        if accounting:          # account risk and accounting on, their files in base
+            settings = {**(settings or {}), "accounting": {
+                "enabled": True, "stats_log": str(base / "stats.log"),
+                "sasl_access_map": f"hash:{base / 'sasl'}"}}
         self.port = free_port()
         web = {"listen": f"127.0.0.1:{self.port}", "token": token}
         self.proc = DaemonProc(base, {"web": web, **(settings or {})})

@@ -112,7 +112,7 @@ def verdicts_panel(ctx: PanelContext) -> str:
 METRICS.register("risk", MetricProvider("risk", risk_metrics))
 METRICS.register("accounting", MetricProvider("accounting", accounting_metrics))
 METRICS.register("policy", MetricProvider("policy", policy_metrics))
-for _panel in (Panel("suspended", "suspended accounts", suspended_panel, needs="risk"),
+for _panel in (Panel("suspended", "suspended accounts", suspended_panel, needs="risk", wide=True),
                Panel("messages", "messages sent and received", messages_panel,
                      needs="accounting"),
                Panel("senders", "top SASL senders", senders_panel, needs="accounting"),
