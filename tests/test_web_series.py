@@ -92,6 +92,7 @@ def test_the_largest_series_of_a_prefix_in_one_query(store: Any) -> None:
     day = series.answer(store, {"span": "day", "top": "sender:"}, T0 + 600)["top"]
     assert day[0] == ["sender:carol", 50.0] and len(day) == 3
     assert not series.answer(store, {"top": "sender:", "limit": 0}, T0)["ok"]
+    assert not series.answer(store, {"top": "sender:%"}, T0)["ok"]
 
 
 def test_the_series_command_checks_its_request(store: Any) -> None:

@@ -79,6 +79,9 @@ def reload(d: Daemon) -> tuple[bool, str]:
     for key in ("listen", "token"):      # the web listener is started once, like the socket
         if getattr(old.web, key) != getattr(cfg.web, key):
             log.warning("action=reload-ignored key=web.%s reason=needs-a-restart", key)
+    for key in ("url", "node"):      # the store is opened once, at start
+        if getattr(old.store, key) != getattr(cfg.store, key):
+            log.warning("action=reload-ignored key=store.%s reason=needs-a-restart", key)
     if old.sources != cfg.sources:
         _sources(d, cfg)
     d.schedule_engine()

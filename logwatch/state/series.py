@@ -136,14 +136,16 @@ def names(store: Any, prefix: str = "") -> list[str]:
 def top(store: Any, prefix: str, span_name: str, now: float, limit: int) -> list[list[Any]]:
     """[[series, sum over the span], ...] of the largest series named prefix + something
     (accounting's "sender:ID"), in one grouped query (minute buckets for the last hour, hour
-    buckets beyond)."""
+    buckets beyond). LIKE, not a range: PostgreSQL's collations do not order by bytes."""
+    if any(c in prefix for c in "%_\\"):
+        raise ValueError("a prefix without % _ or \\")
     span = SPANS[span_name]
     step = MINUTE if span.seconds <= HOUR else HOUR
     start = int(now - span.seconds)
     rows = store.db.execute(
-        "SELECT series, SUM(value) FROM counts WHERE step = ? AND t >= ? AND series >= ? "
-        "AND series < ? GROUP BY series ORDER BY SUM(value) DESC, series LIMIT ?",
-        (step, start - start % step, prefix, prefix + "\U0010ffff", limit))
+        "SELECT series, SUM(value) FROM counts WHERE step = ? AND t >= ? AND series LIKE ? "
+        "GROUP BY series ORDER BY SUM(value) DESC, series LIMIT ?",
+        (step, start - start % step, prefix + "%", limit))
     return [[name, float(value)] for name, value in rows]
 
 
@@ -159,7 +161,7 @@ def answer(store: Any, req: dict[str, Any], now: float) -> dict[str, Any]:
             return {"ok": False, "error": 'series: "limit" must be 1..100'}
         try:
             return {"ok": True, "top": top(store, req["top"], span, now, limit)}
-        except sqlite3.Error as exc:
+        except (ValueError, sqlite3.Error) as exc:
             return {"ok": False, "error": f"series: {exc}"}
     wanted = req.get("names")
     prefix = req.get("prefix")
