@@ -12,9 +12,9 @@ import pytest
 from logwatch.daemon.status import BanReasons
 from logwatch.engine.model import Ban, Grant
 from logwatch.services.commands import Actions, Commands
-from logwatch.services.tables import answer_table
+from logwatch.services.tables import PageCache, answer_table
 from logwatch.web import METRICS, PANELS, Panel
-from logwatch.web.app import LOGIN_FAILURES_PER_MINUTE, WebApp
+from logwatch.web.app import LOGIN_FAILURES_PER_MINUTE, SERIES_TTL, WebApp
 from logwatch.web.http import Request
 from logwatch.web.svg import bar_chart, line_chart
 
@@ -204,6 +204,47 @@ def test_tables_are_paged_and_searched_server_side() -> None:
         assert not answer_table(engine, {"table": "bans", **bad})["ok"]
     offenders = answer_table(engine, {"table": "offenders"})
     assert offenders["rows"][0]["ip"] == "203.0.113.9" and offenders["total"] == 1
+
+
+def test_the_newest_bans_page_is_kept_until_the_bans_change() -> None:
+    engine = Engine(bans=100)
+    clock = [0.0]
+    cache = PageCache(lambda: clock[0])
+    first = answer_table(engine, {"table": "bans", "limit": 5}, cache)
+    engine.bans["10.0.0.5/32"].since = 10**9      # renewed in place: not seen at once ...
+    assert answer_table(engine, {"table": "bans", "limit": 5}, cache) == first
+    clock[0] += PageCache.BANS_TTL + 1             # ... but after the TTL
+    assert answer_table(engine, {"table": "bans", "limit": 5}, cache)["rows"][0]["ip"] == \
+        "10.0.0.5/32"
+    engine.bans["10.9.9.9/32"] = Ban("10.9.9.9/32", since=10**10, expires_at=None)
+    got = answer_table(engine, {"table": "bans", "limit": 5}, cache)
+    assert got["rows"][0]["ip"] == "10.9.9.9/32" and got["total"] == 101     # a new ban: at once
+    found = answer_table(engine, {"table": "bans", "q": "10.0.0.7/"}, cache)
+    assert [r["ip"] for r in found["rows"]] == ["10.0.0.7/32"]              # searches: never cached
+    ranked = answer_table(engine, {"table": "offenders"}, cache)
+    engine.offenders = lambda limit, scan=None: ([], 0)    # type: ignore[method-assign]
+    assert answer_table(engine, {"table": "offenders"}, cache) == ranked
+    clock[0] += PageCache.OFFENDERS_TTL + 1
+    assert answer_table(engine, {"table": "offenders"}, cache)["total"] == 0
+
+
+def test_plot_data_is_read_at_most_every_few_seconds() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def query(req: dict[str, Any]) -> dict[str, Any]:
+        asked.append(req)
+        return {"ok": True, "series": {}, "step": 60, "start": 0, "points": 0}
+
+    clock = [1000.0]
+    app = WebApp(query, None, lambda: clock[0])
+    for _ in range(3):
+        assert get(app, "/api/series", {"span": "day", "prefix": "events."}).status == 200
+    assert len(asked) == 1
+    get(app, "/api/series", {"span": "hour", "prefix": "events."})
+    assert len(asked) == 2                       # another request: read
+    clock[0] += SERIES_TTL + 1
+    get(app, "/api/series", {"span": "day", "prefix": "events."})
+    assert len(asked) == 3
 
 
 def test_the_page_links_pages_and_keeps_the_other_parameters() -> None:

@@ -8,6 +8,7 @@ search over 100,000 bans sorts only its matches."""
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -60,6 +61,38 @@ def _page(items: Collection[Any], q: str, has: Callable[[str, Any], bool],
     return top[offset:], len(items)
 
 
+class PageCache:
+    """Pages without a search, kept a while: the newest bans until they change (their number,
+    first or last key: a dict keeps insertion order) or BANS_TTL passes (a ban renewed in
+    place); the offenders' ranking OFFENDERS_TTL (their scores move with every line). A page
+    reloaded every 100 ms must not heap 100,000 bans, or rank offenders, each time."""
+
+    BANS_TTL = 5.0
+    OFFENDERS_TTL = 2.0
+    MAX_PAGES = 16
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock          # a duration, not a time of day
+        self.entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[Any, ...], ttl: float, compute: Callable[[], Any]) -> Any:
+        now = self.clock()
+        hit = self.entries.get(key)
+        if hit is not None and now - hit[0] <= ttl:
+            return hit[1]
+        if len(self.entries) >= self.MAX_PAGES:
+            self.entries.clear()
+        value = compute()
+        self.entries[key] = (now, value)
+        return value
+
+    def bans(self, bans: dict[str, Any], offset: int, limit: int,
+             compute: Callable[[], Any]) -> Any:
+        first, last = (next(iter(bans)), next(reversed(bans))) if bans else (None, None)
+        return self.get(("bans", id(bans), len(bans), first, last, offset, limit),
+                        self.BANS_TTL, compute)
+
+
 def _request(req: dict[str, Any]) -> tuple[str, int, int] | str:
     """(lower-case query, offset, limit) of a request, or the error message."""
     q, offset, limit = req.get("q", ""), req.get("offset", 0), req.get("limit", 50)
@@ -73,7 +106,8 @@ def _request(req: dict[str, Any]) -> tuple[str, int, int] | str:
     return q.strip().lower(), offset, min(max(limit, 1), MAX_LIMIT)
 
 
-def answer_table(engine: Any, req: dict[str, Any]) -> dict[str, Any]:
+def answer_table(engine: Any, req: dict[str, Any],
+                 cache: PageCache | None = None) -> dict[str, Any]:
     """{"cmd": "table", "table": "bans"|"grants"|"offenders", "q", "offset", "limit"}."""
     parsed = _request(req)
     if isinstance(parsed, str):
@@ -81,17 +115,24 @@ def answer_table(engine: Any, req: dict[str, Any]) -> dict[str, Any]:
     q, offset, limit = parsed
     table = req.get("table")
     if table == "bans":
-        page, total = _page(engine.bans.values(), q, _ban_has, lambda b: b.since, offset,
-                            limit)
+        def compute() -> tuple[list[Any], int]:
+            return _page(engine.bans.values(), q, _ban_has, lambda b: b.since, offset, limit)
+
+        page, total = (cache.bans(engine.bans, offset, limit, compute) if cache and not q
+                       else compute())
         rows = [_ban_row(b) for b in page]
     elif table == "grants":
         page, total = _page(engine.grants.values(), q, _grant_has, lambda g: g.granted_at,
                             offset, limit)
         rows = [_grant_row(g) for g in page]
     elif table == "offenders":
-        views, ranked = engine.offenders(None if q else offset + limit, scan=OFFENDER_SCAN)
-        page, total = _page(views, q, _offender_has, lambda v: v["score"], offset, limit)
-        rows, total = page, total if q else ranked
+        def rank() -> tuple[list[Any], int]:
+            views, ranked = engine.offenders(None if q else offset + limit, scan=OFFENDER_SCAN)
+            page, total = _page(views, q, _offender_has, lambda v: v["score"], offset, limit)
+            return page, total if q else ranked
+
+        rows, total = (cache.get(("offenders", id(engine), offset, limit),
+                                 PageCache.OFFENDERS_TTL, rank) if cache and not q else rank())
     else:
         return {"ok": False, "error": 'table: "table" must be bans, grants or offenders'}
     return {"ok": True, "table": table, "rows": rows, "total": total, "offset": offset,

@@ -29,6 +29,7 @@ MAX_SESSIONS = 32
 LOGIN_FAILURES_PER_MINUTE = 10
 STATIC = {"style.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
 SPANS = ("hour", "day", "month")
+SERIES_TTL = 10.0                # plot data is kept this long (the counts change each minute)
 JSON = "application/json"
 
 
@@ -65,6 +66,7 @@ class WebApp:
         self.clock = clock
         self.metrics = Metrics(query)
         self.sessions: dict[str, Session] = {}
+        self.series_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.failures: list[float] = []
         self.static = {name: static_file(name) for name in STATIC}
         self.routes: dict[tuple[str, str], Callable[[Request], Response]] = {
@@ -141,15 +143,31 @@ class WebApp:
             ask["prefix"] = q["prefix"]
         else:
             ask["names"] = [n for n in q.get("names", "").split(",") if n]
-        answer = self.query(ask)
+        answer = self.cached(ask)
         return _json(answer, 200 if answer.get("ok") else 400)
+
+    def cached(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The query, with "series" answers kept SERIES_TTL seconds: the counts change once a
+        minute, a page reloaded every 100 ms need not read them each time."""
+        if req.get("cmd") != "series":
+            return self.query(req)
+        key = json.dumps(req, sort_keys=True, default=str)
+        now = self.clock()
+        hit = self.series_cache.get(key)
+        if hit is not None and 0 <= now - hit[0] <= SERIES_TTL:
+            return hit[1]
+        if len(self.series_cache) >= 64:
+            self.series_cache.clear()
+        answer = self.query(req)
+        self.series_cache[key] = (now, answer)
+        return answer
 
     def page(self, req: Request) -> Response:
         session = self._session(req)
         span = req.query.get("span", "hour")
         span = span if span in SPANS else "hour"
         status = self.query({"cmd": "status"})
-        ctx = PanelContext(self.query, status, span, dict(req.query),
+        ctx = PanelContext(self.cached, status, span, dict(req.query),
                            session.csrf if session else None, self.clock())
         boxes = []
         for panel in PANELS:
