@@ -66,6 +66,7 @@ def web(tmp_path: Path) -> Iterator[WebDaemon]:
 
 def test_the_page_in_chromium(web: WebDaemon, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(web.url + "/?span=day")
     # The page's own script ran (scripts are on), and the log line's did not.
@@ -90,14 +91,16 @@ def test_the_page_in_chromium(web: WebDaemon, browser: Any, tmp_path: Path) -> N
     assert "mallory@example.org" in browser.find_element(By.ID, "panel-suspended").text
     keep_screenshot(browser, tmp_path)
 
-    # Paging, then a search that finds one banned IP.
+    # Paging, then a search that finds one banned IP (each a new page: wait for it).
     assert browser.find_element(By.ID, "bans-total").text == "40 bans"
     browser.find_element(By.ID, "bans-next").click()
+    WebDriverWait(browser, 10).until(lambda b: "bans_page=1" in b.current_url)
     assert "page 2 of 3" in browser.find_element(By.ID, "panel-bans").text
     box = browser.find_element(By.ID, "bans-q")
     box.clear()
     box.send_keys("198.51.100.33")
     browser.find_element(By.ID, "bans-search").click()
+    WebDriverWait(browser, 10).until(lambda b: "bans_q=198.51.100.33" in b.current_url)
     assert browser.find_element(By.ID, "bans-total").text == "1 bans"
     rows = browser.find_elements(By.CSS_SELECTOR, "table.bans tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == ["198.51.100.33/32"]
