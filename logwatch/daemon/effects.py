@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from logwatch.daemon.factory import Parts
+from logwatch.daemon.logbatch import held
 from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
 from logwatch.services.commands import reason_text
 from logwatch.state.pending import PendingWrites
@@ -176,10 +177,15 @@ class Effects:
         loop.on_timer("storesync", self._on_storesync)
 
     def apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
-        """Hand one batch to the effectors, then persist it in one transaction, then log it."""
+        """Hand one batch to the effectors, then persist it in one transaction, then log it
+        (its log lines leave together at the end: logbatch)."""
         effects = list(effects)
         if not effects:
             return
+        with held():
+            self._apply(effects, positions)
+
+    def _apply(self, effects: list[Effect], positions: bool) -> None:
         now = self.loop.clock()
         batch = Batch()
         for eff in effects:
