@@ -5,6 +5,7 @@ namespace that is gone is never used."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -101,3 +102,20 @@ def test_a_spare_in_a_namespace_made_again_is_not_used() -> None:
         again = int(run_tool(argv, "x", timeout=30, spare=True).stdout)
         assert again == os.stat(f"/run/netns/{ns.name}").st_ino != first
         assert stale.poll() is not None                          # ended, unused
+
+
+def test_a_spare_of_a_program_replaced_since_is_not_used(tmp_path) -> None:
+    """An upgrade, update-alternatives (iptables-nft -> -legacy) or a wrapper put first on PATH
+    after the spare started: the next run starts the program the argv names now."""
+    tool = tmp_path / "lwcat"
+    shutil.copy("/bin/cat", tool)
+    argv = [str(tool)]
+    SPARES.start(argv)
+    spare = SPARES._idle[tuple(argv)]
+    assert run_tool(argv, "one", timeout=30, spare=True).stdout == "one"
+    assert spare.poll() == 0                                     # the same file: used
+    stale = SPARES._idle[tuple(argv)]
+    tool.unlink()
+    shutil.copy("/bin/cat", tool)                                # a new file, same name
+    assert SPARES.take(argv) is None and stale.poll() is not None
+    assert run_tool(argv, "two", timeout=30, spare=True).stdout == "two"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
@@ -71,11 +72,26 @@ def _prefilled(data: bytes) -> int | None:
     return None
 
 
+def _in_netns(argv: Sequence[str]) -> bool:
+    return len(argv) > 4 and list(argv[:3]) == ["ip", "netns", "exec"]
+
+
 def _netns_of(argv: Sequence[str]) -> str:
     """The network namespace argv runs in: `ip netns exec NAME`'s, else ours."""
-    if len(argv) > 3 and list(argv[:3]) == ["ip", "netns", "exec"]:
-        return f"/run/netns/{argv[3]}"
-    return "/proc/self/ns/net"
+    return f"/run/netns/{argv[3]}" if _in_netns(argv) else "/proc/self/ns/net"
+
+
+def _runs_the_tool(proc: subprocess.Popen[str], argv: Sequence[str]) -> bool:
+    """Whether the spare runs the program argv names now: the same file (not one upgraded,
+    switched by update-alternatives or put first on PATH since), in the same namespace."""
+    tool = shutil.which(argv[4] if _in_netns(argv) else argv[0])
+    try:
+        now, ran = os.stat(tool) if tool else None, os.stat(f"/proc/{proc.pid}/exe")
+    except OSError:
+        return False
+    want = _inode(_netns_of(argv))
+    return (now is not None and (now.st_dev, now.st_ino) == (ran.st_dev, ran.st_ino)
+            and want is not None and want == _inode(f"/proc/{proc.pid}/ns/net"))
 
 
 def _inode(path: str) -> int | None:
@@ -99,8 +115,8 @@ class Spares:
     blocked reading its empty stdin. A run hands its input to the spare of its argv and waits
     for its exit as before (same status, same stderr), so only the exec, the dynamic linking
     and the tool's start-up leave the latency path: most of a one-rule ban's ~1.2 ms. The next
-    spare starts right after a run. A spare in another network namespace than its argv names
-    now (a namespace deleted and made again under the same name) is never used."""
+    spare starts right after a run. A spare that is not what a run started now would be (in
+    another network namespace, or another program file) is never used."""
 
     LIMIT = 4                   # argvs kept ready; the oldest goes first
 
@@ -111,8 +127,7 @@ class Spares:
         proc = self._idle.pop(tuple(argv), None)
         if proc is None:
             return None
-        want = _inode(_netns_of(argv))
-        if proc.poll() is None and want is not None and want == _inode(f"/proc/{proc.pid}/ns/net"):
+        if proc.poll() is None and _runs_the_tool(proc, argv):
             return proc
         _discard(proc)
         return None
