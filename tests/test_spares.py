@@ -30,31 +30,31 @@ def no_spares_left():
 
 def test_a_spare_answers_like_a_tool_started_on_demand() -> None:
     first = run_tool(TOOL, "abc", timeout=30, spare=True)      # none ready yet: started now
-    spare = SPARES._idle[tuple(TOOL)]
+    spare = SPARES.ready(TOOL)
     second = run_tool(TOOL, "abcd", timeout=30, spare=True)
     assert second.stdout.split() == ["4", str(spare.pid)]        # the spare did it
     assert first.stdout.split()[0] == "3" and first.returncode == second.returncode == 0
-    assert second.args == TOOL and SPARES._idle[tuple(TOOL)].pid != spare.pid   # the next one
+    assert second.args == TOOL and SPARES.ready(TOOL).pid != spare.pid   # the next one
     with pytest.raises(CommandFailed) as failed:
         run(TOOL, "exit 3", timeout=30, spare=True)
     assert failed.value.returncode == 1 and "3" in failed.value.stderr
     plain = run_tool(TOOL, "abcd", timeout=30)                   # no spare asked: none used
-    assert plain.stdout.split()[1] != str(SPARES._idle[tuple(TOOL)].pid)
+    assert plain.stdout.split()[1] != str(SPARES.ready(TOOL).pid)
 
 
 def test_a_hung_spare_times_out_and_is_replaced() -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     SPARES.start(sleeper)
-    hung = SPARES._idle[tuple(sleeper)]
+    hung = SPARES.ready(sleeper)
     with pytest.raises(CommandTimeout):
         run(sleeper, "x", timeout=0.5, spare=True)
     assert hung.poll() is not None                               # killed, not left behind
-    assert SPARES._idle[tuple(sleeper)].pid != hung.pid
+    assert SPARES.ready(sleeper).pid != hung.pid
 
 
 def test_a_dead_spare_is_not_used() -> None:
     SPARES.start(TOOL)
-    dead = SPARES._idle[tuple(TOOL)]
+    dead = SPARES.ready(TOOL)
     dead.kill()
     dead.wait()
     out = run_tool(TOOL, "ab", timeout=30, spare=True)
@@ -65,10 +65,11 @@ def test_spares_are_bounded_and_closed() -> None:
     tools = [TOOL + [str(i)] for i in range(runner.Spares.LIMIT + 2)]
     for argv in tools:
         SPARES.start(argv)
-    kept = list(SPARES._idle.values())
-    assert len(kept) == runner.Spares.LIMIT
+    kept = [SPARES.ready(argv) for argv in tools[-runner.Spares.LIMIT:]]
+    assert len(SPARES) == runner.Spares.LIMIT and None not in kept
+    assert SPARES.ready(tools[0]) is None                       # the oldest went first
     SPARES.close()
-    assert all(p.poll() == 0 for p in kept) and not SPARES._idle   # empty input: exit 0
+    assert all(p.poll() == 0 for p in kept) and not len(SPARES)   # empty input: exit 0
 
 
 def _in_namespace(proc: subprocess.Popen[str], name: str) -> bool:
@@ -91,11 +92,11 @@ def test_a_spare_in_a_namespace_made_again_is_not_used() -> None:
         argv = ns.argv([sys.executable, "-c", "import os, sys; sys.stdin.read(); "
                         "print(os.stat('/proc/self/ns/net').st_ino)"])
         SPARES.start(argv)
-        spare = SPARES._idle[tuple(argv)]
+        spare = SPARES.ready(argv)
         assert _in_namespace(spare, ns.name)
         first = int(run_tool(argv, "x", timeout=30, spare=True).stdout)
         assert spare.poll() == 0 and first == os.stat(f"/run/netns/{ns.name}").st_ino
-        stale = SPARES._idle[tuple(argv)]
+        stale = SPARES.ready(argv)
         assert _in_namespace(stale, ns.name)
         subprocess.run(["ip", "netns", "del", ns.name], check=True)
         subprocess.run(["ip", "netns", "add", ns.name], check=True)
@@ -111,10 +112,10 @@ def test_a_spare_of_a_program_replaced_since_is_not_used(tmp_path) -> None:
     shutil.copy("/bin/cat", tool)
     argv = [str(tool)]
     SPARES.start(argv)
-    spare = SPARES._idle[tuple(argv)]
+    spare = SPARES.ready(argv)
     assert run_tool(argv, "one", timeout=30, spare=True).stdout == "one"
     assert spare.poll() == 0                                     # the same file: used
-    stale = SPARES._idle[tuple(argv)]
+    stale = SPARES.ready(argv)
     tool.unlink()
     shutil.copy("/bin/cat", tool)                                # a new file, same name
     assert SPARES.take(argv) is None and stale.poll() is not None

@@ -123,6 +123,13 @@ class Spares:
     def __init__(self) -> None:
         self._idle: dict[tuple[str, ...], subprocess.Popen[str]] = {}
 
+    def ready(self, argv: Sequence[str]) -> subprocess.Popen[str] | None:
+        """The spare waiting for argv, left in place (None: none started)."""
+        return self._idle.get(tuple(argv))
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
     def take(self, argv: Sequence[str]) -> subprocess.Popen[str] | None:
         proc = self._idle.pop(tuple(argv), None)
         if proc is None:
