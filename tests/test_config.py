@@ -256,3 +256,42 @@ def test_matcher_hyperscan_without_the_module_is_a_config_error(tmp_path, monkey
     assert len(msgs) == 1 and msgs[0].startswith(f"{path}:2: rules.matcher: ")
     assert "not installed" in msgs[0]
     assert load_config(write(tmp_path, "rules:\n  matcher: re\n")).rules.matcher == "re"
+
+
+def test_accounting_section_reads_its_keys(tmp_path):
+    cfg = load_config(write(tmp_path, """
+accounting:
+  enabled: true
+  stats_log: /tmp/stats.log
+  suspend_time: 2h
+  suspend_action: REJECT
+  sasl_access_map: lmdb:/etc/postfix/sasl
+  never_suspend: [newsletter@example.org]
+"""))
+    acc = cfg.accounting
+    assert (acc.enabled, acc.stats_log, acc.suspend_time, acc.suspend_action) == (
+        True, "/tmp/stats.log", 7200.0, "REJECT")
+    assert acc.sasl_access_map == "lmdb:/etc/postfix/sasl"
+    assert acc.never_suspend == ["newsletter@example.org"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("accounting:\n  suspend_action: DISCARD\n", "accounting.suspend_action"),
+    ("accounting:\n  stats_log: stats.log\n", "accounting.stats_log"),
+    ("accounting:\n  sasl_access_map: btree:/x\n", "accounting.sasl_access_map"),
+    ("accounting:\n  never_suspend: ['a b']\n", "accounting.never_suspend"),
+    ("accounting:\n  max_open: 0\n", "accounting.max_open"),
+])
+def test_bad_accounting_keys_are_named(tmp_path, text, key):
+    assert any(f": {key}: " in m for m in errors(write(tmp_path, text)))
+
+
+def test_stats_log_flag_none_disables_and_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--stats-log", "s.log", "--sasl-access-map",
+                                      "lmdb:/etc/postfix/s"])
+    cfg = apply_overrides(Config(), args)
+    assert cfg.accounting.stats_log == str(tmp_path / "s.log")
+    assert cfg.accounting.sasl_access_map == "lmdb:/etc/postfix/s"
+    cfg = apply_overrides(Config(), build_parser().parse_args(["--stats-log", "none"]))
+    assert cfg.accounting.stats_log is None

@@ -68,6 +68,11 @@ def format_status(st: dict[str, Any]) -> str:
         "n/a (no log files followed)" if lag is None
         else "0 (at the end of every log file)" if not unread
         else f"{lag:.1f}s behind the log ({unread} bytes unread)"))
+    risk = st.get("risk")
+    if risk:
+        out.append(f"accounts:      {risk.get('accounts', 0)} SASL IDs followed, "
+                   f"{risk.get('suspensions', 0)} suspended "
+                   f"({risk.get('suspended', 0)} suspensions since start)")
     if st.get("watchdog_kills") is not None:
         out.append(f"watchdog:      {st['watchdog_kills']} stuck sessions killed")
     events = st.get("events") or {}
@@ -78,6 +83,13 @@ def format_status(st: dict[str, Any]) -> str:
     guards.update((f"log time {k}", v) for k, v in (st.get("log_time") or {}).items())
     if any(guards.values()):
         out.append("guards:        " + ", ".join(f"{k}={v}" for k, v in guards.items() if v))
+    policy = st.get("policy")
+    if policy:
+        out.append("policy:        " + ", ".join(
+            f"{k}={policy.get(k, 0)}" for k in ("requests", "malformed", "errors", "too_long",
+                                                "clients", "quota_keys", "sasl_blocked"))
+            + "  verdicts: " + (", ".join(f"{k}={v}" for k, v in
+                                          sorted(policy.get("verdicts", {}).items())) or "none"))
     actions = st.get("actions") or {}
     if actions:
         out.append("actions:       " + ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
@@ -128,6 +140,50 @@ def format_offenders(offenders: list[dict[str, Any]], total: int, clock: Clock =
     more = f" (the {len(offenders)} highest shown)" if total > len(offenders) else ""
     return (_table(rows, ["IP", "SCORE", "REASONS", "SCORE DROPS"])
             + f"\n{total} offender(s) not banned{more}")
+
+
+def format_accounts(resp: dict[str, Any], clock: Clock = wall) -> str:
+    """Top senders with their counts, score and why; then the suspended IDs with expiry."""
+    now = clock()
+    threshold = resp.get("threshold", 0)
+    rows = [[a["user"], f"{a['score']:g}/{threshold:g}"
+             + (" (never suspended)" if a.get("never_suspend") else ""),
+             str(a["messages"]), str(a["recipients"]), str(a["ips"]), str(a["networks"]),
+             ",".join(f"{k}:{v:g}" for k, v in sorted(a.get("why", {}).items())) or "-"]
+            for a in resp.get("accounts", [])]
+    total = resp.get("total", len(rows))
+    out = [_table(rows, ["SASL ID", "SCORE", "MSGS", "RCPTS", "IPS", "NETS", "WHY"]),
+           f"{total} account(s) active in the last {_duration(resp.get('window'))}"
+           + (f" (the {len(rows)} highest shown)" if total > len(rows) else "")]
+    sus = resp.get("suspended", [])
+    if sus:
+        srows = [[s["user"], _ts(s["since"]),
+                  f"{_ts(s['expires'])} (in {_duration(s['expires'] - now)})",
+                  f"{s['score']:g}", str(s["offences"]),
+                  ",".join(f"{k}:{v:g}" for k, v in sorted(s.get("why", {}).items()))
+                  or s.get("source", "-")]
+                 for s in sus]
+        out += ["", _table(srows, ["SUSPENDED", "SINCE", "EXPIRES", "SCORE", "TIMES", "WHY"])]
+    out.append(f"{len(sus)} suspended")
+    return "\n".join(out)
+
+
+def format_messages(messages: list[dict[str, Any]]) -> str:
+    """`logwatchctl messages`: one row per message, the newest first."""
+    rows = []
+    for m in messages:
+        rcpts = m.get("recipients") or []
+        first = rcpts[0]["address"] if rcpts else "-"
+        more = f" (+{len(rcpts) - 1})" if len(rcpts) > 1 else ""
+        rows.append([_ts(m.get("done_time")), m.get("queue_id", "?"), m.get("client_ip") or "-",
+                     m.get("sasl_user") or "-", m.get("sender") or "<>", first + more,
+                     str(m.get("size", 0)), m.get("outcome", "?")])
+    # Addresses are the clients' text: controls escaped, so no terminal escape gets through.
+    from logwatch.daemon.statslog import escape
+
+    rows = [[escape(c) for c in r] for r in rows]
+    return (_table(rows, ["DONE", "QUEUE ID", "CLIENT", "AUTH ID", "SENDER", "RECIPIENTS",
+                          "SIZE", "OUTCOME"]) + f"\n{len(messages)} message(s)")
 
 
 def _where(p: dict[str, Any]) -> str:
@@ -182,6 +238,21 @@ def _ip_and_duration(s: argparse.ArgumentParser, what: str) -> None:
                    help="the same as DURATION")
 
 
+def _account_commands(sub: Any) -> None:
+    """accounts, suspend and unsuspend (account risk, engine/accounts.py)."""
+    s = sub.add_parser("accounts", help="SASL IDs: top senders with counts, score and why; "
+                                        "suspended IDs with expiry")
+    s.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="show the N highest scores (default 20; 0: all)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("suspend", help="suspend a SASL ID now (check_sasl_access table)")
+    s.add_argument("user")
+    s.add_argument("--for", dest="duration_flag", type=duration_arg, metavar="DURATION",
+                   help="how long (default: accounting.suspend_time)")
+    s = sub.add_parser("unsuspend", help="lift the suspension of a SASL ID")
+    s.add_argument("user")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="logwatchctl",
@@ -219,6 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="what the daemon thinks of one IP: whitelisted, granted, "
                                      "banned, score, and what protects it")
     s.add_argument("ip")
+    s.add_argument("--json", action="store_true")
+    _account_commands(sub)
+    s = sub.add_parser("messages", help="recent message records (accounting): who sent what")
+    s.add_argument("--user", metavar="U", help="only those of this SASL user")
+    s.add_argument("--ip", metavar="IP", help="only those from this client address")
+    s.add_argument("--since", type=duration_arg, metavar="D",
+                   help="only those done in the last D (90, 30m, 2h, 7d)")
+    s.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="the N newest (default 100)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("verdicts", help="the policy service's stored verdicts (not DUNNO)")
+    s.add_argument("--since", type=duration_arg, metavar="DURATION",
+                   help="only those of the last DURATION (e.g. 1h, 7d)")
+    s.add_argument("--ip", metavar="IP", help="only those about this client address")
+    s.add_argument("--user", metavar="ID", help="only those about this SASL user")
+    s.add_argument("--limit", type=int, default=1000, metavar="N",
+                   help="the newest N (default 1000)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("policy-test", help="read a policy request (name=value lines) on stdin "
+                                           "and print the verdict and rule; counts nothing")
     s.add_argument("--json", action="store_true")
     sub.add_parser("reload", help="reload config, rules and whitelist (like SIGHUP)")
     sub.add_parser("flush", help="lift all bans (grants are kept)")
@@ -270,6 +361,9 @@ def _check_config(path: str) -> int:
         except Exception as exc:
             problems.append(f"rules: {exc}")
     problems.extend(_check_whitelist(cfg.bans.whitelist))
+    from logwatch.cli.policyctl import check_policy_files
+
+    problems.extend(check_policy_files(cfg))
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
@@ -299,11 +393,19 @@ def run(args: argparse.Namespace) -> int:
         from logwatch.cli import ruletest
 
         return int((ruletest.cmd_parse if cmd == "parse" else ruletest.cmd_test_rules)(args) or 0)
+    if cmd in ("verdicts", "policy-test"):
+        from logwatch.cli.policyctl import run_policy
+
+        return run_policy(args, _call)
     req: dict[str, Any] = {"cmd": cmd}
     if cmd in ("ban", "unban", "grant", "revoke", "check"):
         req["ip"] = args.ip
-    if cmd == "offenders":
+    if cmd in ("offenders", "accounts"):
         req["limit"] = args.limit if args.limit > 0 else None      # null: all of them
+    if cmd in ("suspend", "unsuspend"):
+        req["user"] = args.user
+    if cmd == "messages":
+        req.update(user=args.user, ip=args.ip, since=args.since, limit=args.limit)
     duration, flag = getattr(args, "duration", None), getattr(args, "duration_flag", None)
     if duration is not None and flag is not None:
         print(f"logwatchctl {cmd}: give the duration once (DURATION or --for)", file=sys.stderr)
@@ -316,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if getattr(args, "json", False):
         payload = {k: v for k, v in resp.items() if k != "ok"}
-        if cmd in ("bans", "grants", "offenders"):
+        if cmd in ("bans", "grants", "offenders", "messages"):
             payload = payload[cmd]
         print(json.dumps(payload, indent=2, sort_keys=True))
     elif cmd == "status":
@@ -329,6 +431,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_offenders(resp["offenders"], resp.get("total", len(resp["offenders"]))))
     elif cmd == "check":
         print(format_check(resp))
+    elif cmd == "accounts":
+        print(format_accounts(resp))
+    elif cmd == "messages":
+        print(format_messages(resp["messages"]))
     else:
         print(resp.get("message", "ok"))
     return EXIT_OK

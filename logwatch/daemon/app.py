@@ -18,6 +18,8 @@ from typing import Any
 from logwatch import __version__
 from logwatch.clock import Clock, wall
 from logwatch.daemon import factory
+from logwatch.daemon.accounting import Subscriber
+from logwatch.daemon.accountkeep import AccountKeeper
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import Config
 from logwatch.daemon.effects import Effects, Recorder
@@ -30,6 +32,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
 )
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
+from logwatch.daemon.policyside import PolicySide
 from logwatch.daemon.reload import reload as reload_daemon
 from logwatch.daemon.sdnotify import notify as _sd_notify
 from logwatch.daemon.sdnotify import watchdog_interval as _sd_watchdog_interval
@@ -46,6 +49,7 @@ from logwatch.sources.lag import LagMeter
 log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
+ACCOUNTING_SWEEP = 60.0          # open messages past the age limits are expired
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -86,6 +90,8 @@ class Daemon:
     watchdog = _Part()
     sources = _Part()
     actions = _Part()
+    suspension_table = _Part()
+    accounting = _Part()
 
     def __init__(self, cfg: Config, config_path: str | None, args: argparse.Namespace,
                  clock: Clock = wall, parts: Parts | None = None,
@@ -101,20 +107,25 @@ class Daemon:
         self.lag = LagMeter(started=self.counters.started)
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
-            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run), self.error,
+            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
+            lambda: self.cfg.accounting.suspend_action), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
+        self.account_keeper = AccountKeeper(self.parts, self.loop,
+                                            lambda: self.cfg.accounting.window, self.error)
         self.fds = SourceFds(self.parts, self.loop, self._pump,
                              lambda: self.cfg.sources.poll_interval)
         self.whitelist_watch = WhitelistWatch(self.loop, lambda: self.cfg.bans.whitelist,
                                               self.reload_whitelist)
         self.watchdog_runs = WatchdogRuns(self.parts, self.loop, self.feed, self.error)
         self.service_timers = ServiceTimers(self.parts, self.loop)
+        self.policy = PolicySide(self.loop, self.parts, self.feed, self.error)
         self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
+        self.loop.on_timer("accounting", self._on_accounting)
 
     @property
     def dry_run(self) -> bool:
@@ -158,12 +169,19 @@ class Daemon:
         self.whitelist = self.load_whitelist(cfg)
         self.whitelist_watch.follow(cfg.bans.whitelist)
         self.engine = factory.make_engine(cfg, self.whitelist, self.clock)
+        self._start_accounting(cfg)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
+        try:
+            self.apply(factory.load_accounts(self.engine, self.store))
+        except sqlite3.Error as exc:
+            raise StartupError(f"state: {self.store.path}: {exc}") from exc
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)
+            self.suspension_table = factory.make_suspension_table(cfg, self.dry_run,
+                                                                  self.set_sasl_entries)
             self.upkeep.adopt_live_entries(self.effects, reset)
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
@@ -177,8 +195,12 @@ class Daemon:
         except ValueError as exc:
             raise StartupError(f"watchdog: {exc}") from exc
         try:
+            self.policy.setup(cfg, self.dry_run)
+        except Exception as exc:   # SaslAccessError: the sasl access map cannot be written
+            raise StartupError(f"policy: {exc}") from exc
+        try:
             self.parts.services = start_services(cfg, self.handle_request, self.loop.selector,
-                                                 self.clock)
+                                                 self.clock, {"policy": self.policy})
         except ServiceError as exc:
             raise StartupError(str(exc)) from exc
         try:
@@ -191,6 +213,27 @@ class Daemon:
         log.info("action=start version=%s config=%s dry_run=%s grants=%d bans=%d sources=%d",
                  __version__, self.config_path or "(defaults)", int(self.dry_run),
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
+
+    def _start_accounting(self, cfg: Config) -> None:
+        """The accounting (accounting.enabled), its state and the stats log caught up."""
+        try:
+            self.accounting = factory.make_accounting(cfg, self.parser.ruleset, self.store,
+                                                      self.clock)
+            if self.accounting is not None:
+                self.accounting.start()
+                self.effects.committers.append(self.accounting)
+                # Account risk and counts over time (engine/accounts.py): each record once.
+                self.accounting.subscribe(Subscriber(
+                    on_record=lambda rec: self.on_records((rec,)),
+                    on_reject=lambda att: self.on_records((att,)), name="risk"))
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise StartupError(f"accounting: {exc}") from exc
+
+    def _on_accounting(self, now: float) -> None:
+        if self.accounting is not None:
+            self.accounting.sweep()
+            self.accounting.flush()       # a stats log that failed is retried
+        self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
 
     # -- sources on the loop --------------------------------------------------------
 
@@ -217,8 +260,11 @@ class Daemon:
     def _schedule_all(self) -> None:
         now = self.clock()
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
+        if self.accounting is not None:
+            self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
         self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
+        self.account_keeper.schedule(now)
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
@@ -248,6 +294,10 @@ class Daemon:
     def on_chunk(self, source: str, chunk: bytes) -> None:
         """Called by the sources with whole lines: parse, feed the engine, apply the effects."""
         events = self.parser.parse(chunk)
+        if self.accounting is not None:
+            # Its state is saved with the positions (effects.py committers), so a chunk's
+            # messages are accounted exactly once.
+            self.accounting.on_chunk(chunk)
         # The sources' positions already include this chunk: committing them in the same
         # transaction as its effects makes a kill -9 neither lose nor replay an action. A
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
@@ -262,7 +312,18 @@ class Daemon:
             effects.extend(handle(ev))
         if events:
             note_newest(self.counters, events[-1], self.clock())
+            self.policy.observe(events)
         self.effects.apply(effects, positions=positions)
+
+    def on_records(self, records: Iterable[Any]) -> None:
+        """Message records and rejected attempts of the correlation stage: counted, scored,
+        and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
+        effects = []
+        for rec in records:
+            effects.extend(self.engine.account(rec))
+        self.effects.apply(effects)
+        if effects:
+            self.schedule_engine()
 
     def apply(self, effects: Iterable[Any], positions: bool = False) -> None:
         """Effects through the effect table (effectors, store, actions log)."""
@@ -288,9 +349,16 @@ class Daemon:
 
     reload = reload_daemon       # () -> (ok, message)
 
+    def set_sasl_entries(self, contributor: str, entries: Any) -> None:
+        """This contributor's check_sasl_access entries (login -> action); see HACKING."""
+        self.policy.set_sasl_entries(contributor, entries)
+
     def status(self) -> dict[str, Any]:
-        return snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
-                        self.dry_run)
+        st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
+                      self.dry_run)
+        if self.policy.enabled:
+            st["policy"] = self.policy.status()
+        return st
 
     def summary(self) -> str:
         return summary(self.status())
@@ -300,7 +368,9 @@ class Daemon:
         if self.commands is None or self.commands.engine is not self.engine:
             self.commands = Commands(self.engine, Actions(
                 status=self.status, apply=self.apply, reload=self.reload,
-                changed=self.schedule_engine))
+                changed=self.schedule_engine, policy=self.policy,
+                messages=lambda r: self.accounting.query(r) if self.accounting else {
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"}))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
@@ -339,6 +409,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        self.account_keeper.flush(self.clock(), final=True)
         self.effects.final_save()
         if self.watchdog is not None:
             self.watchdog.close()
@@ -350,9 +421,15 @@ class Daemon:
                 log.error("action=source-close-error error=%s", exc)
         for service in self.parts.services:
             service.close()
+        try:
+            self.policy.close()
+        except Exception as exc:   # the store: the last second of counters may be lost
+            log.error("action=policy-close-error error=%s", exc)
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self.effects.guarded("firewall", self.firewall.flush)
         self.actions.close()
+        if self.accounting is not None:
+            self.accounting.close()
         self.store.close()
         if self.state_lock is not None:
             self.state_lock.release()

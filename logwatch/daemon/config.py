@@ -20,6 +20,8 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     cross_checks,
     duration_for,
 )
+from logwatch.daemon.policyconfig import COERCE, PolicyConfig, QuotaConfig, parse_quotas
+from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -73,7 +75,7 @@ class BanConfig:
     enabled: bool = True
     weights: dict[str, float] = field(default_factory=lambda: {
         "user-unknown": 1, "auth-failed": 1, "login-failed": 1, "relay-denied": 2,
-        "rejected": 0, "stuck-session": 1,
+        "rejected": 0, "stuck-session": 1, "s25r": 0.5,
     })
     findtime: float = 600.0
     maxretry: float = 5
@@ -124,6 +126,30 @@ class DaemonConfig:
 
 
 @dataclass
+class AccountingConfig:
+    enabled: bool = False             # correlate Postfix/Sendmail/Exim lines into messages
+    stats_log: str | None = "/var/log/logwatchd/stats.log"   # one LTSV line per message
+    max_open: int = 200_000           # open (queued) messages kept; the oldest are dropped
+    max_age: float = 6 * 86400.0      # an open message older than this is expired
+    keep: float = 7 * 86400.0         # message records kept in the store (logwatchctl messages)
+    # The risk engine's keys (suspension of a SASL ID through check_sasl_access):
+    sasl_access_map: str = "hash:/etc/postfix/logwatchd-sasl"
+    suspend_score: float = 100.0
+    suspend_action: str = "HOLD"      # HOLD (kept for review) or REJECT
+    suspend_time: float = 3600.0
+    never_suspend: list[str] = field(default_factory=list)
+    # Account risk (logwatch/engine/accounts.py): the score's weights over the window, growth
+    # of repeat suspensions and its cap, memory bounds, and counts over time (top senders).
+    weights: dict[str, float] = field(default_factory=lambda: dict(RISK_WEIGHTS))
+    window: float = 3600.0
+    min_bounce_sample: int = 10
+    suspend_growth: float = 2.0
+    max_suspend_time: float = 7 * 86400.0
+    max_accounts: int = 100_000
+    top_senders: int = 10
+
+
+@dataclass
 class Config:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -132,6 +158,9 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
 
 
 # ---------------------------------------------------------------------------
@@ -142,7 +171,11 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "accounting": AccountingConfig,
+    "policy": PolicyConfig,
 }
+# Top-level keys that are no mapping section: name -> parser of their node.
+LISTS = {"quotas": parse_quotas}
 
 
 def section_keys(cls: type) -> dict[str, Any]:
@@ -203,7 +236,11 @@ def parse_config(text: str, file: str = "<string>", *, empty_ok: bool = True) ->
         return cfg
     problems: list[ConfigProblem] = []
     lines: dict[str, int] = {}
-    for sect, _key_node, sect_node in _known_once(root, file, SECTIONS, "", "section", problems):
+    known = [*SECTIONS, *LISTS]
+    for sect, _key_node, sect_node in _known_once(root, file, known, "", "section", problems):
+        if sect in LISTS:
+            setattr(cfg, sect, LISTS[sect](sect_node, file, problems, _construct))
+            continue
         if isinstance(sect_node, yaml.ScalarNode) and sect_node.tag.endswith(":null"):
             continue  # "relay:" with nothing under it: keep the defaults
         if not isinstance(sect_node, yaml.MappingNode):
@@ -252,7 +289,7 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
         except ValueError as exc:
             problems.append(ConfigProblem(file, _line(v_node), dotted, str(exc)))
             continue
-        if dotted == "bans.weights":
+        if dotted in ("bans.weights", "accounting.weights"):
             value = {**section_obj.weights, **value}   # a partial mapping keeps the rest
         if sect == "sources" and key not in SourcesConfig.__dataclass_fields__:
             section_obj.extra[key] = value
@@ -262,6 +299,8 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
 
 def _value(raw: Any, dotted: str, tp: Any) -> Any:
     """The checked value of one key; ValueError with the message otherwise."""
+    if dotted in COERCE:
+        raw = COERCE[dotted](raw)
     allow_zero = duration_for(dotted)
     if allow_zero is not None:
         raw = parse_duration(raw, allow_zero=allow_zero)
@@ -329,6 +368,10 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "stats_log": ("accounting", "stats_log"),
+    "sasl_access_map": ("accounting", "sasl_access_map"),
+    "policy_listen": ("policy", "listen"),
+    "sasl_block_list": ("policy", "sasl_block_list"),
 }
 
 
@@ -345,11 +388,11 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
-            if attr == "actions_log":
+            if attr in ("actions_log", "stats_log"):
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":
                 value = [os.path.abspath(v) for v in value]
-            if attr in ("state_dir", "socket", "pidfile", "whitelist"):
+            if attr in ("state_dir", "socket", "pidfile", "whitelist", "sasl_block_list"):
                 value = os.path.abspath(value)
             if attr == "rules":
                 value = [os.path.abspath(v) for v in (value if isinstance(value, list) else [value])]

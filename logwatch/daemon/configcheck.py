@@ -8,6 +8,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from logwatch.daemon.policyconfig import CHECKS as POLICY_CHECKS
+from logwatch.daemon.policyconfig import DURATIONS as POLICY_DURATIONS
 from logwatch.effectors.firewall import config_checks as firewall_checks
 from logwatch.effectors.firewall import cross_problems as firewall_cross_problems
 from logwatch.parsing.events import FAILURE_KINDS, KINDS, RELAY_SERVICES
@@ -97,6 +99,28 @@ def _matcher(v: Any) -> str | None:
         if v == "hyperscan" and not hyperscan_available() else None)
 
 
+# What a suspended SASL ID's check_sasl_access entry says: mail held for review, or refused.
+SUSPEND_ACTIONS = ("HOLD", "REJECT")
+
+
+def _sasl_ids(v: Any) -> str | None:
+    for name in v:
+        if not name or any(c.isspace() or ord(c) < 32 for c in name):
+            return f"not a SASL user name: {name!r}"
+    return None
+
+
+def _risk_weights(v: Any) -> str | None:
+    from logwatch.engine.accounts import WEIGHT_NAMES
+
+    for name, w in v.items():
+        if name not in WEIGHT_NAMES:
+            return f"unknown weight {name!r} (known: {', '.join(WEIGHT_NAMES)})"
+        if not math.isfinite(w) or w < 0:
+            return f"weight of {name!r} must be a finite, non-negative number (got {w!r})"
+    return None
+
+
 _CHECKS: dict[str, Check] = {
     "sources.max_line": int_range(256, 1 << 30),
     "rules.dirs": abs_paths,
@@ -129,6 +153,23 @@ _CHECKS: dict[str, Check] = {
     "daemon.pidfile": abs_path,
     "daemon.log": one_of(LOG_TARGETS),
     "daemon.actions_log": optional(abs_path),
+    "accounting.stats_log": optional(abs_path),
+    "accounting.max_open": int_range(1, 10_000_000),
+    "accounting.max_age": positive,
+    "accounting.keep": non_negative,
+    "accounting.sasl_access_map": map_spec,
+    "accounting.suspend_score": positive,
+    "accounting.suspend_action": one_of(SUSPEND_ACTIONS),
+    "accounting.suspend_time": positive,
+    "accounting.never_suspend": _sasl_ids,
+    "accounting.weights": _risk_weights,
+    "accounting.window": positive,
+    "accounting.min_bounce_sample": int_range(1, 1_000_000),
+    "accounting.suspend_growth": positive,
+    "accounting.max_suspend_time": positive,
+    "accounting.max_accounts": int_range(1, 10_000_000),
+    "accounting.top_senders": int_range(0, 1000),
+    **POLICY_CHECKS,
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -143,6 +184,9 @@ _DURATION_KEYS: dict[str, bool] = {
     "relay.grace": False, "bans.findtime": False,
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
+    "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
+    "accounting.window": False, "accounting.max_suspend_time": False,
+    **POLICY_DURATIONS,
 }
 
 

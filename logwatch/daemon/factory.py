@@ -34,6 +34,8 @@ class Parts:
     sources: list[Source] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     actions: ActionLog = field(default_factory=lambda: ActionLog(None))
+    suspension_table: Any = None      # daemon/suspensions.py SuspensionTable (accounting on)
+    accounting: Any = None        # daemon/accounting.py Accounting (accounting.enabled)
 
 
 def effective_rules_dirs(cfg: Config) -> list[str]:
@@ -84,7 +86,26 @@ def make_engine(cfg: Config, whitelist: Any, clock: Clock) -> Any:
     from logwatch.engine.core import Engine
 
     return Engine(cfg.relay, cfg.bans, whitelist=whitelist, mynetworks=mynetworks(cfg),
-                  own_addresses=own_addresses(), clock=clock)
+                  own_addresses=own_addresses(), clock=clock,
+                  accounting=cfg.accounting if cfg.accounting.enabled else None)
+
+
+def make_suspension_table(cfg: Config, dry_run: bool,
+                          set_entries: Callable[[str, Any], Any] | None = None) -> Any:
+    """The check_sasl_access writer of suspended IDs (accounting enabled), or None;
+    set_entries: the daemon's entry point of the policy service's table, used when
+    policy.sasl_access_map is accounting.sasl_access_map (else a table of its own)."""
+    if not cfg.accounting.enabled:
+        return None
+    from logwatch.daemon.suspensions import SaslContributors, SuspensionTable
+    from logwatch.effectors.saslaccess import SaslAccessTable
+
+    if set_entries is None or cfg.policy.sasl_access_map != cfg.accounting.sasl_access_map:
+        # A table of our own; the same file as the policy service's: its table, shared.
+        table = SaslAccessTable(cfg.accounting.sasl_access_map, dry_run=dry_run,
+                                log=logging.getLogger("logwatchd.saslaccess"))
+        set_entries = SaslContributors(table).set
+    return SuspensionTable(set_entries, cfg.accounting.suspend_action)
 
 
 def make_effectors(cfg: Config, dry_run: bool,
@@ -110,6 +131,15 @@ def make_watchdog(cfg: Config, dry_run: bool, clock: Clock) -> Any:
 
     return Watchdog(cfg.watchdog, dry_run=dry_run,
                     log=logging.getLogger("logwatchd.watchdog"), clock=clock)
+
+
+def make_accounting(cfg: Config, ruleset: Any, store: Any, clock: Clock) -> Any:
+    """The accounting (message records, stats log), or None when accounting is off."""
+    if not cfg.accounting.enabled:
+        return None
+    from logwatch.daemon.accounting import Accounting
+
+    return Accounting(cfg.accounting, ruleset, store, clock, cfg.rules.matcher)
 
 
 def make_sources(cfg: Config, on_chunk: Callable[[str, bytes], None], store: Any) -> list[Any]:
@@ -173,3 +203,10 @@ def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, A
         in_use = isinstance(exc, StateLockError) and not isinstance(exc.__cause__, OSError)
         hint = "" if in_use else access_hint(state_dir, "daemon.state_dir (--state-dir)")
         raise StartupError(f"state: {exc}{hint}") from exc
+
+
+def load_accounts(engine: Any, store: Any) -> list[Any]:
+    """The saved suspensions, their history and the account windows into the engine; the
+    suspensions that expired meanwhile come back as effects."""
+    return engine.accounts.load(store.load_suspensions(), store.load_suspension_history(),
+                                store.load_account_windows())

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--daemonize", action="store_true", help="fork into the background, write --pidfile")
     a("--pidfile", metavar="FILE", help="pid file (written with --daemonize or when given)")
     a("--actions-log", metavar="FILE", help="LTSV actions log ('none' disables)")
+    a("--stats-log", metavar="FILE", help="per-message LTSV stats log of accounting ('none' disables)")
+    a("--sasl-access-map", metavar="TYPE:PATH",
+      help="check_sasl_access table of suspended SASL IDs, e.g. hash:/etc/postfix/logwatchd-sasl")
+    a("--policy-listen", metavar="ADDR",
+      help="Postfix policy service: unix:/PATH or inet:HOST:PORT (policy.listen)")
+    a("--sasl-block-list", metavar="FILE",
+      help="SASL IDs refused by the policy service, one a line (policy.sasl_block_list)")
     a("--reset-state", action="store_true",
       help="start with no grants or bans: discard the saved ones and, with a new or empty "
            "state.db, remove the firewall's and map's entries instead of adopting them")
@@ -157,14 +164,16 @@ def load_effective_config(args: argparse.Namespace) -> tuple[Config, str | None]
 def absolute_args(args: argparse.Namespace) -> None:
     """Make the path flags absolute once: a reload after --daemonize's chdir("/") re-applies
     them and would otherwise resolve them against "/"."""
-    for attr in ("config", "state_dir", "socket", "pidfile", "whitelist"):
+    for attr in ("config", "state_dir", "socket", "pidfile", "whitelist", "sasl_block_list"):
         if getattr(args, attr, None):
             setattr(args, attr, os.path.abspath(getattr(args, attr)))
     for attr in ("logfile", "rules"):
         if getattr(args, attr, None):
             setattr(args, attr, [os.path.abspath(p) for p in getattr(args, attr)])
-    if args.actions_log and args.actions_log != "none":
-        args.actions_log = os.path.abspath(args.actions_log)
+    for attr in ("actions_log", "stats_log"):
+        value = getattr(args, attr, None)
+        if value and value != "none":
+            setattr(args, attr, os.path.abspath(value))
     # --relay-map stays as given: a relative map path is refused, as in the config file.
 
 

@@ -19,12 +19,14 @@ class BanBook(EngineState):
         # Bans shaped like an offender key are found by key; others (manual /24, /128 ...) by range.
         self._banned_keys: set[int] = set()
         self._odd_bans: list[tuple[int, int, int]] = []
+        self._odd_set: set[tuple[int, int, int]] = set()    # the same, for banned_net()
         for net in self.bans:
             key = self._net_key(net)
             if key is not None:
                 self._banned_keys.add(key)
             else:
                 self._odd_bans.append(parse_net(net))
+                self._odd_set.add(parse_net(net))
 
     def _lift_protected_bans(self) -> list[Effect]:
         nets = [net for net in self.bans if self._protected.overlaps(net)]
@@ -108,6 +110,7 @@ class BanBook(EngineState):
             self._banned_keys.add(key)
         else:
             self._odd_bans.append(parse_net(net))
+            self._odd_set.add(parse_net(net))
         self._push(expires_at, "b", net)
         self._counters["bans_added"] += 1
         effects.append(BanAdded(ban))
@@ -131,6 +134,7 @@ class BanBook(EngineState):
             rng = parse_net(net)
             if rng in self._odd_bans:
                 self._odd_bans.remove(rng)
+            self._odd_set.discard(rng)
 
     def _manual_net(self, ip_or_net: str) -> str:
         """A bare address names its offender network (/32, /64 ...); a CIDR is taken as given."""

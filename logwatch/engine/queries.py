@@ -17,7 +17,7 @@ from logwatch.engine.offenders import (
     _USER_SHIFT,
     _hits,
 )
-from logwatch.engine.whitelist import LOOPBACK, parse_net
+from logwatch.engine.whitelist import LOOPBACK, net_text, parse_net
 from logwatch.parsing.events import normalize_ip
 
 if TYPE_CHECKING:
@@ -126,6 +126,30 @@ class EngineQueries:
             if v == version and lo <= value <= hi:
                 return net
         return None
+
+    def banned_net(self: Engine, ip: str) -> str | None:
+        """The live ban net holding this (normalised) IP, or None: O(1) for offender-sized
+        bans, O(prefix lengths) for the others (the policy service asks on every request)."""
+        key = self._ip_key(ip)
+        if key is None:
+            return None
+        if key in self._banned_keys:
+            return self._key_net(key)
+        if not self._odd_set:
+            return None
+        version, value, _ = parse_net(ip)
+        bits = 32 if version == 4 else 128
+        for prefix in range(bits, 7, -1):
+            host = (1 << (bits - prefix)) - 1
+            first = value & ~host
+            if (version, first, first | host) in self._odd_set:
+                return net_text(version, first, prefix)
+        return None
+
+    def policy_exempt(self: Engine, ip: str) -> bool:
+        """Granted (pop-before-smtp), mynetworks, whitelisted, own or loopback: S25R never
+        applies to such a client."""
+        return ip in self.grants or self._protected.contains(ip)
 
     def _protection(self: Engine, rng: tuple[int, int, int]) -> list[dict[str, Any]]:
         """Each whitelist line, mynetworks entry, own address or loopback touching rng."""

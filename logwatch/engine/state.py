@@ -48,6 +48,7 @@ class EngineState:
     _history: OrderedDict[str, list[float]]  # net -> [bans so far, time of the last]
     _banned_keys: set[int]
     _odd_bans: list[tuple[int, int, int]]
+    _odd_set: set[tuple[int, int, int]]
 
     def _push(self, expires_at: float | None, kind: str, key: str) -> None:
         raise NotImplementedError           # core.Engine: the expiry heap

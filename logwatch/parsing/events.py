@@ -14,12 +14,29 @@ USER_UNKNOWN = "user-unknown"
 RELAY_DENIED = "relay-denied"
 REJECTED = "rejected"
 STUCK_SESSION = "stuck-session"
+S25R = "s25r"             # the policy service's S25R rules in `score` mode (no log rule emits it)
 
 KINDS: tuple[str, ...] = (
     LOGIN, LOGIN_FAILED, AUTH, AUTH_FAILED, USER_UNKNOWN, RELAY_DENIED, REJECTED, STUCK_SESSION,
+    S25R,
 )
 SUCCESS_KINDS = frozenset({LOGIN, AUTH})
 FAILURE_KINDS = frozenset(KINDS) - SUCCESS_KINDS
+
+# Message rules (rules/postfix-messages.yaml): their lines feed the accounting's correlation
+# (logwatch/parsing/messageparse.py), never the engine. "message-start" begins a message (a
+# queue id seen again there is a new message), "message" merges its fields into the
+# message of its queue id, "delivery" adds one recipient's status, "message-done" is the
+# message leaving the queue, "message-expired" the queue returning it, "message-reject" a
+# rejected attempt (NOQUEUE, or a queued message's recipient/milter rejection).
+MESSAGE_KINDS: tuple[str, ...] = (
+    "message-start", "message", "delivery", "message-done", "message-expired", "message-reject",
+)
+# The named groups a message rule may have (all optional but qid, which all but rejects need).
+MESSAGE_FIELDS: tuple[str, ...] = (
+    "qid", "ip", "name", "user", "method", "msgid", "sender", "size", "nrcpt", "rcpt",
+    "orig_to", "relay", "dsn", "status", "reason", "helo", "cmd",
+)
 
 # The services an event can name (a rule's service, its service_map's values).
 SERVICES: tuple[str, ...] = ("pop3", "imap", "smtp", "submission", "sieve")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from logwatch.parsing.events import Event, normalize_ip
+from logwatch.parsing.events import MESSAGE_FIELDS, Event, normalize_ip
 
 # Samples use year-less syslog dates: a fixed "now" late in a year places them all the same way.
 SAMPLE_NOW = 1795305600.0          # 2026-11-22 00:00 UTC
@@ -21,6 +21,8 @@ LINE_BUDGET = 0.025
 PROBE_SIZE = 16384
 PROBE_FINALISTS = 6
 EVENT_FIELDS = ("time", "kind", "ip", "user", "service", "program", "rule", "host", "line")
+# What a message rule's sample may expect: the message line's own fields and its groups.
+MESSAGE_SAMPLE_FIELDS = ("kind", "host", "program", *MESSAGE_FIELDS)
 # Tokens common in mail-log syntax, mixed with each rule's own literals in the probes.
 GENERIC_UNITS = ("a", " ", "<", ",", ":", "[", "(", "=", "1.2.3.4", "[1.2.3.4] ", "<a>, ",
                  ", rip=1.2.3.4", "a@b ")
@@ -98,6 +100,26 @@ def _differs(event: Event | None, expect: dict[str, Any] | None, rule_id: str) -
         else:
             ok = str(got) == str(want)
         if not ok:
+            wrong.append(f"{key}: expected {want!r}, got {got!r}")
+    return "; ".join(wrong) or None
+
+
+def _differs_message(found: Any, expect: dict[str, Any] | None, rule_id: str) -> str | None:
+    """What differs between a message line (messageparse.MessageLine) and a sample's
+    expectation, or None; a field expected null must be absent from the line."""
+    if expect is None:
+        return None if found is None else f"expected no message line, got {found.fields!r}"
+    if found is None:
+        return "expected a message line, got none"
+    if found.rule != rule_id:
+        return f"the message line came from rule {found.rule!r}"
+    got_all = {**found.fields, "kind": found.kind, "host": found.host, "program": found.program}
+    wrong = []
+    for key, want in expect.items():
+        got = got_all.get(key)
+        if key == "ip" and want is not None:
+            want = normalize_ip(str(want)) or str(want)
+        if (want is None) != (got is None) or (want is not None and str(got) != str(want)):
             wrong.append(f"{key}: expected {want!r}, got {got!r}")
     return "; ".join(wrong) or None
 
@@ -205,11 +227,17 @@ def check_rule(rule: Any, probe_size: int = PROBE_SIZE, budget: float = LINE_BUD
     from logwatch.parsing.rules import Ruleset
 
     problems: list[str] = []
-    parser = Parser(Ruleset([rule]), clock=lambda: SAMPLE_NOW, matcher="re")
+    parser: Any = Parser(Ruleset([rule]), clock=lambda: SAMPLE_NOW, matcher="re")
+    differs: Callable[[Any, Any, str], str | None] = _differs
+    if rule.is_message:
+        from logwatch.parsing.messageparse import MessageParser
+
+        parser = MessageParser(Ruleset([rule]), clock=lambda: SAMPLE_NOW, matcher="re")
+        differs = _differs_message
     seeds = []
     for sample in rule.samples:
         event = parser.parse_line(sample.line.encode())
-        why = _differs(event, sample.expect, rule.id)
+        why = differs(event, sample.expect, rule.id)
         if why and event is None:
             why += _why_none(rule, sample.line)
         if why:

@@ -9,11 +9,25 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logwatch.parsing.events import KINDS, SERVICES, STUCK_SESSION
-from logwatch.parsing.rulecheck import EVENT_FIELDS, Sample, check_rules, forbidden_constructs
+from logwatch.parsing.events import (
+    KINDS,
+    MESSAGE_FIELDS,
+    MESSAGE_KINDS,
+    S25R,
+    SERVICES,
+    STUCK_SESSION,
+)
+from logwatch.parsing.rulecheck import (
+    EVENT_FIELDS,
+    MESSAGE_SAMPLE_FIELDS,
+    Sample,
+    check_rules,
+    forbidden_constructs,
+)
 from logwatch.util.yamlsrc import YamlError, line_of, load_yaml
 
-RULE_KINDS = tuple(k for k in KINDS if k != STUCK_SESSION)
+RULE_KINDS = tuple(k for k in KINDS if k not in (STUCK_SESSION, S25R))
+ALL_RULE_KINDS = RULE_KINDS + MESSAGE_KINDS
 _RULE_KEYS = {"id", "kind", "service", "programs", "prefilter", "regex", "service_map", "description",
               "samples"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -42,14 +56,22 @@ class Rule:
     def applies_to(self, program: str) -> bool:
         return any(fnmatch.fnmatchcase(program, glob) for glob in self.programs)
 
+    @property
+    def is_message(self) -> bool:
+        """A message rule (accounting's correlation), not an event rule (the engine's)."""
+        return self.kind in MESSAGE_KINDS
+
 
 class Ruleset:
-    """The compiled rules in match order, plus the per-program index the parser uses."""
+    """The compiled rules in match order, plus the per-program index the parser uses.
+    `rules` are the event rules (the engine's parser); `message_rules` the accounting's, kept
+    apart so that they cost the event parser nothing (see messageparse.py)."""
 
     def __init__(self, rules: Sequence[Rule], files: Sequence[Path] = ()) -> None:
-        self.rules = tuple(rules)
+        self.rules = tuple(rule for rule in rules if not rule.is_message)
+        self.message_rules = tuple(rule for rule in rules if rule.is_message)
         self.files = tuple(files)
-        self.by_id = {rule.id: rule for rule in self.rules}
+        self.by_id = {rule.id: rule for rule in (*self.rules, *self.message_rules)}
         self.literals = tuple(sorted({lit for rule in self.rules for lit in rule.prefilters}))
         self._by_program: dict[str, tuple[Rule, ...]] = {}
 
@@ -92,8 +114,10 @@ def _prefilters(value: object, fail: Callable[[str], RuleError]) -> list[str]:
     return prefilters
 
 
-def _regex(pattern: object, fail: Callable[[str], RuleError]) -> re.Pattern[str]:
-    """A rule's compiled regex: plain constructs only, an ip group, no unknown named groups."""
+def _regex(pattern: object, fail: Callable[[str], RuleError],
+           message: bool = False) -> re.Pattern[str]:
+    """A rule's compiled regex: plain constructs only, an ip group (a message rule: a qid
+    group instead), no unknown named groups."""
     if not isinstance(pattern, str) or not pattern:
         raise fail("regex must be a non-empty string")
     try:
@@ -104,12 +128,18 @@ def _regex(pattern: object, fail: Callable[[str], RuleError]) -> re.Pattern[str]
     if bad:
         raise fail(f"regex uses {' and '.join(bad)}: these behave differently across the "
                    "supported Python versions; write the plain equivalent (README, 'Log rules')")
-    if "ip" not in regex.groupindex:
-        raise fail("regex has no (?P<ip>...) group")
-    extra = set(regex.groupindex) - {"ip", "user", "service"}
+    if message:
+        if "qid" not in regex.groupindex:
+            raise fail("a message rule's regex has no (?P<qid>...) group")
+        allowed = set(MESSAGE_FIELDS)
+    else:
+        if "ip" not in regex.groupindex:
+            raise fail("regex has no (?P<ip>...) group")
+        allowed = {"ip", "user", "service"}
+    extra = set(regex.groupindex) - allowed
     if extra:
-        raise fail(f"unknown named group(s) {', '.join(sorted(extra))} (allowed: ip, user, "
-                   "service)")
+        raise fail(f"unknown named group(s) {', '.join(sorted(extra))} (allowed: "
+                   f"{', '.join(sorted(allowed))})")
     return regex
 
 
@@ -131,9 +161,9 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
         raise _fail(path, where(str(unknown[0])), rule_id,
                     f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_RULE_KEYS))})")
     kind = raw.get("kind")
-    if kind not in RULE_KINDS:
+    if kind not in ALL_RULE_KINDS:
         raise _fail(path, where("kind"), rule_id,
-                    f"kind {kind!r} is not one of {', '.join(RULE_KINDS)}")
+                    f"kind {kind!r} is not one of {', '.join(ALL_RULE_KINDS)}")
     service = raw.get("service")
     if service is not None and service not in SERVICES:
         raise _fail(path, where("service"), rule_id,
@@ -144,7 +174,8 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
                     "programs must be a non-empty string or list of strings (syslog tags, globs)")
     prefilters = _prefilters(raw.get("prefilter"), lambda why: _fail(
         path, where("prefilter"), rule_id, why))
-    regex = _regex(raw.get("regex"), lambda why: _fail(path, where("regex"), rule_id, why))
+    regex = _regex(raw.get("regex"), lambda why: _fail(path, where("regex"), rule_id, why),
+                   message=kind in MESSAGE_KINDS)
     service_map = raw.get("service_map") or {}
     if not isinstance(service_map, dict) or not all(
         isinstance(k, str) and v in SERVICES for k, v in service_map.items()
@@ -160,11 +191,13 @@ def _compile_rule(path: Path, index: int, raw: object, marks: dict) -> Rule:
         regex=regex,
         service_map={k.lower(): v for k, v in service_map.items()},
         source=f"{path}:{line}",
-        samples=_samples(path, base, raw.get("samples"), marks, rule_id),
+        samples=_samples(path, base, raw.get("samples"), marks, rule_id,
+                         MESSAGE_SAMPLE_FIELDS if kind in MESSAGE_KINDS else EVENT_FIELDS),
     )
 
 
-def _samples(path: Path, base: tuple, raw: object, marks: dict, rule_id: str) -> tuple[Sample, ...]:
+def _samples(path: Path, base: tuple, raw: object, marks: dict, rule_id: str,
+             fields: tuple[str, ...] = EVENT_FIELDS) -> tuple[Sample, ...]:
     """The validated `samples:` list of a rule: at least one with an expected event."""
     where = line_of(marks, base + ("samples",))
     if not isinstance(raw, list) or not raw:
@@ -181,11 +214,11 @@ def _samples(path: Path, base: tuple, raw: object, marks: dict, rule_id: str) ->
         if not isinstance(line, str) or not line or "\n" in line:
             raise _fail(path, at, rule_id, "sample line must be one non-empty log line")
         if expect is not None:
-            unknown = sorted(set(map(str, expect)) - set(EVENT_FIELDS)) if isinstance(
+            unknown = sorted(set(map(str, expect)) - set(fields)) if isinstance(
                 expect, dict) else ["(not a mapping)"]
             if unknown or not expect:
                 raise _fail(path, at, rule_id, f"sample expect must be null or a mapping of "
-                            f"event fields ({', '.join(EVENT_FIELDS)}); bad: {unknown or '{}'}")
+                            f"event fields ({', '.join(fields)}); bad: {unknown or '{}'}")
         samples.append(Sample(line, expect, f"{path}:{at}"))
     if all(s.expect is None for s in samples):
         raise _fail(path, where, rule_id, "samples: at least one must expect an event")

@@ -9,7 +9,7 @@ policy service and the metrics listener are next."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +21,17 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """One kind of service: enabled(cfg), build(cfg, handler, selector, clock) -> Service, its
-    address(cfg), and the config key an admin fixes when it cannot start (in the error)."""
+    """One kind of service: enabled(cfg), build(cfg, handler, selector, clock, **inputs) ->
+    Service, its address(cfg), and the config key an admin fixes when it cannot start (in the
+    error). inputs: names of the daemon's other collaborators it needs (start_services'
+    inputs mapping), passed to build as keyword arguments."""
 
     name: str
     enabled: Callable[[Any], bool]
-    build: Callable[[Any, Handler, Any, Callable[[], float]], Service]
+    build: Callable[..., Service]
     address: Callable[[Any], str]
     address_key: str
+    inputs: tuple[str, ...] = ()
 
 
 SERVICES: Registry[ServiceEntry] = Registry("service")
@@ -45,20 +48,38 @@ SERVICES.register("control", ServiceEntry("control", lambda cfg: True, _build_co
                                           lambda cfg: cfg.daemon.socket,
                                           "daemon.socket (--socket)"))
 
+
+def _build_policy(cfg: Any, handler: Handler, selector: Any, clock: Callable[[], float], *,
+                  policy: Any) -> Service:
+    from logwatch.services.policy import PolicyServer
+
+    p = cfg.policy
+    return PolicyServer(p.listen, policy.answer, selector, clock, idle_timeout=p.idle_timeout,
+                        on_error=p.on_error, mode=int(p.socket_mode, 8), owner=p.socket_owner,
+                        group=p.socket_group)
+
+
+SERVICES.register("policy", ServiceEntry(
+    "policy", lambda cfg: bool(cfg.policy.listen), _build_policy,
+    lambda cfg: cfg.policy.listen.removeprefix("unix:") if cfg.policy.listen.startswith("unix:")
+    else "", "policy.listen (--policy-listen)", inputs=("policy",)))
+
 class ServiceError(Exception):
     """A service cannot start; the message names the service and the key to fix."""
 
 
-def start_services(cfg: Any, handler: Handler, selector: Any,
-                   clock: Callable[[], float]) -> list[Service]:
-    """Build and start every enabled service, each answering with handler(request)."""
+def start_services(cfg: Any, handler: Handler, selector: Any, clock: Callable[[], float],
+                   inputs: Mapping[str, Any] | None = None) -> list[Service]:
+    """Build and start every enabled service, each answering with handler(request) (and
+    given the inputs it names)."""
     from logwatch.daemon.hints import access_hint
 
     started: list[Service] = []
     for entry in SERVICES:
         if not entry.enabled(cfg):
             continue
-        service = entry.build(cfg, handler, selector, clock)
+        extra = {name: (inputs or {})[name] for name in entry.inputs}
+        service = entry.build(cfg, handler, selector, clock, **extra)
         try:
             service.start()
         except Exception as exc:    # ControlError (bind, mkdir): say which key to fix

@@ -9,6 +9,7 @@ from typing import Any
 
 from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
+from logwatch.services.policycmds import policy_test, policy_verdicts
 from logwatch.services.queries import answer_query
 from logwatch.util.duration import parse_duration
 
@@ -35,6 +36,9 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
+    messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    policy: Any = None                              # daemon/policyside.PolicySide
 
 
 class Commands:
@@ -46,8 +50,11 @@ class Commands:
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
-            "offenders": self._query, "check": self._query,
+            "offenders": self._query, "check": self._query, "messages": self._messages,
             **{cmd: self._manual for cmd in _NOTHING},
+            "accounts": self._accounts, "suspend": self._suspension,
+            "unsuspend": self._suspension,
+            "verdicts": self._verdicts, "policy-test": self._policy_test,
         }
 
     def __call__(self, req: dict[str, Any]) -> Reply:
@@ -82,8 +89,19 @@ class Commands:
         self.actions.apply(effects)
         return {"ok": True, "message": f"flushed: {len(effects)} ban(s) lifted"}
 
+    def _messages(self, req: dict[str, Any]) -> Reply:
+        if self.actions.messages is None:
+            return {"ok": False, "error": "messages: accounting is off (accounting.enabled)"}
+        return self.actions.messages(req)
+
     def _query(self, req: dict[str, Any]) -> Reply:
         return answer_query(self.engine, req)
+
+    def _verdicts(self, req: dict[str, Any]) -> Reply:
+        return policy_verdicts(self.actions.policy, req)
+
+    def _policy_test(self, req: dict[str, Any]) -> Reply:
+        return policy_test(self.actions.policy, req)
 
     def _manual(self, req: dict[str, Any]) -> Reply:
         """ban/unban/grant/revoke IP [for DURATION]: checked, then through the engine."""
@@ -116,3 +134,35 @@ class Commands:
         self.actions.apply(effects)
         self.actions.changed()
         return {"ok": True, "message": f"{cmd} {raw}: done"}
+
+    def _accounts(self, req: dict[str, Any]) -> Reply:
+        """Top senders (score, counts, why) and the suspended IDs (engine/accounts.py)."""
+        limit = req.get("limit", 20)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            return {"ok": False, "error": "accounts: \"limit\" must be a non-negative integer"}
+        return {"ok": True, **self.engine.accounts.view(limit or None)}
+
+    def _suspension(self, req: dict[str, Any]) -> Reply:
+        """suspend USER [for DURATION] / unsuspend USER: through the engine and the table."""
+        cmd, user = req["cmd"], req.get("user")
+        if not isinstance(user, str):
+            return {"ok": False, "error": f"{cmd}: a \"user\" string is required"}
+        duration = req.get("for")
+        if duration is not None:
+            try:
+                duration = parse_duration(duration)
+            except ValueError as exc:
+                return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
+        accounts = self.engine.accounts
+        if cmd == "suspend" and not accounts.settings.enabled:
+            return {"ok": False, "error": "suspend: accounting is not enabled"}
+        try:
+            effects = list(accounts.suspend(user, duration) if cmd == "suspend"
+                           else accounts.unsuspend(user))
+        except ValueError as exc:
+            return {"ok": False, "error": f"{cmd}: {exc}"}
+        if not effects:
+            return {"ok": False, "error": f"unsuspend: {user!r}: not suspended"}
+        self.actions.apply(effects)
+        self.actions.changed()
+        return {"ok": True, "message": f"{cmd} {user.lower()}: done"}

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from logwatch.engine.model import Ban, Grant, Position
+from logwatch.engine.model import Ban, Grant, Position, Suspension
+from logwatch.state import counts as _counts
 from logwatch.util.safeio import make_private, tighten
 
-SCHEMA_VERSION = 1
 # Set in the file header (PRAGMA application_id, no schema change) once a daemon has started
 # on the store: an empty store without it was never used, whatever its schema.
 APPLICATION_ID = 0x4C575344
@@ -57,7 +57,84 @@ MIGRATIONS: list[str] = [
         cursor TEXT NOT NULL
     );
     """,
+    # 2: the policy service's audit of verdicts other than DUNNO, and its quota counters
+    # (logwatch/state/policystore.py).
+    """
+    CREATE TABLE policy_verdicts (
+        decided_at REAL NOT NULL,
+        instance TEXT,
+        queue_id TEXT,
+        client_address TEXT,
+        client_name TEXT,
+        sasl_username TEXT,
+        sender TEXT,
+        recipient TEXT,
+        rule TEXT NOT NULL,
+        action TEXT NOT NULL
+    );
+    CREATE INDEX policy_verdicts_time ON policy_verdicts (decided_at);
+    CREATE TABLE policy_quota_counts (
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        PRIMARY KEY (quota, qkey)
+    );
+    """,
+    # 3: accounting (state/accounting.py): open messages, message records (the stats log is
+    # written from them; kept `accounting.keep` for logwatchctl messages), sequence marks.
+    """
+    CREATE TABLE acct_open (
+        host TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (host, queue_id)
+    );
+    CREATE TABLE acct_records (
+        seq BIGINT PRIMARY KEY,
+        done_time DOUBLE PRECISION NOT NULL,
+        sasl_user TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX acct_records_time ON acct_records (done_time);
+    CREATE INDEX acct_records_user ON acct_records (sasl_user, done_time);
+    CREATE TABLE acct_meta (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    """,
+    # 4: account risk (logwatch/engine/accounts.py) and counts over time (logwatch/state/counts.py).
+    """
+    CREATE TABLE suspensions (
+        sasl_user TEXT PRIMARY KEY,
+        since REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        score REAL NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT '{}',
+        offences INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL DEFAULT 'auto'
+    );
+    CREATE TABLE suspension_history (
+        sasl_user TEXT PRIMARY KEY,
+        suspensions INTEGER NOT NULL,
+        last_suspension REAL NOT NULL
+    );
+    CREATE TABLE account_windows (
+        sasl_user TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        newest REAL NOT NULL
+    );
+    CREATE TABLE counts (
+        series TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        t BIGINT NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (series, step, t)
+    );
+    """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(Exception):
@@ -246,6 +323,83 @@ class Store:
             return
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, cursor))
+
+    # -- suspended SASL IDs, their history and the account windows (engine/accounts.py) --
+
+    def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        with self.transaction():
+            for s in suspensions:
+                self.db.execute("DELETE FROM suspensions WHERE sasl_user = ?", (s.user,))
+                self.db.execute("INSERT INTO suspensions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (s.user, s.since, s.expires_at, s.score,
+                                 json.dumps(s.reason, sort_keys=True), s.offences, s.source))
+
+    def replace_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        """The suspensions := exactly these (a resync after a failed commit)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM suspensions")
+            self.put_suspensions(suspensions)
+
+    def delete_suspensions(self, users: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
+                                ((u,) for u in users))
+
+    def load_suspensions(self) -> list[Suspension]:
+        rows = self.db.execute("SELECT sasl_user, since, expires_at, score, reason, offences, "
+                               "source FROM suspensions ORDER BY sasl_user")
+        return [Suspension(u, s, e, sc, json.loads(r), o, src) for u, s, e, sc, r, o, src in rows]
+
+    def put_suspension_history(self, rows: Iterable[tuple[str, int, float]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO suspension_history VALUES (?, ?, ?) ON CONFLICT (sasl_user) DO "
+                "UPDATE SET suspensions = excluded.suspensions, "
+                "last_suspension = excluded.last_suspension", rows)
+
+    def load_suspension_history(self) -> list[tuple[str, int, float]]:
+        return list(self.db.execute("SELECT sasl_user, suspensions, last_suspension "
+                                    "FROM suspension_history"))
+
+    def replace_account_windows(self, rows: Iterable[tuple[str, object, float]]) -> None:
+        """The account windows := exactly these (user, state, newest minute's time)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM account_windows")
+            self.db.executemany("INSERT INTO account_windows VALUES (?, ?, ?)",
+                                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
+
+    def put_account_windows(self, rows: Iterable[tuple[str, object, float]],
+                            older_than: float | None = None) -> None:
+        """Upsert (user, state, newest) rows; drop those whose newest is before older_than."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO account_windows VALUES (?, ?, ?) ON CONFLICT (sasl_user) DO "
+                "UPDATE SET state = excluded.state, newest = excluded.newest",
+                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
+            if older_than is not None:
+                self.db.execute("DELETE FROM account_windows WHERE newest < ?", (older_than,))
+
+    def load_account_windows(self) -> list[tuple[str, str]]:
+        """(user, state) rows, the most recently active last."""
+        return list(self.db.execute("SELECT sasl_user, state FROM account_windows "
+                                    "ORDER BY newest"))
+
+    # -- counts over time (state/counts.py) --------------------------------------------
+
+    def put_counts(self, rows: Iterable[tuple[str, int, float]], now: float | None = None) -> None:
+        """Minute rows (series, minute start, value), added up; older buckets pruned."""
+        with self.transaction():
+            _counts.add_counts(self.db, rows)
+            if now is not None:
+                _counts.prune_counts(self.db, now)
+
+    def counts(self, series: str, since: float, until: float, step: int,
+               now: float | None = None) -> list[tuple[int, float]]:
+        """[(bucket start, value), ...] of one series: see logwatch.state.counts.counts."""
+        return _counts.counts(self.db, series, since, until, step, now)
+
+    def count_series(self, prefix: str = "") -> list[str]:
+        return _counts.series_names(self.db, prefix)
 
     # -- resync after a failed write (disk full) -----------------------------
 

@@ -1,0 +1,219 @@
+"""The accounting in the daemon: message lines of each chunk -> the correlator -> records,
+published to subscribers at once, saved with the read positions, then written to the stats log.
+
+Durability order (exactly once across kill -9): the open messages, the new records and the
+sequence marks are staged in the transaction that saves the positions (effects.py calls
+stage() then committed()); only committed records go to the stats log (fsynced), and at start
+the records the store holds beyond the last seq in the stats log are written first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from logwatch.clock import Clock, wall
+from logwatch.daemon.config import AccountingConfig
+from logwatch.daemon.statslog import StatsLog
+from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
+from logwatch.parsing.events import normalize_ip
+from logwatch.parsing.messageparse import MessageParser
+from logwatch.state import accounting as rows
+from logwatch.util.duration import parse_duration
+
+log = logging.getLogger("logwatchd.accounting")
+
+SWEEP_INTERVAL = 60.0            # expiry of open messages
+PRUNE_INTERVAL = 3600.0          # records older than accounting.keep leave the store
+PIECE = 256 * 1024               # bytes of lines parsed and correlated at a time
+
+
+@dataclass
+class Subscriber:
+    """Who wants the records (the risk engine, metrics, the web page); either may be None."""
+
+    on_record: Callable[[MessageRecord], None] | None = None
+    on_reject: Callable[[RejectedAttempt], None] | None = None
+    name: str = ""
+
+
+def record_dict(r: MessageRecord) -> dict[str, Any]:
+    """A record as `logwatchctl messages --json` shows it."""
+    d = {k: getattr(r, k) for k in MessageRecord.__dataclass_fields__}
+    d["recipients"] = [{"address": x.address, "status": x.status, "dsn": x.dsn,
+                        "relay": x.relay, "orig_to": x.orig_to} for x in r.recipients]
+    return d
+
+
+class Accounting:
+    """The message parser, the correlator, the stats log and the subscribers."""
+
+    def __init__(self, cfg: AccountingConfig, ruleset: Any, store: Any, clock: Clock = wall,
+                 matcher: str = "auto") -> None:
+        self.cfg, self.store, self.clock = cfg, store, clock
+        self.parser = MessageParser(ruleset, clock, matcher)
+        self.correlator = Correlator(cfg.max_open, cfg.max_age, clock)
+        self.stats_log = StatsLog(cfg.stats_log) if cfg.stats_log else None
+        self.subscribers: list[Subscriber] = []
+        self.pending: list[MessageRecord] = []      # closed, not committed yet
+        self.unwritten: list[MessageRecord] = []    # committed, not in the stats log yet
+        self.written_seq = 0
+        self._staged: tuple[list[Any], int] | None = None
+        self._pruned_at = 0.0
+        self.errors = 0
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.append(subscriber)
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open messages and marks from the store; the records the stats log lacks written."""
+        marks = rows.marks(self.store)
+        self.correlator.load(rows.load_open(self.store), marks.get(rows.NEXT_SEQ, 1))
+        self.written_seq = marks.get(rows.WRITTEN_SEQ, 0)
+        if self.stats_log is not None:
+            self.written_seq = max(self.written_seq, self.stats_log.last_seq())
+        self.unwritten = rows.records_after(self.store, self.written_seq)
+        # A new state database next to an old stats log: numbers go on from the log's.
+        self.correlator.next_seq = max(self.correlator.next_seq, self.written_seq + 1)
+        if self.stats_log is None:
+            self.written_seq = max([self.written_seq] + [r.seq for r in self.unwritten])
+            self.unwritten = []
+        log.info("action=accounting-start open=%d next_seq=%d unwritten=%d stats_log=%s",
+                 len(self.correlator.open), self.correlator.next_seq, len(self.unwritten),
+                 self.cfg.stats_log or "none")
+        self.flush()
+
+    # -- the data path --------------------------------------------------------------------
+
+    def on_chunk(self, chunk: bytes) -> None:
+        # In pieces of whole lines: the lines and fields of a piece are freed before the
+        # next, so they do not fragment the heap the open messages stay in (RSS).
+        start, size = 0, len(chunk)
+        while start < size:
+            end = chunk.rfind(b"\n", start, start + PIECE) + 1 if start + PIECE < size else size
+            if end <= start:                      # one line longer than a piece
+                end = chunk.find(b"\n", start + PIECE) + 1 or size
+            records, rejects = self.correlator.feed(self.parser.parse(chunk[start:end]))
+            self._publish(records, rejects)
+            start = end
+
+    def sweep(self) -> None:
+        self._publish(self.correlator.sweep(), [])
+
+    def _publish(self, records: list[MessageRecord], rejects: list[RejectedAttempt]) -> None:
+        if records:
+            self.pending.extend(records)
+        for sub in self.subscribers:
+            failed = 0
+            for call, items in ((sub.on_record, records), (sub.on_reject, rejects)):
+                if call is None:
+                    continue
+                for item in items:
+                    try:
+                        call(item)
+                    except Exception:
+                        # A consumer's bug must not lose the accounting, nor the other
+                        # records for this consumer; logged once per batch.
+                        failed += 1
+                        if failed == 1:
+                            log.exception("action=accounting-subscriber-error subscriber=%s",
+                                          sub.name)
+            self.errors += failed
+
+    # -- durability (called by effects.py around the positions' transaction) ---------------
+
+    def stage(self, store: Any) -> None:
+        """Inside the positions' transaction: what changed since the last commit."""
+        changed, deleted = self.correlator.changes()
+        rows.save(store, self.correlator.rows(changed), deleted, self.pending,
+                  self.correlator.next_seq, self.written_seq)
+        now = self.clock()
+        if self.cfg.keep >= 0 and now - self._pruned_at >= PRUNE_INTERVAL:
+            rows.prune(store, now - self.cfg.keep, self.written_seq)
+            self._pruned_at = now
+        self._staged = (changed, len(self.pending))
+
+    def committed(self) -> None:
+        """The staged transaction committed: those records may go to the stats log."""
+        if self._staged is None:
+            return
+        changed, count = self._staged
+        self._staged = None
+        self.correlator.saved(changed)
+        self.unwritten.extend(self.pending[:count])
+        del self.pending[:count]
+        self.flush()
+
+    def aborted(self) -> None:
+        """The staged transaction failed: everything stays pending for the next one."""
+        self._staged = None
+
+    def flush(self) -> None:
+        """Committed records into the stats log (fsynced); kept for a retry on an error."""
+        if not self.unwritten:
+            return
+        if self.stats_log is not None:
+            try:
+                self.stats_log.write(self.unwritten)
+            except OSError as exc:
+                if not self.stats_log.failed:
+                    log.error("action=statslog-error path=%s error=%s", self.stats_log.path, exc)
+                self.stats_log.failed = True
+                self.stats_log.close()
+                return
+            self.stats_log.failed = False
+        self.written_seq = self.unwritten[-1].seq
+        self.unwritten = []
+
+    # -- control --------------------------------------------------------------------------
+
+    def reopen(self) -> None:
+        """SIGHUP: reopen the stats log (logrotate without copytruncate)."""
+        if self.stats_log is not None:
+            self.stats_log.reopen()
+
+    def reload(self, ruleset: Any, matcher: str) -> None:
+        """SIGHUP: the reloaded message rules (counters kept) and the stats log reopened."""
+        parser = MessageParser(ruleset, self.clock, matcher)
+        parser.stats = self.parser.stats
+        self.parser = parser
+        self.reopen()
+
+    def close(self) -> None:
+        if self.stats_log is not None:
+            self.stats_log.close()
+
+    def query(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`logwatchctl messages`: the newest records, by SASL user, client IP, age."""
+        user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
+        if user is not None and not isinstance(user, str):
+            return {"ok": False, "error": "messages: \"user\" must be a string"}
+        if ip is not None:
+            ip = normalize_ip(ip) if isinstance(ip, str) else None
+            if ip is None:
+                return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
+        try:
+            after = None if since is None else self.clock() - parse_duration(since)
+        except ValueError as exc:
+            return {"ok": False, "error": f"messages: \"since\" {exc}"}
+        if limit is None:
+            limit = 100
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+            return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
+        fresh = [r for r in reversed(self.pending + self.unwritten)
+                 if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
+                 and (after is None or r.done_time >= after)]
+        stored = rows.query(self.store, user, ip, after, limit)
+        seen = {r.seq for r in fresh}
+        found = (fresh + [r for r in stored if r.seq not in seen])[:limit]
+        return {"ok": True, "messages": [record_dict(r) for r in found]}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.correlator.stats(), "parser": self.parser.counters(),
+                "pending": len(self.pending), "unwritten": len(self.unwritten),
+                "written_seq": self.written_seq, "subscriber_errors": self.errors,
+                "stats_log": self.cfg.stats_log}

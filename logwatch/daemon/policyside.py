@@ -1,0 +1,284 @@
+"""The daemon's side of the policy service: builds the Decider from the config, answers each
+request (pure and in memory), and on the loop's "policy" timer writes the audit rows and the
+quota counters in one transaction, writes the actions-log lines, re-reads changed list files,
+prunes the audit, and feeds S25R `score` notes to the engine. Also owns the check_sasl_access
+table, whose entries come from contributors (set_sasl_entries)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from logwatch.daemon.factory import file_mtime
+from logwatch.engine.policy import DUNNO, Decider, PolicyContext, PolicyRequest, Verdict
+from logwatch.engine.policy.quotas import QuotaCheck
+from logwatch.engine.policy.saslblock import parse_block_list
+from logwatch.parsing.events import RELAY_DENIED, S25R, USER_UNKNOWN, Event
+from logwatch.state.policystore import AuditRow, PolicyStore
+from logwatch.util.safeio import read_capped
+
+log = logging.getLogger("logwatchd.policy")
+
+FLUSH_INTERVAL = 0.5          # audit rows and quota counters reach the store this often ...
+FLUSH_ROWS = 5000             # ... this many counter rows at most (a flood: the rest next time)
+PRUNE_INTERVAL = 3600.0
+LIST_MAX_BYTES = 16 << 20
+BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
+_REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
+MILTER_REJECT_RULE = "postfix-milter-reject-message"    # rules/postfix.yaml: user = queue id
+
+
+def read_text(path: str) -> str:
+    """A list or profile file (regular files only, capped); OSError when unreadable."""
+    return read_capped(path, LIST_MAX_BYTES).decode("utf-8", errors="replace")
+
+
+class PolicySide:
+    """Decisions, audit, lists and the sasl table; the daemon calls setup() once, answer()
+    per request (through the PolicyServer), flush() on its timer and close() at stop."""
+
+    def __init__(self, loop: Any, parts: Any, feed: Callable[[Sequence[Event]], None],
+                 error: Callable[[str], None]) -> None:
+        self.loop = loop
+        self.parts = parts
+        self.feed = feed
+        self.error = error
+        self.cfg: Any = None
+        self.context = PolicyContext(read_text=read_text)
+        self.decider: Decider | None = None
+        self.pending: list[AuditRow] = []
+        self.counts: dict[str, int] = {}
+        self.sasl_table: Any = None
+        self.sasl_entries: dict[str, dict[str, str]] = {}
+        self._mtimes: dict[str, int | None] = {}
+        self._last_prune = 0.0
+        loop.on_timer("policy", self._on_timer)
+        loop.on_timer("policy-notes", self.drain_notes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg is not None and bool(self.cfg.policy.listen)
+
+    @property
+    def quotas(self) -> QuotaCheck | None:
+        check = self.decider.check("quotas") if self.decider is not None else None
+        return check if isinstance(check, QuotaCheck) else None
+
+    # -- set-up and reload ------------------------------------------------------------
+
+    def setup(self, cfg: Any, dry_run: bool) -> None:
+        """Build from the config; the sasl table := the block list (and other contributors)."""
+        self.cfg = cfg
+        self._read_block_list()
+        self.decider = Decider.build(cfg.policy, cfg.quotas, self.context)
+        self._note_mtimes()
+        self._open_sasl_table(cfg, dry_run)
+        quotas = self.quotas
+        store = PolicyStore(self.parts.store)
+        if quotas is not None:
+            loaded = quotas.load(store.load_quota_counts(), self.loop.clock())
+            log.info("action=policy-quotas quotas=%d keys=%d", len(quotas.specs), loaded)
+        store.prune_quota_counts([q.name for q in cfg.quotas])
+        if self.enabled or cfg.policy.sasl_access_map:
+            self.loop.call_at("policy", self.loop.clock() + FLUSH_INTERVAL)
+
+    def reconfigure(self, cfg: Any, dry_run: bool) -> None:
+        """A reload: counters to the store, then everything rebuilt from the new config."""
+        self.flush(self.loop.clock(), everything=True)
+        self.setup(cfg, dry_run)
+
+    def _open_sasl_table(self, cfg: Any, dry_run: bool) -> None:
+        spec = cfg.policy.sasl_access_map
+        if not spec:
+            self.sasl_table = None
+            return
+        if self.sasl_table is None or str(self.sasl_table.spec) != spec:
+            from logwatch.effectors.saslaccess import SaslAccessTable
+
+            self.sasl_table = SaslAccessTable(spec, dry_run=dry_run,
+                                              log=logging.getLogger("logwatchd.saslaccess"))
+        self._sync_sasl()
+
+    def set_sasl_entries(self, contributor: str, entries: Mapping[str, str]) -> None:
+        """This contributor's entries of the check_sasl_access table (login -> action) are
+        now exactly these; the table holds the union (the first contributor's action wins)."""
+        self.sasl_entries[contributor] = dict(entries)
+        self._sync_sasl()
+
+    def _sync_sasl(self) -> None:
+        if self.sasl_table is None:
+            return
+        union: dict[str, str] = {}
+        for entries in self.sasl_entries.values():
+            for user, action in entries.items():
+                union.setdefault(user.lower(), action)
+        try:
+            self.sasl_table.sync(union)
+        except Exception as exc:        # SaslAccessError, OSError: keep answering
+            self.error(f"sasl access map: {exc}")
+            log.error("action=sasl-access-error error=%s", exc)
+
+    def _read_block_list(self) -> None:
+        path = self.cfg.policy.sasl_block_list
+        ids: frozenset[str] = frozenset()
+        if path:
+            try:
+                ids, warnings = parse_block_list(read_text(path))
+            except (OSError, UnicodeDecodeError) as exc:
+                warnings = [f"cannot read: {exc}"]
+                ids = self.context.sasl_blocked     # keep what we had
+            for w in warnings:
+                log.warning("action=sasl-block-list-warning file=%s %s", path, w)
+        self.context.sasl_blocked = ids
+        action = self.cfg.policy.sasl_block_action
+        self.sasl_entries[BLOCK_LIST] = dict.fromkeys(sorted(ids), action)
+
+    def _watched(self) -> list[str]:
+        p = self.cfg.policy
+        paths = [p.sasl_block_list, p.s25r_whitelist, p.s25r_blacklist]
+        quotas = self.quotas
+        if quotas is not None:
+            paths += quotas.profile_paths()
+        return [x for x in paths if x]
+
+    def _note_mtimes(self) -> None:
+        self._mtimes = {path: file_mtime(path) for path in self._watched()}
+
+    def _check_files(self) -> None:
+        changed = [p for p, m in self._mtimes.items() if file_mtime(p) != m]
+        if not changed:
+            return
+        self._note_mtimes()
+        log.info("action=policy-lists-reread files=%s", ",".join(changed))
+        block_list = self.cfg.policy.sasl_block_list
+        if block_list in changed:
+            self._read_block_list()
+            self._sync_sasl()
+        quotas = self.quotas
+        if quotas is not None and set(changed) & set(quotas.profile_paths()):
+            for w in quotas.reload_profiles(read_text):
+                log.warning("action=quota-profile-warning %s", w)
+        if set(changed) - {block_list} - set(quotas.profile_paths() if quotas else []):
+            # An S25R list: rebuild the checks (quota counters are kept in the same object).
+            old = self.decider
+            self.decider = Decider.build(self.cfg.policy, self.cfg.quotas, self.context)
+            if old is not None and quotas is not None:
+                self.decider.checks = [(n, quotas if n == "quotas" else c)
+                                       for n, c in self.decider.checks]
+
+    # -- requests ---------------------------------------------------------------------
+
+    def answer(self, req: PolicyRequest) -> str:
+        """The action for one request: memory only, no I/O (the audit is written later)."""
+        assert self.decider is not None
+        now = self.loop.clock()
+        self.context.engine = self.parts.engine
+        verdict = self.decider.decide(req, now)
+        self.counts[verdict.rule] = self.counts.get(verdict.rule, 0) + 1
+        if self.context.notes and not self.loop.armed("policy-notes"):
+            self.loop.call_at("policy-notes", now)      # after this reply is sent
+        if verdict.action != DUNNO:
+            self.pending.append(_audit_row(req, verdict, now))
+        return verdict.action
+
+    def test(self, attrs: Mapping[str, str]) -> Verdict:
+        """policy-test: the verdict for these attributes, changing no counter."""
+        assert self.decider is not None
+        self.context.engine = self.parts.engine
+        req = PolicyRequest({str(k): str(v) for k, v in attrs.items()})
+        notes = list(self.context.notes)
+        verdict = self.decider.decide(req, self.loop.clock(), commit=False)
+        self.context.notes[:] = notes
+        return verdict
+
+    def observe(self, events: Iterable[Event]) -> None:
+        """Log-side rejections refund what they took back (quotas): a recipient rejected by
+        name (User unknown, Relay access denied), or a whole message a milter rejected."""
+        quotas = self.quotas
+        if quotas is None:
+            return
+        now = self.loop.clock()
+        for ev in events:
+            if not ev.user:
+                continue
+            if ev.rule == MILTER_REJECT_RULE:
+                refunded = quotas.refund_message(ev.user, now)
+            elif ev.kind in _REFUND_KINDS and "smtpd" in ev.program:
+                refunded = quotas.refund(ev.ip, ev.user, now)
+            else:
+                continue
+            if refunded:
+                self.counts["refunds"] = self.counts.get("refunds", 0) + 1
+
+    # -- the timer ----------------------------------------------------------------------
+
+    def _on_timer(self, now: float) -> None:
+        self.loop.call_at("policy", now + FLUSH_INTERVAL)
+        try:
+            self._check_files()
+            self.flush(now)
+        except Exception as exc:        # the store full or broken: keep answering
+            self.error(f"policy: {exc}")
+            log.exception("action=policy-flush-error")
+
+    def drain_notes(self, now: float) -> None:
+        notes, self.context.notes[:] = list(self.context.notes), []
+        when = datetime.fromtimestamp(now, UTC)
+        self.feed([Event(when, S25R, n.ip, None, "smtp", "logwatchd/policy", n.rule, None)
+                   for n in notes if n.kind == S25R])
+
+    def flush(self, now: float, everything: bool = False) -> None:
+        """Audit rows and changed quota counters: one transaction; actions-log lines.
+        The loop waits while it runs, so a flood's counters go FLUSH_ROWS at a time."""
+        store = self.parts.store
+        if store is None:
+            return
+        rows, self.pending = self.pending, []
+        quotas = self.quotas
+        limit = None if everything else FLUSH_ROWS
+        counts = quotas.take_dirty(limit) if quotas is not None else []
+        pstore = PolicyStore(store)
+        prune = now - self._last_prune >= PRUNE_INTERVAL
+        if rows or counts or prune:
+            with store.transaction():
+                pstore.put_verdicts(rows)
+                pstore.put_quota_counts(counts)
+                if prune:
+                    self._last_prune = now
+                    pstore.prune_verdicts(now - self.cfg.policy.audit_retention)
+        if prune and quotas is not None:
+            quotas.expire(now)
+        for r in rows:
+            self.parts.actions.write("policy-verdict", r.decided_at, ip=r.client_address or None,
+                                     rule=r.rule, verdict=r.action, user=r.sasl_username or None,
+                                     sender=r.sender or None, recipient=r.recipient or None,
+                                     instance=r.instance or None, queue_id=r.queue_id or None)
+
+    def verdicts(self, since: float | None, ip: str | None, user: str | None,
+                 limit: int) -> list[AuditRow]:
+        self.flush(self.loop.clock())
+        return PolicyStore(self.parts.store).verdicts(since, ip, user, limit)
+
+    def status(self) -> dict[str, Any]:
+        """For `logwatchctl status`: verdicts by rule, the server's counters, sizes."""
+        quotas = self.quotas
+        server = next((s for s in self.parts.services if s.name == "policy"), None)
+        stats = vars(server.stats) if server is not None else {}
+        return {"verdicts": dict(self.counts), **stats,
+                "clients": len(server.clients) if server is not None else 0,
+                "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
+                "sasl_blocked": len(self.context.sasl_blocked)}
+
+    def close(self) -> None:
+        if self.cfg is not None:
+            self.flush(self.loop.clock(), everything=True)
+
+
+def _audit_row(req: PolicyRequest, verdict: Verdict, now: float) -> AuditRow:
+    def cut(text: str) -> str:
+        return text[:512]
+    return AuditRow(now, cut(req.instance), cut(req.queue_id), req.client_address or "",
+                    cut(req.client_name), cut(req.sasl_username), cut(req.sender),
+                    cut(req.recipient), verdict.rule, verdict.action)

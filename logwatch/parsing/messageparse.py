@@ -1,0 +1,261 @@
+"""The message parser: chunks of whole log lines in, message lines out, for the accounting.
+
+It runs the message rules (rules/postfix-messages.yaml: kinds in events.MESSAGE_KINDS) the way
+the event parser runs its own: a literal matcher finds the lines holding a rule's prefilter,
+only those are framed and tried. It has its own matcher, so the event parser's rules, literals
+and speed are exactly what they were; with accounting off it does not exist at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import repeat
+from typing import Any, NamedTuple
+
+from logwatch.clock import Clock, wall
+from logwatch.parsing.events import IP_CACHE, normalize_ip
+from logwatch.parsing.framing import FAST_FRAME, Framer
+from logwatch.parsing.literalscan import make_matcher
+from logwatch.parsing.parser import MAX_MESSAGE
+from logwatch.parsing.rules import Rule, Ruleset
+
+
+class MessageLine(NamedTuple):
+    """One message line: its kind, log time (epoch), host ("" when the framing has none),
+    program, the rule's named groups (None: not in this line) and the rule's id."""
+
+    kind: str
+    time: float
+    host: str
+    program: str
+    fields: dict[str, str | None]
+    rule: str
+
+
+# (bound regex search, rule id, kind, whether the rule has an ip group)
+_Plan = tuple[Callable[[str], object], str, str, bool]
+_UNSEEN = object()
+# The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
+# Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
+# checked against the rule's globs after the match.
+_FRAME_PREFIX = FAST_FRAME.pattern.removesuffix("(.*)")
+# (bound match of the framed regex, rule id, kind, has an ip group, the rule, and its
+# memo program -> whether the rule applies to it)
+_Framed = tuple[Callable[[str], Any], str, str, bool, Rule, dict[str, bool]]
+
+
+@dataclass
+class MessageParserStats:
+    lines: int = 0
+    candidates: int = 0         # lines holding a literal of their program's message rules
+    matched: int = 0
+    unmatched: int = 0          # candidates no rule matched (a format we do not know, or hostile)
+    invalid_ip: int = 0
+    unknown_framing: int = 0
+    too_long: int = 0
+
+
+class MessageParser:
+    """Message lines of chunks, with the message rules of a Ruleset."""
+
+    def __init__(self, ruleset: Ruleset, clock: Clock = wall, matcher: str = "auto",
+                 max_message: int = MAX_MESSAGE) -> None:
+        self.rules = ruleset.message_rules
+        self.literals = tuple(sorted({lit for rule in self.rules for lit in rule.prefilters}))
+        self.matcher = make_matcher(self.literals, matcher)
+        self.max_message = max_message
+        self.framer = Framer(clock)
+        self.stats = MessageParserStats()
+        self._bit = {lit: 1 << i for i, lit in enumerate(self.literals)}
+        self._plans: dict[tuple[str, int], tuple[_Plan, ...]] = {}
+        self._framed_plans: dict[int, tuple[_Framed, ...]] = {}
+        self._framed = {rule.id: _framed(rule) for rule in self.rules}
+        self._epoch: dict[datetime, float] = {}
+        self._hosts: dict[str, str] = {}
+
+    def parse(self, chunk: bytes) -> list[MessageLine]:
+        """The message lines of a chunk of whole lines, in order (plain tuples in
+        MessageLine's field order: the hot path does not build named ones)."""
+        if not chunk or not self.literals:
+            return []
+        self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        starts, masks = self.matcher.candidates(chunk)
+        find = chunk.find
+        ends = list(map(find, repeat(b"\n"), starts))
+        if ends and ends[-1] < 0:
+            ends[-1] = len(chunk)
+        raws = list(map(chunk.__getitem__, map(slice, starts, ends)))
+        if not self.matcher.exact:
+            return self._lines(raws, masks, True)
+        return self._fast_lines(raws, masks)
+
+    def parse_line(self, line: bytes) -> MessageLine | None:
+        """One line through every message rule of its program (the reference path)."""
+        found = self._lines([line.rstrip(b"\n")], [(1 << len(self.literals)) - 1], False)
+        return MessageLine._make(found[0]) if found else None
+
+    def _lines(self, raws: list[bytes], masks: list[int], check: bool) -> list[MessageLine]:
+        out: list[MessageLine] = []
+        append = out.append
+        stats, max_message = self.stats, self.max_message
+        plans_get, epoch_get = self._plans.get, self._epoch.get
+        texts = list(map(bytes.decode, raws, repeat("utf-8"), repeat("replace")))
+        for raw, frame, mask in zip(raws, self.framer.frame_lines(texts), masks, strict=True):
+            if frame is None:
+                stats.unknown_framing += 1
+                continue
+            when, host, program, message = frame
+            if len(message) > max_message:
+                stats.too_long += 1
+                continue
+            if check:
+                mask = self._present(raw, mask)
+            plans = plans_get((program, mask))
+            if plans is None:
+                plans = self._plans_for(program, mask)
+            if not plans:
+                continue
+            stats.candidates += 1
+            for match, rule_id, kind, has_ip in plans:
+                rm = match(message)
+                if rm is None:
+                    continue
+                fields = rm.groupdict()      # type: ignore[attr-defined]
+                if has_ip and fields["ip"] is not None:
+                    ip = normalize_ip(fields["ip"])
+                    if ip is None:
+                        stats.invalid_ip += 1
+                        break
+                    fields["ip"] = ip
+                ts = epoch_get(when)
+                if ts is None:
+                    ts = self._timestamp(when)
+                append((kind, ts, host or "", program, fields, rule_id))
+                break
+            else:
+                stats.unmatched += 1
+        stats.matched += len(out)
+        return out
+
+    def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
+        """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
+        other lines (other framings, too long, no rule matched) go through _lines()."""
+        out: list[Any] = []     # a None holds the place of a line for the slow path
+        append = out.append
+        slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
+        stats, framer = self.stats, self.framer
+        framer.frame_lines([])                     # the year caches' daily expiry
+        stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
+        plans_get = self._framed_plans.get
+        share_host = self._hosts.setdefault        # one object per host name, not per line
+        ip_get = IP_CACHE.get
+        limit = self.max_message
+        for raw, mask in zip(raws, masks, strict=True):
+            plans = plans_get(mask) or self._framed_for(mask)
+            m = None
+            if len(raw) <= limit:
+                text = raw.decode("utf-8", "replace")
+                for plan in plans:
+                    m = plan[0](text)
+                    if m is None:
+                        continue
+                    program = m.group(8)
+                    ok = plan[5].get(program)
+                    if ok is None:
+                        ok = _allow(plan, program)
+                    if ok:
+                        _match, rule_id, kind, has_ip, _rule, _memo = plan
+                        break
+                    m = None
+            if m is None:
+                slow.append((len(out), raw, mask))
+                append(None)
+                continue
+            fields = m.groupdict()
+            if has_ip:
+                text_ip = fields["ip"]
+                if text_ip is not None:
+                    ip = ip_get(text_ip, _UNSEEN)
+                    if ip is _UNSEEN:
+                        ip = normalize_ip(text_ip)
+                    if ip is None:
+                        stats.invalid_ip += 1
+                        stats.candidates += 1
+                        continue
+                    fields["ip"] = ip
+            stamp, host = m.group(1, 7)
+            when = stamp_get(stamp) or framer.stamp_time(m)
+            if when is None:
+                slow.append((len(out), raw, mask))
+                append(None)
+                continue
+            ts = epoch_get(when) or self._timestamp(when)
+            append((kind, ts, share_host(host, host), program, fields, rule_id))
+        fast = len(out) - len(slow)
+        stats.candidates += fast
+        stats.matched += fast
+        return self._fill_slow(out, slow) if slow else out
+
+    def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
+        """The slow path's lines put in their places among the fast ones (the correlation
+        needs the log's order)."""
+        for place, raw, mask in slow:
+            found = self._lines([raw], [mask], False)
+            out[place] = found[0] if found else None
+        return [line for line in out if line is not None]
+
+    def _framed_for(self, mask: int) -> tuple[_Framed, ...]:
+        plans = tuple(self._framed[rule.id] for rule in self.rules
+                      if any(self._bit[lit] & mask for lit in rule.prefilters))
+        if len(self._framed_plans) > 65536:
+            self._framed_plans.clear()
+        self._framed_plans[mask] = plans
+        return plans
+
+    def _timestamp(self, when: datetime) -> float:
+        if len(self._epoch) > 4096:
+            self._epoch.clear()
+            self._hosts.clear()
+        ts = self._epoch[when] = when.timestamp()
+        return ts
+
+    def _present(self, raw: bytes, mask: int) -> int:
+        """The literals of `mask` (a matcher's over-report) really in the line."""
+        return sum(bit for lit, bit in self._bit.items() if mask & bit and lit in raw)
+
+    def _plans_for(self, program: str, mask: int) -> tuple[_Plan, ...]:
+        """The rules of `program` with a literal in `mask`, in file order (memoised)."""
+        plans = tuple(_plan(rule) for rule in self.rules if rule.applies_to(program)
+                      and any(self._bit[lit] & mask for lit in rule.prefilters))
+        if len(self._plans) > 65536:
+            self._plans.clear()
+        self._plans[(program, mask)] = plans
+        return plans
+
+    def counters(self) -> dict[str, int]:
+        """The statistics for `logwatchctl status`."""
+        s = self.stats
+        return {"lines": s.lines, "candidates": s.candidates, "matched": s.matched,
+                "unmatched": s.unmatched, "invalid_ip": s.invalid_ip,
+                "unknown_framing": s.unknown_framing, "too_long": s.too_long}
+
+
+def _framed(rule: Rule) -> _Framed:
+    body = rule.regex.pattern.removeprefix("^")
+    regex = re.compile(_FRAME_PREFIX + body, rule.regex.flags)
+    return (regex.match, rule.id, rule.kind, "ip" in rule.regex.groupindex, rule, {})
+
+
+def _allow(plan: _Framed, program: str) -> bool:
+    memo = plan[5]
+    if len(memo) > 4096:
+        memo.clear()
+    ok = memo[program] = plan[4].applies_to(program)
+    return ok
+
+
+def _plan(rule: Rule) -> _Plan:
+    return (rule.regex.search, rule.id, rule.kind, "ip" in rule.regex.groupindex)

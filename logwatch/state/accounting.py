@@ -1,0 +1,94 @@
+"""The accounting's rows in the store (tables acct_open, acct_records, acct_meta): portable SQL
+only, written inside the caller's transaction (the one that saves the read positions)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from logwatch.engine.messages import MessageRecord, Recipient
+from logwatch.state.store import Store
+
+NEXT_SEQ = "next_seq"          # the correlator's next sequence number
+WRITTEN_SEQ = "written_seq"    # every record up to this one is in the stats log
+
+
+def record_json(r: MessageRecord) -> str:
+    """A record as a JSON list in MessageRecord's field order (attributes by name: fast)."""
+    return json.dumps([
+        r.host, r.queue_id, r.client_ip, r.client_name, r.sasl_user, r.sasl_method, r.sender,
+        [[x.address, x.status, x.dsn, x.relay, x.orig_to] for x in r.recipients], r.size,
+        r.nrcpt, r.message_id, r.connect_time, r.eom_time, r.done_time, r.outcome, r.seq],
+        separators=(",", ":"))
+
+
+def record_from_json(text: str) -> MessageRecord:
+    v = json.loads(text)
+    v[7] = tuple(Recipient(*map(str, x)) for x in v[7])
+    return MessageRecord(*v)
+
+
+def save(store: Store, rows: Iterable[tuple[str, str, Any]], deleted: Iterable[tuple[str, str]],
+         records: Iterable[MessageRecord], next_seq: int, written_seq: int) -> None:
+    """Open messages changed or closed, new records and the sequence marks, in one
+    transaction (the caller's, with the positions)."""
+    db = store.db
+    with store.transaction():
+        db.executemany("DELETE FROM acct_open WHERE host = ? AND queue_id = ?", deleted)
+        db.executemany(
+            "INSERT INTO acct_open (host, queue_id, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (host, queue_id) DO UPDATE SET state = excluded.state",
+            ((h, q, json.dumps(s, separators=(",", ":"))) for h, q, s in rows))
+        db.executemany(
+            "INSERT INTO acct_records (seq, done_time, sasl_user, client_ip, record) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+            ((r.seq, r.done_time, r.sasl_user, r.client_ip, record_json(r)) for r in records))
+        set_marks(store, next_seq=next_seq, written_seq=written_seq)
+
+
+def set_marks(store: Store, **marks: int) -> None:
+    with store.transaction():
+        store.db.executemany(
+            "INSERT INTO acct_meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value", marks.items())
+
+
+def marks(store: Store) -> dict[str, int]:
+    return {name: int(value) for name, value in store.db.execute(
+        "SELECT name, value FROM acct_meta")}
+
+
+def load_open(store: Store) -> list[tuple[str, str, Any]]:
+    return [(h, q, json.loads(s)) for h, q, s in store.db.execute(
+        "SELECT host, queue_id, state FROM acct_open")]
+
+
+def records_after(store: Store, seq: int) -> list[MessageRecord]:
+    """The records with a higher seq, in order (those the stats log may still lack)."""
+    return [record_from_json(text) for (text,) in store.db.execute(
+        "SELECT record FROM acct_records WHERE seq > ? ORDER BY seq", (seq,))]
+
+
+def prune(store: Store, before: float, written_seq: int) -> int:
+    """Forget records done before `before` that the stats log holds; how many went."""
+    with store.transaction():
+        cur = store.db.execute("DELETE FROM acct_records WHERE done_time < ? AND seq <= ?",
+                               (before, written_seq))
+    return cur.rowcount
+
+
+def query(store: Store, user: str | None = None, ip: str | None = None,
+          since: float | None = None, limit: int = 100) -> list[MessageRecord]:
+    """The newest records first, filtered by SASL user, client IP and done time."""
+    where, args = [], []
+    for column, value in (("sasl_user = ?", user), ("client_ip = ?", ip),
+                          ("done_time >= ?", since)):
+        if value is not None:
+            where.append(column)
+            args.append(value)
+    sql = "SELECT record FROM acct_records"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC LIMIT ?"
+    return [record_from_json(text) for (text,) in store.db.execute(sql, (*args, limit))]

@@ -1,0 +1,96 @@
+"""The policy service's tables in the store (migration 2 of store.py): the verdict audit and
+the quota counters. Portable SQL only (PostgreSQL accepts it too)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+AUDIT_FIELDS = ("decided_at", "instance", "queue_id", "client_address", "client_name",
+                "sasl_username", "sender", "recipient", "rule", "action")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One stored verdict (time, the request's identity, the rule that decided, the action)."""
+
+    decided_at: float
+    instance: str
+    queue_id: str
+    client_address: str
+    client_name: str
+    sasl_username: str
+    sender: str
+    recipient: str
+    rule: str
+    action: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in AUDIT_FIELDS}
+
+
+class PolicyStore:
+    """Reads and writes the policy tables through the daemon's Store (its connection and
+    transactions)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def put_verdicts(self, rows: Iterable[AuditRow]) -> None:
+        self.store.db.executemany(
+            f"INSERT INTO policy_verdicts ({', '.join(AUDIT_FIELDS)}) "
+            f"VALUES ({', '.join('?' for _ in AUDIT_FIELDS)})",
+            [tuple(getattr(r, f) for f in AUDIT_FIELDS) for r in rows])
+
+    def prune_verdicts(self, before: float) -> int:
+        cur = self.store.db.execute("DELETE FROM policy_verdicts WHERE decided_at < ?",
+                                    (before,))
+        return cur.rowcount
+
+    def verdicts(self, since: float | None = None, ip: str | None = None,
+                 user: str | None = None, limit: int = 1000) -> list[AuditRow]:
+        """The newest `limit` verdicts matching, oldest first."""
+        where, args = [], []
+        if since is not None:
+            where.append("decided_at >= ?")
+            args.append(since)
+        if ip is not None:
+            where.append("client_address = ?")
+            args.append(ip)
+        if user is not None:
+            where.append("LOWER(sasl_username) = ?")
+            args.append(user.lower())
+        sql = (f"SELECT {', '.join(AUDIT_FIELDS)} FROM policy_verdicts"
+               + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY decided_at DESC LIMIT ?")
+        rows = self.store.db.execute(sql, (*args, limit)).fetchall()
+        return [AuditRow(*r) for r in reversed(rows)]
+
+    def put_quota_counts(self, rows: Iterable[tuple[str, str, float, str]]) -> None:
+        """Upsert (quota, key, slice length, counters); empty counters delete the row."""
+        rows = list(rows)
+        gone = [(q, k) for q, k, _, data in rows if not data or set(data.split(",")[1:]) == {"0"}]
+        keep = [r for r in rows if (r[0], r[1]) not in set(gone)]
+        db = self.store.db
+        if gone:
+            db.executemany("DELETE FROM policy_quota_counts WHERE quota = ? AND qkey = ?", gone)
+        if keep:
+            db.executemany(
+                "INSERT INTO policy_quota_counts (quota, qkey, slice_len, counts) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (quota, qkey) DO UPDATE SET "
+                "slice_len = excluded.slice_len, counts = excluded.counts", keep)
+
+    def load_quota_counts(self) -> list[tuple[str, str, float, str]]:
+        return [tuple(r) for r in self.store.db.execute(
+            "SELECT quota, qkey, slice_len, counts FROM policy_quota_counts")]
+
+    def prune_quota_counts(self, names: Iterable[str]) -> None:
+        """Drop the counters of quotas no longer configured."""
+        names = list(names)
+        if not names:
+            self.store.db.execute("DELETE FROM policy_quota_counts")
+            return
+        marks = ", ".join("?" for _ in names)
+        self.store.db.execute(f"DELETE FROM policy_quota_counts WHERE quota NOT IN ({marks})",
+                              names)
