@@ -63,6 +63,7 @@ def format_status(st: dict[str, Any]) -> str:
         f"grants:        {st.get('grants', 0)}",
         f"bans:          {st.get('bans', 0)}",
     ]
+    out += _store_lines(st)
     lag, unread = st.get("lag"), st.get("lag_bytes")
     out.append("lag:           " + (
         "n/a (no log files followed)" if lag is None
@@ -109,13 +110,36 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _store_lines(st: dict[str, Any]) -> list[str]:
+    """The store, and with a shared one this node's name and the peers seen recently."""
+    lines = [f"store:         {st['store']}"] if st.get("store") else []
+    fleet = st.get("fleet")
+    if fleet:
+        peers = ", ".join(f"{p.get('node')} ({p.get('seen')}s ago)" if "node" in p
+                          else f"? ({p.get('error')})" for p in fleet.get("peers", []))
+        lines.append(f"node:          {fleet.get('node')}"
+                     + ("" if fleet.get("listening") else "  (not listening: store away)"))
+        lines.append(f"peers:         {peers or 'none seen in the last minute'}")
+    return lines
+
+
 def format_bans(bans: list[dict[str, Any]], clock: Clock = wall) -> str:
     now = clock()
     rows = [[b["ip"], b.get("reason") or "-", _ts(b.get("since")),
              _ts(b.get("expires")) if b.get("expires") is None
              else f"{_ts(b['expires'])} (in {_duration(b['expires'] - now)})"]
             for b in bans]
-    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(bans)} ban(s)"
+    return _table(*_with_node(rows, bans, ["IP", "REASON", "SINCE", "EXPIRES"])) \
+        + f"\n{len(bans)} ban(s)"
+
+
+def _with_node(rows: list[list[str]], items: list[dict[str, Any]],
+               header: list[str]) -> tuple[list[list[str]], list[str]]:
+    """A NODE column (the deciding node) when the daemon shares its store with others."""
+    if not any("node" in item for item in items):
+        return rows, header
+    return ([[*row, item.get("node") or "-"] for row, item in zip(rows, items, strict=True)],
+            [*header, "NODE"])
 
 
 def format_grants(grants: list[dict[str, Any]], clock: Clock = wall) -> str:
@@ -123,7 +147,8 @@ def format_grants(grants: list[dict[str, Any]], clock: Clock = wall) -> str:
     rows = [[g["ip"], g.get("reason") or "-", _ts(g.get("since")),
              f"{_ts(g['expires'])} (in {_duration(g['expires'] - now)})"]
             for g in grants]
-    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(grants)} grant(s)"
+    return _table(*_with_node(rows, grants, ["IP", "REASON", "SINCE", "EXPIRES"])) \
+        + f"\n{len(grants)} grant(s)"
 
 
 def format_offenders(offenders: list[dict[str, Any]], total: int, clock: Clock = wall) -> str:

@@ -30,6 +30,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
     mynetworks,
     own_addresses,
 )
+from logwatch.daemon.fleet import FleetSync, make_fleet
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
 from logwatch.daemon.policyside import PolicySide
@@ -113,6 +114,7 @@ class Daemon:
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
+        self.fleet: FleetSync | None = None
         self.account_keeper = AccountKeeper(self.parts, self.loop,
                                             lambda: self.cfg.accounting.window, self.error)
         self.fds = SourceFds(self.parts, self.loop, self._pump,
@@ -161,7 +163,8 @@ class Daemon:
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
-        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log)
+        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log,
+                                                                  cfg)
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:
@@ -186,6 +189,9 @@ class Daemon:
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
             raise StartupError(f"effectors: {exc}") from exc
+        self.fleet = make_fleet(self)
+        if self.fleet is not None:
+            self.fleet.connect(reconcile=False)
         try:
             self.store.mark_started()
         except sqlite3.Error as exc:   # an empty store then stays "new" for the next start
@@ -268,6 +274,8 @@ class Daemon:
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
+        if self.fleet is not None:
+            self.fleet.schedule(now)
 
     def schedule_engine(self) -> None:
         deadline = self.engine.next_deadline()
@@ -303,6 +311,8 @@ class Daemon:
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
         # it after a crash changes nothing, and most wakeups bring no effect at all.
         self.feed(events, positions=True)
+        if self.fleet is not None:     # a shared store: the peers count these hits too
+            self.fleet.publish_hits(events)
 
     def feed(self, events: Sequence[Event], positions: bool = False) -> None:
         effects = []
@@ -356,6 +366,9 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
                       self.dry_run)
+        st["store"] = str(getattr(self.store, "path", "")) or None
+        if self.fleet is not None:
+            st["fleet"] = self.fleet.status()
         if self.policy.enabled:
             st["policy"] = self.policy.status()
         return st
@@ -370,7 +383,8 @@ class Daemon:
                 status=self.status, apply=self.apply, reload=self.reload,
                 changed=self.schedule_engine, policy=self.policy,
                 messages=lambda r: self.accounting.query(r) if self.accounting else {
-                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"}))
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"},
+                **(self.fleet.actions() if self.fleet is not None else {})))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
@@ -430,6 +444,8 @@ class Daemon:
         self.actions.close()
         if self.accounting is not None:
             self.accounting.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()
         if self.state_lock is not None:
             self.state_lock.release()

@@ -126,6 +126,13 @@ class DaemonConfig:
 
 
 @dataclass
+class StoreConfig:
+    url: str | None = None            # None: sqlite://<daemon.state_dir>/state.db
+    node: str | None = None           # this node's name in a shared store; None: the host name
+    sync_interval: float = 60.0       # shared store: reconcile the firewall with the ban table
+
+
+@dataclass
 class AccountingConfig:
     enabled: bool = False             # correlate Postfix/Sendmail/Exim lines into messages
     stats_log: str | None = "/var/log/logwatchd/stats.log"   # one LTSV line per message
@@ -158,6 +165,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
@@ -171,6 +179,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "store": StoreConfig,
     "accounting": AccountingConfig,
     "policy": PolicyConfig,
 }
@@ -368,6 +377,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "store": ("store", "url"),
     "stats_log": ("accounting", "stats_log"),
     "sasl_access_map": ("accounting", "sasl_access_map"),
     "policy_listen": ("policy", "listen"),

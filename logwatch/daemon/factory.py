@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,7 +175,20 @@ def own_addresses() -> list[str]:
     return addrs
 
 
-def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, Any, tuple]:
+def store_url(cfg: Config) -> str:
+    """store.url, or the SQLite file in daemon.state_dir."""
+    return cfg.store.url or "sqlite://" + os.path.join(cfg.daemon.state_dir, "state.db")
+
+
+def node_name(cfg: Config) -> str:
+    """store.node, or the host name (its first label)."""
+    import socket
+
+    return cfg.store.node or socket.gethostname().split(".", 1)[0] or "localhost"
+
+
+def open_state(state_dir: str, reset: bool, log: logging.Logger,
+               cfg: Config | None = None) -> tuple[Any, Any, tuple]:
     """Lock the state directory, open the store, read the saved grants, bans and history:
     (lock, store, (grants, bans, offenders))."""
     import sqlite3
@@ -183,20 +197,27 @@ def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, A
     from logwatch.state.lock import StateLock, StateLockError
     from logwatch.state.store import Store, StoreError
 
+    url = store_url(cfg) if cfg is not None else "sqlite://" + os.path.join(state_dir, "state.db")
+    node = node_name(cfg) if cfg is not None else ""
     store = None
     try:
         os.makedirs(state_dir, exist_ok=True)
         # Before anything else: a second instance must not touch the map or the firewall.
         lock = StateLock(state_dir)
         lock.acquire()
-        store = Store(os.path.join(state_dir, "state.db"))
+        started = time.monotonic()
+        store = Store(url=url, node=node)
         if reset:
             store.replace_state([], [], [])
             log.warning("action=reset-state store=%s (saved grants and bans discarded)",
                         store.path)
-        return lock, store, (store.load_grants(), store.load_bans(), store.load_offenders())
+        saved = (store.load_grants(), store.load_bans(), store.load_offenders())
+        log.info("action=store-open store=%s node=%s grants=%d bans=%d seconds=%.3f",
+                 store.path, node or "-", len(saved[0]), len(saved[1]),
+                 time.monotonic() - started)
+        return lock, store, saved
     except sqlite3.Error as exc:   # a corrupt page shows only when it is read
-        path = store.path if store is not None else os.path.join(state_dir, "state.db")
+        path = store.path if store is not None else url
         raise StartupError(f"state: {path}: {exc} (move it aside to start "
                            "afresh: live bans and grants are then adopted)") from exc
     except (OSError, StoreError, StateLockError) as exc:

@@ -73,6 +73,9 @@ def reload(d: Daemon) -> tuple[bool, str]:
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
+    for key in ("url", "node"):      # the store is opened once, at start
+        if getattr(old.store, key) != getattr(cfg.store, key):
+            log.warning("action=reload-ignored key=store.%s reason=needs-a-restart", key)
     if old.sources != cfg.sources:
         _sources(d, cfg)
     d.schedule_engine()

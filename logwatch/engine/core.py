@@ -18,6 +18,7 @@ from logwatch.daemon.config import BanConfig, RelayConfig
 from logwatch.engine.accounts import AccountBook, RiskSettings
 from logwatch.engine.bans import BanBook
 from logwatch.engine.counts import MinuteCounts
+from logwatch.engine.fleet import FleetBans
 from logwatch.engine.grants import GrantBook
 from logwatch.engine.logtime import LOG_CLOCK_SKEW, LogTime
 from logwatch.engine.model import Ban, BanLifted, Effect, Grant, GrantRevoked
@@ -36,7 +37,7 @@ _KEEP = object()             # reconfigure(): "leave this setting as it is"
 __all__ = ["LOG_CLOCK_SKEW", "PREFIX_FALLBACK", "PRUNE_INTERVAL", "Engine"]
 
 
-class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
+class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries, FleetBans):
     """Grants, bans and offender scores; every method returns the effects the daemon must apply."""
 
     def __init__(

@@ -36,6 +36,10 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    # A shared store: the deciding node of each ban or grant (kind "bans"/"grants"), and
+    # the grants other nodes made (Grant, node); a local store gives nothing.
+    nodes: Callable[[str], dict[str, str]] = lambda kind: {}
+    fleet_grants: Callable[[], list[Any]] = lambda: []
     # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
     messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     policy: Any = None                              # daemon/policyside.PolicySide
@@ -67,18 +71,24 @@ class Commands:
         return {"ok": True, **self.actions.status()}
 
     def _bans(self, req: dict[str, Any]) -> Reply:
+        nodes = self.actions.nodes("bans")
         return {"ok": True, "bans": [
             {"ip": b.net, "reason": reason_text(b.reason) or b.source,
              "score": b.score, "since": b.since, "expires": b.expires_at,
-             "offences": b.offences, "source": b.source}
+             "offences": b.offences, "source": b.source,
+             **({"node": nodes.get(b.net)} if nodes else {})}
             for b in sorted(self.engine.bans.values(), key=lambda b: b.since)]}
 
     def _grants(self, req: dict[str, Any]) -> Reply:
+        nodes = self.actions.nodes("grants")
+        rows = [(g, nodes.get(g.ip)) for g in self.engine.grants.values()]
+        mine = {g.ip for g, _node in rows}
+        rows += [(g, node) for g, node in self.actions.fleet_grants() if g.ip not in mine]
         return {"ok": True, "grants": [
             {"ip": g.ip, "reason": f"{g.service or '?'} login {g.user or '?'}",
              "user": g.user, "service": g.service, "since": g.granted_at,
-             "expires": g.expires_at}
-            for g in sorted(self.engine.grants.values(), key=lambda g: g.granted_at)]}
+             "expires": g.expires_at, **({"node": node} if nodes else {})}
+            for g, node in sorted(rows, key=lambda r: r[0].granted_at)]}
 
     def _reload(self, req: dict[str, Any]) -> Reply:
         ok, msg = self.actions.reload()
