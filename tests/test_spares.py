@@ -102,7 +102,7 @@ def test_a_spare_in_a_namespace_made_again_is_not_used() -> None:
         subprocess.run(["ip", "netns", "add", ns.name], check=True)
         again = int(run_tool(argv, "x", timeout=30, spare=True).stdout)
         assert again == os.stat(f"/run/netns/{ns.name}").st_ino != first
-        assert stale.poll() is not None                          # ended, unused
+        assert stale.wait(10) == 0                               # given EOF: ended, unused
 
 
 def test_a_spare_of_a_program_replaced_since_is_not_used(tmp_path) -> None:
@@ -118,5 +118,20 @@ def test_a_spare_of_a_program_replaced_since_is_not_used(tmp_path) -> None:
     stale = SPARES.ready(argv)
     tool.unlink()
     shutil.copy("/bin/cat", tool)                                # a new file, same name
-    assert SPARES.take(argv) is None and stale.poll() is not None
+    assert SPARES.take(argv) is None and stale.wait(10) == 0      # EOF, not waited for
     assert run_tool(argv, "two", timeout=30, spare=True).stdout == "two"
+
+
+def test_a_spare_left_is_never_waited_for_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spare that will not end on EOF (here: one that ignores its input) is not waited for
+    when it is set aside; close() ends it within its grace."""
+    deaf = [sys.executable, "-c", "import time; time.sleep(60)"]
+    SPARES.start(deaf)
+    spare = SPARES.ready(deaf)
+    monkeypatch.setattr(SPARES, "LIMIT", 1)         # the next start sets it aside
+    started = time.monotonic()
+    SPARES.start(TOOL)
+    assert time.monotonic() - started < 1.0 and spare.poll() is None
+    started = time.monotonic()
+    SPARES.close(grace=0.5)
+    assert time.monotonic() - started < 3 and spare.poll() is not None

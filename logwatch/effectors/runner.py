@@ -13,6 +13,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 
 # Linux pipes hold 64 KiB; a pipe of a user over its pipe quota holds one 4 KiB page, and a
@@ -101,13 +102,28 @@ def _inode(path: str) -> int | None:
         return None
 
 
-def _discard(proc: subprocess.Popen[str]) -> None:
-    """End an unused spare: an empty input makes a restore tool exit having done nothing."""
+def _end_input(proc: subprocess.Popen[str]) -> None:
+    """EOF on an unused spare's stdin: a restore tool given no input exits having done nothing."""
     try:
-        proc.communicate("", timeout=2)
-    except (subprocess.TimeoutExpired, OSError, ValueError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+
+
+def _reap(proc: subprocess.Popen[str], timeout: float) -> bool:
+    """Collect an ended spare (killed after `timeout`; 0: only if it has ended); True: gone."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if timeout <= 0:
+            return False
         proc.kill()
         proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return True
 
 
 class Spares:
@@ -122,6 +138,12 @@ class Spares:
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, ...], subprocess.Popen[str]] = {}
+        self._ending: list[subprocess.Popen[str]] = []     # given EOF, not collected yet
+
+    def _discard(self, proc: subprocess.Popen[str]) -> None:
+        """Never waited for on the caller's path: EOF now, collected at a later call."""
+        _end_input(proc)
+        self._ending = [p for p in self._ending if not _reap(p, 0)] + [proc]
 
     def ready(self, argv: Sequence[str]) -> subprocess.Popen[str] | None:
         """The spare waiting for argv, left in place (None: none started)."""
@@ -136,7 +158,7 @@ class Spares:
             return None
         if proc.poll() is None and _runs_the_tool(proc, argv):
             return proc
-        _discard(proc)
+        self._discard(proc)
         return None
 
     def start(self, argv: Sequence[str]) -> None:
@@ -144,7 +166,7 @@ class Spares:
         if key in self._idle:
             return
         while len(self._idle) >= self.LIMIT:
-            _discard(self._idle.pop(next(iter(self._idle))))
+            self._discard(self._idle.pop(next(iter(self._idle))))
         try:
             self._idle[key] = subprocess.Popen(list(argv), stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -152,9 +174,16 @@ class Spares:
         except OSError:
             pass                # the next run starts the tool the ordinary way and says why
 
-    def close(self) -> None:
-        while self._idle:
-            _discard(self._idle.popitem()[1])
+    def close(self, grace: float = 1.0) -> None:
+        """End every spare: all get EOF at once, then `grace` seconds in all to exit."""
+        procs = [*self._ending, *self._idle.values()]
+        self._idle.clear()
+        self._ending = []
+        for proc in procs:
+            _end_input(proc)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            _reap(proc, max(0.0, deadline - time.monotonic()) or 0.001)
 
 
 SPARES = Spares()
