@@ -172,6 +172,45 @@ MIGRATIONS: list[str] = [
         seen_at REAL NOT NULL
     )
     """,
+    # 6: accounting keyed by node (a shared store): each node numbers its own records, keeps
+    # its own open messages and sequence marks; the rows of a single machine get node ''.
+    """
+    CREATE TABLE node_acct_open (
+        node TEXT NOT NULL,
+        host TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (node, host, queue_id)
+    );
+    INSERT INTO node_acct_open (node, host, queue_id, state)
+        SELECT '', host, queue_id, state FROM acct_open;
+    DROP TABLE acct_open;
+    ALTER TABLE node_acct_open RENAME TO acct_open;
+    CREATE TABLE node_acct_records (
+        node TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        done_time DOUBLE PRECISION NOT NULL,
+        sasl_user TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (node, seq)
+    );
+    INSERT INTO node_acct_records (node, seq, done_time, sasl_user, client_ip, record)
+        SELECT '', seq, done_time, sasl_user, client_ip, record FROM acct_records;
+    DROP TABLE acct_records;
+    ALTER TABLE node_acct_records RENAME TO acct_records;
+    CREATE INDEX acct_records_time ON acct_records (done_time);
+    CREATE INDEX acct_records_user ON acct_records (sasl_user, done_time);
+    CREATE TABLE node_acct_meta (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BIGINT NOT NULL,
+        PRIMARY KEY (node, name)
+    );
+    INSERT INTO node_acct_meta (node, name, value) SELECT '', name, value FROM acct_meta;
+    DROP TABLE acct_meta;
+    ALTER TABLE node_acct_meta RENAME TO acct_meta
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
