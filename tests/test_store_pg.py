@@ -171,7 +171,11 @@ def test_announcements_fit_and_hostile_payloads_are_skipped() -> None:
     got = [json.loads(p) for p in payloads]
     assert set().union(*(set(g["b"]) for g in got)) == nets
     hits = [["2026-01-01T00:00:00", "user-unknown", "192.0.2.9", "x" * 256, None]] * 500
-    assert all(len(p) < PAYLOAD_MAX for p in _chunks("a", hits))
+    ids = iter(range(10**6))
+    chunks = _chunks("a", hits, lambda: f"1700000000.000000:{next(ids)}")
+    assert all(len(p) < PAYLOAD_MAX for p, _n in chunks)
+    assert sum(n for _p, n in chunks) == 500 and json.loads(chunks[-1][0])["i"].endswith(
+        f":{len(chunks) - 1}")
     assert _event(["2026-01-01T00:00:00", "user-unknown", "192.0.2.9", "bob", "smtp"]).ip \
         == "192.0.2.9"
     for bad in (["x", "user-unknown", "192.0.2.9", None, None],
