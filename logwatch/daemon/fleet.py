@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from logwatch.daemon.fleetrisk import FleetRisk, risk_items
 from logwatch.parsing.events import FAILURE_KINDS, Event, normalize_ip
 from logwatch.state.backends import CHANNEL, PAYLOAD_MAX
 
@@ -55,6 +56,7 @@ class FleetSync:
         self._ids = itertools.count(1)
         self._incarnation = f"{daemon.counters.started:.6f}"
         self._seen: dict[str, tuple[set[str], deque[str]]] = {}
+        self.risk = FleetRisk(daemon, self.stats)
         loop = daemon.loop
         loop.on_timer("fleet-listen", lambda now: self.connect())
         loop.on_timer("fleet-sync", self._on_sync)
@@ -127,6 +129,9 @@ class FleetSync:
         banned: set[str] = set()
         lifted: set[str] = set()
         hits: list[Event] = []
+        suspended: set[str] = set()
+        unsuspended: set[str] = set()
+        risk: list[Any] = []
         for raw in payloads:
             self.stats["notifications"] += 1
             try:
@@ -143,6 +148,13 @@ class FleetSync:
                     lifted.add(str(net))
                     banned.discard(str(net))
                 hits += [e for e in map(_event, msg.get("h", ())) if e is not None]
+                for user in msg.get("s", ()):
+                    suspended.add(str(user))
+                    unsuspended.discard(str(user))
+                for user in msg.get("r", ()):
+                    unsuspended.add(str(user))
+                    suspended.discard(str(user))
+                risk += list(msg.get("a", ()))
             except (ValueError, TypeError, AttributeError):
                 self.stats["bad_payloads"] += 1
         if lifted:
@@ -152,6 +164,12 @@ class FleetSync:
         if hits:
             self.stats["hits_received"] += len(hits)
             self.d.feed(hits)
+        if unsuspended:
+            self.risk.drop(unsuspended)
+        if suspended:
+            self.risk.adopt(suspended)
+        if risk:
+            self.risk.feed(risk)
 
     def adopt(self, rows: Sequence[Any]) -> None:
         new = self.d.engine.adopt_bans(rows)
@@ -185,6 +203,10 @@ class FleetSync:
         table = {b.net for b in rows}
         self.drop([net for net in list(self.d.engine.bans) if net not in table])
         self.adopt(rows)
+        try:
+            self.risk.reconcile()
+        except Exception as exc:
+            log.error("action=fleet-reconcile result=failed error=%s", exc)
         self.stats["reconciles"] += 1
 
     # -- what this node announces ----------------------------------------------------
@@ -197,11 +219,29 @@ class FleetSync:
         covered = self.d.engine.covered_by_ban
         hits = [[ev.time.isoformat(), ev.kind, ev.ip, _cut(ev.user), _cut(ev.service)]
                 for ev in events if ev.kind in FAILURE_KINDS and ev.ip and not covered(ev.ip)]
-        if hits:
-            for payload, count in _chunks(self.node, hits, self._next_id):
+        self._queue(hits, "h")
+        if self.risk.enabled():   # logins: the SASL IDs' client IPs and networks
+            self._queue(risk_items(events=events), "a")
+        self._send()
+
+    def publish_risk(self, records: Sequence[Any]) -> None:
+        """This node's message records and rejected attempts, for the peers' account
+        scores (queued and sent like the hits)."""
+        if self.risk.enabled():
+            self._queue(risk_items(records=records), "a")
+            self._send()
+
+    def _queue(self, items: list[Any], key: str) -> None:
+        # An item too big for a payload would block the queue for ever (cannot happen with
+        # the capped fields; checked all the same).
+        items = [x for x in items if len(json.dumps(x)) < PAYLOAD_MAX - 256]
+        if items:
+            for payload, count in _chunks(self.node, items, self._next_id, key):
                 self.backlog.append((payload, count))
             while len(self.backlog) > BACKLOG_MAX:
                 self.stats["hits_dropped"] += self.backlog.popleft()[1]
+
+    def _send(self) -> None:
         if not self.backlog:
             return
         if self.d.effects.store_dirty:
@@ -308,14 +348,15 @@ def _cut(text: str | None) -> str | None:
     return None if text is None else text[:MAX_FIELD]
 
 def _chunks(node: str, hits: list[list[Any]],
-            new_id: Any = None) -> list[tuple[str, int]]:
-    """Payloads {"n": node, "i": id, "h": [hits]} under PAYLOAD_MAX, with their hit counts."""
+            new_id: Any = None, key: str = "h") -> list[tuple[str, int]]:
+    """Payloads {"n": node, "i": id, key: [items]} under PAYLOAD_MAX (key "h": failure hits,
+    "a": risk inputs), with their item counts."""
     out: list[tuple[str, int]] = []
     chunk: list[list[Any]] = []
     size = 0
 
     def close() -> None:
-        msg: dict[str, Any] = {"n": node, "h": chunk}
+        msg: dict[str, Any] = {"n": node, key: chunk}
         if new_id is not None:
             msg["i"] = new_id()
         out.append((json.dumps(msg, separators=(",", ":")), len(chunk)))

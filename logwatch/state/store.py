@@ -259,7 +259,7 @@ class Store:
         self._depth = 0
         # Shared store: nets banned/lifted in the open transaction, announced to the other
         # nodes (NOTIFY, delivered only if the transaction commits) just before its COMMIT.
-        self._announce: dict[str, set[str]] = {"b": set(), "u": set()}
+        self._announce: dict[str, set[str]] = {"b": set(), "u": set(), "s": set(), "r": set()}
         # Set by the daemon while grants/bans failed to commit (disk full): a position saved
         # then would skip, after a restart, the lines whose effects were lost.
         self.positions_held = False
@@ -342,8 +342,9 @@ class Store:
             self.backend.write_rows(sql, unique)
 
     def _send_announcements(self) -> None:
-        if self._announce["b"] or self._announce["u"]:
-            self.backend.announce(self.db, self._announce["b"], self._announce["u"])
+        a = self._announce
+        if a["b"] or a["u"] or a["s"] or a["r"]:
+            self.backend.announce(self.db, a["b"], a["u"], a["s"], a["r"])
             self._forget_announcements()
 
     def _forget_announcements(self) -> None:
@@ -492,21 +493,47 @@ class Store:
     # -- suspended SASL IDs, their history and the account windows (engine/accounts.py) --
 
     def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        suspensions = list(suspensions)
         with self.transaction():
+            if self.shared:   # the other nodes put them in their check_sasl_access tables
+                self._announce["s"].update(s.user for s in suspensions)
+                self._announce["r"].difference_update(s.user for s in suspensions)
             for s in suspensions:
                 self.db.execute("DELETE FROM suspensions WHERE sasl_user = ?", (s.user,))
                 self.db.execute("INSERT INTO suspensions VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 (s.user, s.since, s.expires_at, s.score,
                                  json.dumps(s.reason, sort_keys=True), s.offences, s.source))
 
-    def replace_suspensions(self, suspensions: Iterable[Suspension]) -> None:
-        """The suspensions := exactly these (a resync after a failed commit)."""
+    def replace_suspensions(self, suspensions: Iterable[Suspension],
+                            lifted: Iterable[str] = ()) -> None:
+        """The suspensions := exactly these (a resync after a failed commit); on a shared
+        store the other nodes' rows stay: only these and the `lifted` IDs are written."""
         with self.transaction():
-            self.db.execute("DELETE FROM suspensions")
+            if self.shared:
+                self.delete_suspensions(lifted)
+            else:
+                self.db.execute("DELETE FROM suspensions")
             self.put_suspensions(suspensions)
 
+    def load_suspensions_of(self, users: Iterable[str]) -> list[Suspension]:
+        """The rows of these IDs (a peer's announcement names them)."""
+        wanted = list(users)[:10_000]
+        out: list[Suspension] = []
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            rows = self.db.execute(
+                "SELECT sasl_user, since, expires_at, score, reason, offences, source FROM "
+                f"suspensions WHERE sasl_user IN ({', '.join('?' * len(part))})", part)
+            out += [Suspension(u, s, e, sc, json.loads(r), o, src)
+                    for u, s, e, sc, r, o, src in rows]
+        return out
+
     def delete_suspensions(self, users: Iterable[str]) -> None:
+        users = list(users)
         with self.transaction():
+            if self.shared:
+                self._announce["r"].update(users)
+                self._announce["s"].difference_update(users)
             self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
                                 ((u,) for u in users))
 
