@@ -211,6 +211,25 @@ MIGRATIONS: list[str] = [
     DROP TABLE acct_meta;
     ALTER TABLE node_acct_meta RENAME TO acct_meta
     """,
+    # 7: the policy service's quota counters keyed by node (a shared store): each node writes
+    # its own counts; the peers read the rows changed since (updated_at, the writer's clock)
+    # and add them to their windows (engine/policy/quotas.py, daemon/policyside.py).
+    """
+    CREATE TABLE node_policy_quota_counts (
+        node TEXT NOT NULL,
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        updated_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (node, quota, qkey)
+    );
+    INSERT INTO node_policy_quota_counts (node, quota, qkey, slice_len, counts)
+        SELECT '', quota, qkey, slice_len, counts FROM policy_quota_counts;
+    DROP TABLE policy_quota_counts;
+    ALTER TABLE node_policy_quota_counts RENAME TO policy_quota_counts;
+    CREATE INDEX policy_quota_counts_updated ON policy_quota_counts (node, updated_at)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
