@@ -263,8 +263,8 @@ def test_kill_9_mid_stream_of_commits(tmp_path: Path):
 
 def test_accounting_rows_of_an_older_store_are_kept_as_this_machine_s(tmp_path: Path,
                                                                      monkeypatch):
-    """Migration 6 (accounting keyed by node) keeps a single machine's open messages,
-    records and marks, under the node key ''."""
+    """Migrations 6 and 7 (accounting and quota counters keyed by node) keep a single
+    machine's open messages, records, marks and quota counters, under the node key ''."""
     from logwatch.state import accounting
 
     path = tmp_path / "state.db"
@@ -274,6 +274,7 @@ def test_accounting_rows_of_an_older_store_are_kept_as_this_machine_s(tmp_path: 
     raw.execute("INSERT INTO acct_open VALUES ('mx', 'Q1', '{\"a\": 1}')")
     raw.execute("INSERT INTO acct_records VALUES (7, 2.0, 'bob', '192.0.2.7', '[]')")
     raw.execute("INSERT INTO acct_meta VALUES ('next_seq', 8)")
+    raw.execute("INSERT INTO policy_quota_counts VALUES ('q', 'bob', 5.0, '1,2')")
     raw.commit()
     raw.close()
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION)
@@ -283,5 +284,8 @@ def test_accounting_rows_of_an_older_store_are_kept_as_this_machine_s(tmp_path: 
         assert accounting.marks(s) == {"next_seq": 8}
         assert accounting.load_open(s) == [("mx", "Q1", {"a": 1})]
         assert list(s.db.execute("SELECT node, seq FROM acct_records")) == [("", 7)]
+        from logwatch.state.policystore import PolicyStore  # migration 7: quotas by node
+
+        assert PolicyStore(s).load_quota_counts() == [("q", "bob", 5.0, "1,2")]
     finally:
         s.close()
