@@ -110,3 +110,22 @@ def test_peer_risk_items_round_trip_and_hostile_ones_are_skipped() -> None:
                 ["m", 5.0, "bob", "", 1, 0, 0, [7]], ["x", 5.0, "bob", ""], "junk", None,
                 ["l", 5.0, "u" * 300, ""]):
         assert parse_item(bad) is None, bad
+
+
+def test_adopted_suspensions_are_checked_and_carry_their_offences() -> None:
+    from logwatch.engine.accounts import AccountBook, RiskSettings
+    from logwatch.engine.model import Suspension
+
+    now = [1000.0]
+    book = AccountBook(RiskSettings(enabled=True, never_suspend=("boss@example.org",)),
+                       clock=lambda: now[0])
+    rows = [Suspension("bob@example.org", 990.0, 2000.0, 120.0, {}, 3, "auto"),
+            Suspension("boss@example.org", 990.0, 2000.0, 120.0, {}, 1, "auto"),
+            Suspension("Eve@example.org", 990.0, 2000.0, 120.0, {}, 1, "auto"),
+            Suspension("old@example.org", 900.0, 950.0, 120.0, {}, 1, "auto")]
+    assert [s.user for s in book.adopt_suspensions(rows)] == ["bob@example.org"]
+    assert book.adopt_suspensions(rows) == []                 # the same row: nothing new
+    assert book.history["bob@example.org"][0] == 3            # a repeat here grows from 3
+    now[0] = 2001.0
+    assert [e.user for e in book.sweep()] == ["bob@example.org"]
+    assert book.drop_suspensions(["bob@example.org"]) == []

@@ -72,6 +72,7 @@ class FleetSuspensions:
     logwatchctl suspend on another node)."""
 
     suspensions: dict[str, Suspension]
+    history: Any          # OrderedDict user -> [suspensions so far, time of the last]
     clock: Any
     _heap: list
     _never: frozenset
@@ -91,6 +92,10 @@ class FleetSuspensions:
             self.suspensions[s.user] = s
             heapq.heappush(self._heap, (s.expires_at, s.user))
             out.append(s)
+            # The row's count of offences: a repeat decided here grows from the fleet's.
+            if s.source == "auto" and self.history.get(s.user, [0])[0] < s.offences:
+                self.history[s.user] = [s.offences, s.since]
+                self.history.move_to_end(s.user)
         return out
 
     def drop_suspensions(self, users: Iterable[str]) -> list[str]:
