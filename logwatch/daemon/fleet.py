@@ -232,9 +232,6 @@ class FleetSync:
             self._send()
 
     def _queue(self, items: list[Any], key: str) -> None:
-        # An item too big for a payload would block the queue for ever (cannot happen with
-        # the capped fields; checked all the same).
-        items = [x for x in items if len(json.dumps(x)) < PAYLOAD_MAX - 256]
         if items:
             for payload, count in _chunks(self.node, items, self._next_id, key):
                 self.backlog.append((payload, count))
@@ -363,6 +360,10 @@ def _chunks(node: str, hits: list[list[Any]],
 
     for hit in hits:
         item = json.dumps(hit, separators=(",", ":"))
+        if len(item) > PAYLOAD_MAX - 256:
+            # Too big for any payload: it would block the queue for ever (the fields are
+            # capped, so this cannot happen; checked all the same).
+            continue
         if chunk and size + len(item) > PAYLOAD_MAX - 128:
             close()
             chunk, size = [], 0
