@@ -229,8 +229,8 @@ class Effects:
         # not saved, so a restart re-reads the lines whose effects are not durable yet.
         self.store_dirty = False
         self.pending = PendingWrites()
-        self.suspensions_held = False
         self.suspensions_held = False    # a held batch changed suspensions
+        self.unsuspended_held: set[str] = set()   # and lifted these (a shared store's rows)
         self.retry_delay = STORE_RETRY_DELAY
         # State that must be durable exactly with the positions (the accounting): stage(store)
         # inside each transaction that saves them, then committed() or aborted().
@@ -328,6 +328,8 @@ class Effects:
     def _hold(self, batch: Batch) -> None:
         self.pending.merge(batch.grants, batch.revoked, batch.bans, batch.lifted)
         self.suspensions_held |= bool(batch.suspended or batch.unsuspended)
+        self.unsuspended_held.difference_update(batch.suspended)
+        self.unsuspended_held.update(batch.unsuspended)
 
     def _store_failed(self) -> None:
         """A commit failed: the engine is ahead of the store until a resync succeeds."""
@@ -349,7 +351,8 @@ class Effects:
                 self.pending.write(store, engine.offender_rows)
                 if self.suspensions_held:
                     # Suspensions are few: the engine's set is written whole.
-                    store.replace_suspensions(engine.accounts.suspensions.values())
+                    store.replace_suspensions(engine.accounts.suspensions.values(),
+                                              self.unsuspended_held)
                     store.put_suspension_history(engine.accounts.history_rows())
                 store.write_held_cursors()
                 self._save_positions()
@@ -364,6 +367,7 @@ class Effects:
         self._committed()
         self.store_dirty = False
         self.pending = PendingWrites()
+        self.unsuspended_held = set()
         store.held_cursors.clear()
         self.retry_delay = STORE_RETRY_DELAY
         log.info("action=store-resync result=ok grants=%d bans=%d", len(engine.grants),
