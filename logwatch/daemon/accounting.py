@@ -207,10 +207,14 @@ class Accounting:
         fresh = [r for r in reversed(self.pending + self.unwritten)
                  if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
                  and (after is None or r.done_time >= after)]
+        node = self.store.node_key
         stored = rows.query(self.store, user, ip, after, limit)
         seen = {r.seq for r in fresh}
-        found = (fresh + [r for r in stored if r.seq not in seen])[:limit]
-        return {"ok": True, "messages": [record_dict(r) for r in found]}
+        # This node's records not committed yet first, then the store's (the fleet's, on a
+        # shared store), each named by the node that accounted it.
+        found = ([(node, r) for r in fresh]
+                 + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
+        return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}
 
     def stats(self) -> dict[str, Any]:
         return {**self.correlator.stats(), "parser": self.parser.counters(),

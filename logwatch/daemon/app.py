@@ -336,9 +336,12 @@ class Daemon:
         """Message records and rejected attempts of the correlation stage: counted, scored,
         and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
         effects = []
+        records = list(records)
         for rec in records:
             effects.extend(self.engine.account(rec))
         self.effects.apply(effects)
+        if self.fleet is not None:     # a shared store: the peers' account scores add them
+            self.fleet.publish_risk(records)
         if effects:
             self.schedule_engine()
 

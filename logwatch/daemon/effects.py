@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from logwatch.daemon.factory import Parts
+from logwatch.daemon.logbatch import held
 from logwatch.engine.model import (
     Ban,
     BanAdded,
@@ -235,8 +236,8 @@ class Effects:
         # not saved, so a restart re-reads the lines whose effects are not durable yet.
         self.store_dirty = False
         self.pending = PendingWrites()
-        self.suspensions_held = False
         self.suspensions_held = False    # a held batch changed suspensions
+        self.unsuspended_held: set[str] = set()   # and lifted these (a shared store's rows)
         self.retry_delay = STORE_RETRY_DELAY
         # State that must be durable exactly with the positions (the accounting): stage(store)
         # inside each transaction that saves them, then committed() or aborted().
@@ -244,10 +245,15 @@ class Effects:
         loop.on_timer("storesync", self._on_storesync)
 
     def apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
-        """Hand one batch to the effectors, then persist it in one transaction, then log it."""
+        """Hand one batch to the effectors, then persist it in one transaction, then log it
+        (its log lines leave together at the end: logbatch)."""
         effects = list(effects)
         if not effects:
             return
+        with held():
+            self._apply(effects, positions)
+
+    def _apply(self, effects: list[Effect], positions: bool) -> None:
         now = self.loop.clock()
         batch = Batch()
         for eff in effects:
@@ -334,6 +340,8 @@ class Effects:
     def _hold(self, batch: Batch) -> None:
         self.pending.merge(batch.grants, batch.revoked, batch.bans, batch.lifted)
         self.suspensions_held |= bool(batch.suspended or batch.unsuspended)
+        self.unsuspended_held.difference_update(batch.suspended)
+        self.unsuspended_held.update(batch.unsuspended)
 
     def _store_failed(self) -> None:
         """A commit failed: the engine is ahead of the store until a resync succeeds."""
@@ -355,7 +363,8 @@ class Effects:
                 self.pending.write(store, engine.offender_rows)
                 if self.suspensions_held:
                     # Suspensions are few: the engine's set is written whole.
-                    store.replace_suspensions(engine.accounts.suspensions.values())
+                    store.replace_suspensions(engine.accounts.suspensions.values(),
+                                              self.unsuspended_held)
                     store.put_suspension_history(engine.accounts.history_rows())
                 store.write_held_cursors()
                 self._save_positions()
@@ -370,6 +379,7 @@ class Effects:
         self._committed()
         self.store_dirty = False
         self.pending = PendingWrites()
+        self.unsuspended_held = set()
         store.held_cursors.clear()
         self.retry_delay = STORE_RETRY_DELAY
         log.info("action=store-resync result=ok grants=%d bans=%d", len(engine.grants),

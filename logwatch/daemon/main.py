@@ -19,6 +19,7 @@ from logwatch.daemon.config import (
     load_config,
 )
 from logwatch.daemon.factory import StartupError
+from logwatch.daemon.logbatch import BatchingHandler
 from logwatch.effectors.firewall import FIREWALLS
 from logwatch.util.duration import duration_arg, duration_or_zero_arg
 
@@ -91,7 +92,8 @@ def setup_logging(target: str, debug: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s logwatchd[%(process)d]: %(levelname)s %(message)s"))
-    root.addHandler(handler)
+    # The records of one batch of effects leave together at its end (logbatch.held()).
+    root.addHandler(BatchingHandler(handler))
     if target == "syslog" and not os.path.exists("/dev/log"):
         root.warning("action=log-fallback reason=no-/dev/log target=stderr")
 

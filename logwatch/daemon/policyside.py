@@ -24,6 +24,10 @@ log = logging.getLogger("logwatchd.policy")
 FLUSH_INTERVAL = 0.5          # audit rows and quota counters reach the store this often ...
 FLUSH_ROWS = 5000             # ... this many counter rows at most (a flood: the rest next time)
 PRUNE_INTERVAL = 3600.0
+# A shared store: the peers' changed quota rows are read at every flush, from each peer's
+# newest updated_at less this (its clock may step back a little; a row read twice is replaced,
+# not added).
+PEER_MARGIN = 1.0
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
 _REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
@@ -54,6 +58,8 @@ class PolicySide:
         self.sasl_entries: dict[str, dict[str, str]] = {}
         self._mtimes: dict[str, int | None] = {}
         self._last_prune = 0.0
+        self._peer_marks: dict[str, float] = {}     # peer node -> newest updated_at read
+        self._peer_failed = False
         loop.on_timer("policy", self._on_timer)
         loop.on_timer("policy-notes", self.drain_notes)
 
@@ -77,6 +83,7 @@ class PolicySide:
         self._open_sasl_table(cfg, dry_run)
         quotas = self.quotas
         store = PolicyStore(self.parts.store)
+        self._peer_marks = {}          # new windows: the peers' rows are read afresh
         if quotas is not None:
             loaded = quotas.load(store.load_quota_counts(), self.loop.clock())
             log.info("action=policy-quotas quotas=%d keys=%d", len(quotas.specs), loaded)
@@ -244,17 +251,35 @@ class PolicySide:
         if rows or counts or prune:
             with store.transaction():
                 pstore.put_verdicts(rows)
-                pstore.put_quota_counts(counts)
+                pstore.put_quota_counts(counts, now)
                 if prune:
                     self._last_prune = now
                     pstore.prune_verdicts(now - self.cfg.policy.audit_retention)
         if prune and quotas is not None:
             quotas.expire(now)
+        if quotas is not None and getattr(store, "shared", False):
+            self._read_peers(quotas, pstore)
         for r in rows:
             self.parts.actions.write("policy-verdict", r.decided_at, ip=r.client_address or None,
                                      rule=r.rule, verdict=r.action, user=r.sasl_username or None,
                                      sender=r.sender or None, recipient=r.recipient or None,
                                      instance=r.instance or None, queue_id=r.queue_id or None)
+
+    def _read_peers(self, quotas: QuotaCheck, pstore: PolicyStore) -> None:
+        """The other nodes' quota counts changed since the last read into the windows (a
+        quota is enforced fleet-wide; the verdicts themselves never wait on the store)."""
+        try:
+            rows = pstore.peer_quota_counts(self._peer_marks, PEER_MARGIN)
+        except Exception as exc:     # the store away: the peers' last counts are kept
+            if not self._peer_failed:
+                log.error("action=policy-peer-quotas result=failed error=%s", exc)
+            self._peer_failed = True
+            return
+        self._peer_failed = False
+        quotas.put_peer_rows(rows)
+        for node, *_, updated_at in rows:
+            if updated_at > self._peer_marks.get(node, float("-inf")):
+                self._peer_marks[node] = updated_at
 
     def verdicts(self, since: float | None, ip: str | None, user: str | None,
                  limit: int) -> list[AuditRow]:
@@ -269,6 +294,7 @@ class PolicySide:
         return {"verdicts": dict(self.counts), **stats,
                 "clients": len(server.clients) if server is not None else 0,
                 "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
+                "quota_peers": sorted(self._peer_marks),
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:

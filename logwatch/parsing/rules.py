@@ -82,6 +82,10 @@ class Ruleset:
         self.by_id = {rule.id: rule for rule in (*self.rules, *self.message_rules)}
         self.literals = tuple(sorted({lit for rule in self.rules for lit in rule.prefilters}))
         self._by_program: dict[str, tuple[Rule, ...]] = {}
+        # fnmatch compiles (and caches) a glob on its first use: do it now, not on the path of
+        # the first line of each program after a start (~2 ms for the shipped rules' globs).
+        for glob in {glob for rule in self.rules for glob in rule.programs}:
+            fnmatch.fnmatchcase("", glob)
 
     def for_program(self, program: str) -> tuple[Rule, ...]:
         """Rules that apply to a syslog program, in match order (memoised; programs are few)."""
