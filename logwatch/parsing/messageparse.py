@@ -9,7 +9,7 @@ and speed are exactly what they were; with accounting off it does not exist at a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -87,10 +87,16 @@ class MessageParser:
         ends = list(map(find, repeat(b"\n"), starts))
         if ends and ends[-1] < 0:
             ends[-1] = len(chunk)
+        if self.matcher.exact and chunk.isascii():
+            # One text for the whole chunk, each line matched in place (pos, endpos: the
+            # same as matching the line alone): no slice and no decode per line.
+            text = chunk.decode("ascii")
+            return self._fast_lines(chunk, repeat(text), starts, ends, starts, ends, masks)
         raws = list(map(chunk.__getitem__, map(slice, starts, ends)))
         if not self.matcher.exact:
             return self._lines(raws, masks, True)
-        return self._fast_lines(raws, masks)
+        texts = list(map(bytes.decode, raws, repeat("utf-8"), repeat("replace")))
+        return self._fast_lines(chunk, texts, repeat(0), map(len, texts), starts, ends, masks)
 
     def parse_line(self, line: bytes) -> MessageLine | None:
         """One line through every message rule of its program (the reference path)."""
@@ -140,9 +146,12 @@ class MessageParser:
         stats.matched += len(out)
         return out
 
-    def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
-        """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
-        other lines (other framings, too long, no rule matched) go through _lines()."""
+    def _fast_lines(self, chunk: bytes, texts: Iterable[str], poss: Iterable[int],
+                    endposs: Iterable[int], starts: list[int], ends: list[int],
+                    masks: list[int]) -> list[MessageLine]:
+        """_lines() with the framing and the rule in one regex (FAST_FRAME's form), each
+        line texts[i][poss[i]:endposs[i]] (chunk[starts[i]:ends[i]]); the other lines
+        (other framings, too long, no rule matched) go through _lines()."""
         out: list[Any] = []     # a None holds the place of a line for the slow path
         append = out.append
         slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
@@ -153,13 +162,13 @@ class MessageParser:
         share_host = self._hosts.setdefault        # one object per host name, not per line
         ip_get = IP_CACHE.get
         limit = self.max_message
-        for raw, mask in zip(raws, masks, strict=True):
+        lines = zip(texts, poss, endposs, starts, ends, masks, strict=False)    # repeat()s
+        for text, pos, endpos, start, end, mask in lines:
             plans = plans_get(mask) or self._framed_for(mask)
             m = None
-            if len(raw) <= limit:
-                text = raw.decode("utf-8", "replace")
+            if end - start <= limit:
                 for plan in plans:
-                    m = plan[0](text)
+                    m = plan[0](text, pos, endpos)
                     if m is None:
                         continue
                     program = m.group(8)
@@ -171,7 +180,7 @@ class MessageParser:
                         break
                     m = None
             if m is None:
-                slow.append((len(out), raw, mask))
+                slow.append((len(out), chunk[start:end], mask))
                 append(None)
                 continue
             fields = m.groupdict()
@@ -189,7 +198,7 @@ class MessageParser:
             stamp, host = m.group(1, 7)
             when = stamp_get(stamp) or framer.stamp_time(m)
             if when is None:
-                slow.append((len(out), raw, mask))
+                slow.append((len(out), chunk[start:end], mask))
                 append(None)
                 continue
             ts = epoch_get(when) or self._timestamp(when)
