@@ -82,3 +82,42 @@ def test_a_closed_record_equals_one_made_by_its_constructor() -> None:
     assert records[0].__dict__ == expected.__dict__
     with pytest.raises(AttributeError):
         records[0].seq = 5  # type: ignore[misc]
+
+
+ODD_HEADS = [
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[900]: 4BX7Y: removed",
+    b"Nov 21 10:00:00 mx1 postfix/qmgr: 4BX7Y: removed",               # no pid
+    b"Nov  3 10:00:00 mx1 postfix/qmgr[900]: 4BX7Y: removed",          # a one-digit day
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[]: 4BX7Y: removed",
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[9x]: 4BX7Y: removed",
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[1][2]: 4BX7Y: removed",
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[900]:4BX7Y: removed",           # no blank after ':'
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[900]:  4BX7Y: removed",         # two blanks
+    b"Nov 21 10:00:00 mx1: postfix/qmgr[900]: 4BX7Y: removed",
+    b"Nov 21 10:00:00 2001:db8::1 postfix/qmgr[900]: 4BX7Y: removed",  # a host with colons
+    b"Nov 21 10:00:00 mx1 postfix/pickup[900]: 4BX7Y: removed",        # not the rule's program
+    b"Nov 21 10:00:00 mx1 postfix/qmgr[\xd9\xa3]: 4BX7Y: removed",     # an Arabic-Indic digit
+    b"900]: 4BX7Y: removed",
+    b"Nov 21 99:00:00 mx1 postfix/qmgr[900]: 4BX7Y: removed",          # no such time
+    b"Feb 30 10:00:00 mx1 postfix/qmgr[900]: 4BX7Y: removed",          # no such date
+]
+
+
+@pytest.mark.parametrize("line", ODD_HEADS)
+def test_odd_heads_give_what_the_reference_path_gives(line: bytes) -> None:
+    from pathlib import Path
+
+    from logwatch.parsing.messageparse import MessageLine, MessageParser
+    from logwatch.parsing.rules import load_ruleset
+
+    ruleset = load_ruleset([Path(__file__).resolve().parents[1] / "rules"], probes=False)
+    ref = MessageParser(ruleset, clock=lambda: T).parse_line(line)
+    for matcher in ("auto", "re"):
+        parser = MessageParser(ruleset, clock=lambda: T, matcher=matcher)
+        # twice: the second time from the memoised head
+        for _ in range(2):
+            got = [MessageLine._make(x) for x in parser.parse(line + b"\n")]
+            assert got == ([ref] if ref is not None else [])
+            mixed = [MessageLine._make(x) for x in parser.parse(
+                b"Nov 21 10:00:00 mx1 postfix/qmgr[900]: AAAAA: removed\n" + line + b"\n")]
+            assert mixed[1:] == got and mixed[0].fields["qid"] == "AAAAA"

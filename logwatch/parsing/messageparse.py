@@ -39,10 +39,12 @@ class MessageLine(NamedTuple):
 _Plan = tuple[Callable[[str], object], str, str, bool]
 _UNSEEN = object()
 # The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
-# Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
-# checked against the rule's globs after the match.
-_FRAME_PREFIX = FAST_FRAME.pattern.removesuffix("(.*)")
-# (bound match of the framed regex, rule id, kind, has an ip group, the rule, and its
+# Framer.stamp_time() reads its stamp) matched whole on the text before a line's first ": "
+# (memoised per such head), then a rule's pattern from after it (pos, endpos); the program
+# is checked against the rule's globs first.
+_HEAD = re.compile(FAST_FRAME.pattern.removesuffix(r"(?:\[(\d+)\])?: ?(.*)"), FAST_FRAME.flags)
+assert _HEAD.pattern != FAST_FRAME.pattern
+# (bound match of the rule's pattern, rule id, kind, has an ip group, the rule, and its
 # memo program -> whether the rule applies to it)
 _Framed = tuple[Callable[[str], Any], str, str, bool, Rule, dict[str, bool]]
 
@@ -75,6 +77,7 @@ class MessageParser:
         self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
         self._hosts: dict[str, str] = {}
+        self._heads: dict[str, Any] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -162,23 +165,33 @@ class MessageParser:
         share_host = self._hosts.setdefault        # one object per host name, not per line
         ip_get = IP_CACHE.get
         limit = self.max_message
+        heads_get = self._heads.get
         lines = zip(texts, poss, endposs, starts, ends, masks, strict=False)    # repeat()s
         for text, pos, endpos, start, end, mask in lines:
             plans = plans_get(mask) or self._framed_for(mask)
             m = None
-            if end - start <= limit:
-                for plan in plans:
-                    m = plan[0](text, pos, endpos)
-                    if m is None:
-                        continue
-                    program = m.group(8)
-                    ok = plan[5].get(program)
-                    if ok is None:
-                        ok = _allow(plan, program)
-                    if ok:
-                        _match, rule_id, kind, has_ip, _rule, _memo = plan
-                        break
-                    m = None
+            # The frame: the text before the first ": ", known from an earlier line (a
+            # head repeats: same second, host and process) or checked once by _head().
+            colon = text.find(": ", pos, endpos) if end - start <= limit else -1
+            if colon >= 0:
+                # The pid is not kept: the head without it repeats for a whole second.
+                cut = colon
+                if text[colon - 1] == "]":
+                    cut = text.rfind("[", pos, colon)
+                    if cut < pos or not text[cut + 1:colon - 1].isdecimal():   # \d+
+                        cut = pos                   # no head: the slow path
+                head = heads_get(text[pos:cut]) or self._head(text[pos:cut])
+                if head:
+                    stamp, host, program, head_match = head
+                    for plan in plans:
+                        ok = plan[5].get(program)
+                        if ok is None:
+                            ok = _allow(plan, program)
+                        if ok:
+                            m = plan[0](text, colon + 2, endpos)
+                            if m is not None:
+                                _match, rule_id, kind, has_ip, _rule, _memo = plan
+                                break
             if m is None:
                 slow.append((len(out), chunk[start:end], mask))
                 append(None)
@@ -195,8 +208,7 @@ class MessageParser:
                         stats.candidates += 1
                         continue
                     fields["ip"] = ip
-            stamp, host = m.group(1, 7)
-            when = stamp_get(stamp) or framer.stamp_time(m)
+            when = stamp_get(stamp) or framer.stamp_time(head_match)
             if when is None:
                 slow.append((len(out), chunk[start:end], mask))
                 append(None)
@@ -207,6 +219,17 @@ class MessageParser:
         stats.candidates += fast
         stats.matched += fast
         return self._fill_slow(out, slow) if slow else out
+
+    def _head(self, head: str) -> tuple[str, str, str, re.Match[str]] | tuple[()]:
+        """(stamp, host, program, its match) of the text before a line's first ": " when
+        it is FAST_FRAME's frame whole (then FAST_FRAME's message starts after that ": "),
+        else () and the line takes the slow path. Memoised (bounded)."""
+        m = _HEAD.fullmatch(head)
+        found = m.group(1, 7, 8) + (m,) if m is not None else ()
+        if len(self._heads) > 16384:
+            self._heads.clear()
+        self._heads[head] = found
+        return found
 
     def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
         """The slow path's lines put in their places among the fast ones (the correlation
@@ -253,8 +276,7 @@ class MessageParser:
 
 
 def _framed(rule: Rule) -> _Framed:
-    body = rule.regex.pattern.removeprefix("^")
-    regex = re.compile(_FRAME_PREFIX + body, rule.regex.flags)
+    regex = re.compile(rule.regex.pattern.removeprefix("^"), rule.regex.flags)
     return (regex.match, rule.id, rule.kind, "ip" in rule.regex.groupindex, rule, {})
 
 
