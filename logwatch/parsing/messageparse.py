@@ -9,7 +9,7 @@ and speed are exactly what they were; with accounting off it does not exist at a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -39,12 +39,10 @@ class MessageLine(NamedTuple):
 _Plan = tuple[Callable[[str], object], str, str, bool]
 _UNSEEN = object()
 # The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
-# Framer.stamp_time() reads its stamp) matched whole on the text before a line's first ": "
-# (memoised per such head), then a rule's pattern from after it (pos, endpos); the program
-# is checked against the rule's globs first.
-_HEAD = re.compile(FAST_FRAME.pattern.removesuffix(r"(?:\[(\d+)\])?: ?(.*)"), FAST_FRAME.flags)
-assert _HEAD.pattern != FAST_FRAME.pattern
-# (bound match of the rule's pattern, rule id, kind, has an ip group, the rule, and its
+# Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
+# checked against the rule's globs after the match.
+_FRAME_PREFIX = FAST_FRAME.pattern.removesuffix("(.*)")
+# (bound match of the framed regex, rule id, kind, has an ip group, the rule, and its
 # memo program -> whether the rule applies to it)
 _Framed = tuple[Callable[[str], Any], str, str, bool, Rule, dict[str, bool]]
 
@@ -77,7 +75,6 @@ class MessageParser:
         self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
         self._hosts: dict[str, str] = {}
-        self._heads: dict[str, Any] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -90,16 +87,10 @@ class MessageParser:
         ends = list(map(find, repeat(b"\n"), starts))
         if ends and ends[-1] < 0:
             ends[-1] = len(chunk)
-        if self.matcher.exact and chunk.isascii():
-            # One text for the whole chunk, each line matched in place (pos, endpos: the
-            # same as matching the line alone): no slice and no decode per line.
-            text = chunk.decode("ascii")
-            return self._fast_lines(chunk, repeat(text), starts, ends, starts, ends, masks)
         raws = list(map(chunk.__getitem__, map(slice, starts, ends)))
         if not self.matcher.exact:
             return self._lines(raws, masks, True)
-        texts = list(map(bytes.decode, raws, repeat("utf-8"), repeat("replace")))
-        return self._fast_lines(chunk, texts, repeat(0), map(len, texts), starts, ends, masks)
+        return self._fast_lines(raws, masks)
 
     def parse_line(self, line: bytes) -> MessageLine | None:
         """One line through every message rule of its program (the reference path)."""
@@ -149,12 +140,9 @@ class MessageParser:
         stats.matched += len(out)
         return out
 
-    def _fast_lines(self, chunk: bytes, texts: Iterable[str], poss: Iterable[int],
-                    endposs: Iterable[int], starts: list[int], ends: list[int],
-                    masks: list[int]) -> list[MessageLine]:
-        """_lines() with the framing and the rule in one regex (FAST_FRAME's form), each
-        line texts[i][poss[i]:endposs[i]] (chunk[starts[i]:ends[i]]); the other lines
-        (other framings, too long, no rule matched) go through _lines()."""
+    def _fast_lines(self, raws: list[bytes], masks: list[int]) -> list[MessageLine]:
+        """_lines() with the framing and the rule in one regex (FAST_FRAME's form); the
+        other lines (other framings, too long, no rule matched) go through _lines()."""
         out: list[Any] = []     # a None holds the place of a line for the slow path
         append = out.append
         slow: list[tuple[int, bytes, int]] = []     # (place in out, line, mask)
@@ -165,35 +153,25 @@ class MessageParser:
         share_host = self._hosts.setdefault        # one object per host name, not per line
         ip_get = IP_CACHE.get
         limit = self.max_message
-        heads_get = self._heads.get
-        lines = zip(texts, poss, endposs, starts, ends, masks, strict=False)    # repeat()s
-        for text, pos, endpos, start, end, mask in lines:
+        for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
             m = None
-            # The frame: the text before the first ": ", known from an earlier line (a
-            # head repeats: same second, host and process) or checked once by _head().
-            colon = text.find(": ", pos, endpos) if end - start <= limit else -1
-            if colon >= 0:
-                # The pid is not kept: the head without it repeats for a whole second.
-                cut = colon
-                if text[colon - 1] == "]":
-                    cut = text.rfind("[", pos, colon)
-                    if cut < pos or not text[cut + 1:colon - 1].isdecimal():   # \d+
-                        cut = pos                   # no head: the slow path
-                head = heads_get(text[pos:cut]) or self._head(text[pos:cut])
-                if head:
-                    stamp, host, program, head_match = head
-                    for plan in plans:
-                        ok = plan[5].get(program)
-                        if ok is None:
-                            ok = _allow(plan, program)
-                        if ok:
-                            m = plan[0](text, colon + 2, endpos)
-                            if m is not None:
-                                _match, rule_id, kind, has_ip, _rule, _memo = plan
-                                break
+            if len(raw) <= limit:
+                text = raw.decode("utf-8", "replace")
+                for plan in plans:
+                    m = plan[0](text)
+                    if m is None:
+                        continue
+                    program = m.group(8)
+                    ok = plan[5].get(program)
+                    if ok is None:
+                        ok = _allow(plan, program)
+                    if ok:
+                        _match, rule_id, kind, has_ip, _rule, _memo = plan
+                        break
+                    m = None
             if m is None:
-                slow.append((len(out), chunk[start:end], mask))
+                slow.append((len(out), raw, mask))
                 append(None)
                 continue
             fields = m.groupdict()
@@ -208,9 +186,10 @@ class MessageParser:
                         stats.candidates += 1
                         continue
                     fields["ip"] = ip
-            when = stamp_get(stamp) or framer.stamp_time(head_match)
+            stamp, host = m.group(1, 7)
+            when = stamp_get(stamp) or framer.stamp_time(m)
             if when is None:
-                slow.append((len(out), chunk[start:end], mask))
+                slow.append((len(out), raw, mask))
                 append(None)
                 continue
             ts = epoch_get(when) or self._timestamp(when)
@@ -219,17 +198,6 @@ class MessageParser:
         stats.candidates += fast
         stats.matched += fast
         return self._fill_slow(out, slow) if slow else out
-
-    def _head(self, head: str) -> tuple[str, str, str, re.Match[str]] | tuple[()]:
-        """(stamp, host, program, its match) of the text before a line's first ": " when
-        it is FAST_FRAME's frame whole (then FAST_FRAME's message starts after that ": "),
-        else () and the line takes the slow path. Memoised (bounded)."""
-        m = _HEAD.fullmatch(head)
-        found = m.group(1, 7, 8) + (m,) if m is not None else ()
-        if len(self._heads) > 16384:
-            self._heads.clear()
-        self._heads[head] = found
-        return found
 
     def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
         """The slow path's lines put in their places among the fast ones (the correlation
@@ -276,7 +244,8 @@ class MessageParser:
 
 
 def _framed(rule: Rule) -> _Framed:
-    regex = re.compile(rule.regex.pattern.removeprefix("^"), rule.regex.flags)
+    body = rule.regex.pattern.removeprefix("^")
+    regex = re.compile(_FRAME_PREFIX + body, rule.regex.flags)
     return (regex.match, rule.id, rule.kind, "ip" in rule.regex.groupindex, rule, {})
 
 
