@@ -9,6 +9,8 @@ the records the store holds beyond the last seq in the stats log are written fir
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
@@ -33,6 +35,23 @@ PIECE = 256 * 1024               # bytes of lines parsed and correlated at a tim
 # (700) it ran every hundred lines, each time walking the open messages; this many
 # allocations between young collections cost little memory (little of it is cyclic).
 GC_THRESHOLD = (20_000, 20, 20)
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0), or a no-op elsewhere."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):        # pragma: no cover - not glibc
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
+# Parsing a piece frees large buffers between the open messages' small objects; glibc keeps
+# those holes unless asked (whether it does depends on the order of allocations: 93 or
+# 105 MB RSS for the same 100,000 open messages). Asked at most this often.
+TRIM_INTERVAL = 1.0
+malloc_trim = _malloc_trim()
 
 
 @dataclass
@@ -66,7 +85,7 @@ class Accounting:
         self.unwritten: list[MessageRecord] = []    # committed, not in the stats log yet
         self.written_seq = 0
         self._staged: tuple[list[Any], int] | None = None
-        self._pruned_at = 0.0
+        self._pruned_at = self._trimmed_at = 0.0
         self.errors = 0
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -154,6 +173,10 @@ class Accounting:
         self.unwritten.extend(self.pending[:count])
         del self.pending[:count]
         self.flush()
+        now = self.clock()
+        if not 0 <= now - self._trimmed_at < TRIM_INTERVAL:
+            self._trimmed_at = now
+            malloc_trim()
 
     def aborted(self) -> None:
         """The staged transaction failed: everything stays pending for the next one."""
