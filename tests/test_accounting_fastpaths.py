@@ -121,3 +121,19 @@ def test_odd_heads_give_what_the_reference_path_gives(line: bytes) -> None:
             mixed = [MessageLine._make(x) for x in parser.parse(
                 b"Nov 21 10:00:00 mx1 postfix/qmgr[900]: AAAAA: removed\n" + line + b"\n")]
             assert mixed[1:] == got and mixed[0].fields["qid"] == "AAAAA"
+
+
+def test_canonical_ipv4_text_is_what_normalize_ip_gives() -> None:
+    from logwatch.parsing.events import IP_CACHE, normalize_ip
+    from logwatch.parsing.messageparse import _CANONICAL_V4
+
+    probes = [f"{a}.{b}.{c}.{d}" for a in (0, 1, 9, 10, 99, 100, 199, 200, 249, 250, 255)
+              for b in (0, 255) for c in (7,) for d in (0, 42)]
+    probes += ["256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1.2.3.04", "1.2.3.4 ", "٣.1.1.1",
+               "::ffff:1.2.3.4", "2001:db8::1", "1.2.3.-4", "300.300.300.300", "1..2.3"]
+    for text in probes:
+        IP_CACHE.clear()
+        if _CANONICAL_V4.fullmatch(text):
+            assert normalize_ip(text) == text, text
+        else:
+            assert normalize_ip(text) != text or text.count(".") != 3, text

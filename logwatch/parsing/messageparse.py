@@ -38,6 +38,10 @@ class MessageLine(NamedTuple):
 # (bound regex search, rule id, kind, whether the rule has an ip group)
 _Plan = tuple[Callable[[str], object], str, str, bool]
 _UNSEEN = object()
+# An IPv4 address already in its canonical text (octets 0-255, no leading zero): what
+# normalize_ip() gives back unchanged, without ipaddress (3 us) when its cache misses.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 # The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
 # Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
 # checked against the rule's globs after the match.
@@ -151,7 +155,7 @@ class MessageParser:
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
         share_host = self._hosts.setdefault        # one object per host name, not per line
-        ip_get = IP_CACHE.get
+        ip_get, canonical_v4 = IP_CACHE.get, _CANONICAL_V4.fullmatch
         limit = self.max_message
         for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
@@ -180,7 +184,7 @@ class MessageParser:
                 if text_ip is not None:
                     ip = ip_get(text_ip, _UNSEEN)
                     if ip is _UNSEEN:
-                        ip = normalize_ip(text_ip)
+                        ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
                     if ip is None:
                         stats.invalid_ip += 1
                         stats.candidates += 1
