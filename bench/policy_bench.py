@@ -174,10 +174,16 @@ def closed_loop(address: str, port: int, conns: int, procs: int, budget: int, se
     return total
 
 
+_PACED_RUNS = iter(range(7, 100))
+
+
 def paced(address: str, port: int, conns: int, rate: float, seconds: float,
           keys: int) -> list[float]:
-    """Reply latencies (s) at a fixed request rate, each from the moment it was due."""
-    reqs = Requests(keys, 7)
+    """Reply latencies (s) at a fixed request rate, each from the moment it was due.
+
+    Every run has its own instance ids: a server must count each request (a resent instance
+    is counted once, which would make a second run nearly free)."""
+    reqs = Requests(keys, next(_PACED_RUNS))
     socks = connect(address, port, conns)
     sel = selectors.DefaultSelector()
     for s in socks:
@@ -396,7 +402,7 @@ def main() -> None:
     p.add_argument("--flood", type=int, default=20_000)
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--period", type=int, default=60)
-    p.add_argument("--settle", type=float, default=10.0,
+    p.add_argument("--settle", type=float, default=30.0,
                    help="seconds between logwatchd's closed loop and its paced runs")
     p.add_argument("--only", choices=("postfwd", "logwatchd", "yardstick"))
     a = p.parse_args()

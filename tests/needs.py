@@ -34,6 +34,8 @@ HINTS = {
     "dh": "apt-get install debhelper dh-python",
     "groff": "apt-get install groff-base",
     "unshare": "apt-get install util-linux",
+    "runuser": "apt-get install util-linux",
+    "psycopg": "apt-get install python3-psycopg",
 }
 
 

@@ -17,11 +17,12 @@ What such an instance does (tests/test_postfix_policy_harness.py proves each poi
   smtpd_recipient_restrictions, so everything below runs after reject_unauth_destination,
   also for authenticated clients (whose sasl_username a quota must see).
 - smtpd_recipient_restrictions = [RECIPIENT_CHECKS,] [check_sasl_access SASL_ACCESS,]
-  [check_policy_service
-  { ENDPOINT, timeout=5s, default_action=DUNNO }] (sasl_access_in adds the table to
-  smtpd_sender_restrictions too); PolicyHook(at_end_of_data=True) adds the policy service to
-  smtpd_end_of_data_restrictions (byte quotas). The SASL table comes first, so a listed user is
-  refused at once even when the policy server is down.
+  [check_policy_service { ENDPOINT, timeout=5s, default_action=DUNNO }]
+  (MailOptions.recipient_checks, e.g. ("reject_non_fqdn_recipient",); sasl_access_in=
+  ("sender",) or ("recipient", "sender") puts the table in smtpd_sender_restrictions);
+  PolicyHook(at_end_of_data=True) adds the policy service to smtpd_end_of_data_restrictions
+  (byte quotas). The SASL table comes before the policy service, so a listed user is refused
+  at once even when the policy server is down.
 - SMTP AUTH (PLAIN, LOGIN; no TLS) through a private Dovecot (tests/dovecot_helpers.py).
 - XCLIENT from 127.0.0.0/8: Client(addr=..., name=...) makes a session look like it came from
   any address with any reverse name (client_name and reverse_client_name; helo too). Without
@@ -30,7 +31,9 @@ What such an instance does (tests/test_postfix_policy_harness.py proves each poi
   transport, so it leaves the queue at once and `QUEUEID: removed` appears in the log.
 - The log: `inst.maillog_path` (maillog_file via postlogd), the file a logwatchd under test
   follows; `inst.wait_log(needle)`. `inst.held()` lists queue ids on hold (HOLD actions).
-- `inst.reconfigure({"smtpd_recipient_restrictions": ...})`: postconf -e and postfix reload.
+- `inst.reconfigure({"smtpd_recipient_restrictions": ...})`: postconf -e and postfix reload
+  (returns once no smtpd of the old configuration is left).
+- tests/mailrig.py bundles Postfix + Dovecot + a check_sasl_access table for submissions.
 - smtpd process limit `MailOptions.smtpd_processes` (default 20) for concurrent clients.
 """
 
@@ -158,11 +161,16 @@ class PostfixInstance:
         self.settings.update(settings)
         age_config(self.config_dir)
         start = self.log_size()
+        old = [psutil.Process(pid) for pid in self.smtpd_pids()]
         subprocess.run(["postfix", "-c", self.config_dir, "reload"], check=True,
                        capture_output=True, timeout=60)
         # The master logs this once it has re-read main.cf; smtpd processes of the old
-        # configuration finish their sessions and exit, new ones read the new settings.
+        # configuration finish their sessions and exit (an idle one could otherwise still
+        # take the next connection with the old settings), new ones read the new settings.
         self.wait_log(re.compile(r"master\[\d+\]: reload "), after=start)
+        _, alive = psutil.wait_procs(old, timeout=20)
+        if alive:
+            raise AssertionError(f"smtpd {[p.pid for p in alive]} still up after the reload")
 
     def held(self) -> list[str]:
         """Queue ids of the messages on hold (a HOLD action put them there)."""

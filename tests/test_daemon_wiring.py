@@ -189,7 +189,8 @@ def test_commands_go_through_one_table_and_answer_from_engine_queries(wired) -> 
     commands = Commands(engine, Actions(status=lambda: {"x": 1}, apply=applied.extend,
                                         reload=lambda: (True, "reloaded")))
     assert set(commands.table) == {"status", "bans", "grants", "reload", "flush", "offenders",
-                                   "check", "ban", "unban", "grant", "revoke", "verdicts",
+                                   "check", "ban", "unban", "grant", "revoke",
+                                   "accounts", "suspend", "unsuspend", "verdicts",
                                    "policy-test", "messages"}
     assert commands({"cmd": "status"}) == {"ok": True, "x": 1}
     assert commands({"cmd": "check", "ip": "198.51.100.7/32"})["banned"] is True

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,3 +196,30 @@ def test_restart_keeps_quota_counts(rig: Rig) -> None:
     rig.daemon.start()
     second = _send(rig, ruser, [f"r3@{INBOUND}", f"r4@{INBOUND}"])
     assert _codes(second) == [250, 450], second
+
+
+def test_unix_socket_as_postfix_uses_it(tmp_path: Path) -> None:
+    """policy.listen unix:PATH: smtpd (user postfix) connects to the socket the daemon made."""
+    sockdir = Path(tempfile.mkdtemp(prefix="lw-policysock-"))
+    try:
+        os.chmod(sockdir, 0o755)
+        path = sockdir / "logwatchd"
+        opts = MailOptions(policy=PolicyHook(f"unix:{path}"), relay_domains=INBOUND)
+        with postfix_instance(options=opts) as inst:
+            d = DaemonProc(tmp_path, {"sources": {"logfiles": [inst.maillog_path]},
+                                      "policy": {"listen": f"unix:{path}", "s25r": "defer"}})
+            try:
+                d.start()
+                rcpt = [f"u@{INBOUND}"]
+                with smtp_session(inst, Client(addr="203.0.113.70",
+                                               name="p1234-ipbf01.example.ne.jp")) as smtp:
+                    dynamic = send_mail(smtp, "s@example.org", rcpt)
+                assert _codes(dynamic) == [450], dynamic
+                with smtp_session(inst, Client(addr="203.0.113.71",
+                                               name="mail.example.org")) as smtp:
+                    assert send_mail(smtp, "s@example.org", rcpt).accepted() == rcpt
+                assert "warning: connect to" not in inst.maillog()
+            finally:
+                d.stop()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -63,11 +63,17 @@ def format_status(st: dict[str, Any]) -> str:
         f"grants:        {st.get('grants', 0)}",
         f"bans:          {st.get('bans', 0)}",
     ]
+    out += _store_lines(st)
     lag, unread = st.get("lag"), st.get("lag_bytes")
     out.append("lag:           " + (
         "n/a (no log files followed)" if lag is None
         else "0 (at the end of every log file)" if not unread
         else f"{lag:.1f}s behind the log ({unread} bytes unread)"))
+    risk = st.get("risk")
+    if risk:
+        out.append(f"accounts:      {risk.get('accounts', 0)} SASL IDs followed, "
+                   f"{risk.get('suspensions', 0)} suspended "
+                   f"({risk.get('suspended', 0)} suspensions since start)")
     if st.get("watchdog_kills") is not None:
         out.append(f"watchdog:      {st['watchdog_kills']} stuck sessions killed")
     events = st.get("events") or {}
@@ -104,13 +110,36 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _store_lines(st: dict[str, Any]) -> list[str]:
+    """The store, and with a shared one this node's name and the peers seen recently."""
+    lines = [f"store:         {st['store']}"] if st.get("store") else []
+    fleet = st.get("fleet")
+    if fleet:
+        peers = ", ".join(f"{p.get('node')} ({p.get('seen')}s ago)" if "node" in p
+                          else f"? ({p.get('error')})" for p in fleet.get("peers", []))
+        lines.append(f"node:          {fleet.get('node')}"
+                     + ("" if fleet.get("listening") else "  (not listening: store away)"))
+        lines.append(f"peers:         {peers or 'none seen in the last minute'}")
+    return lines
+
+
 def format_bans(bans: list[dict[str, Any]], clock: Clock = wall) -> str:
     now = clock()
     rows = [[b["ip"], b.get("reason") or "-", _ts(b.get("since")),
              _ts(b.get("expires")) if b.get("expires") is None
              else f"{_ts(b['expires'])} (in {_duration(b['expires'] - now)})"]
             for b in bans]
-    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(bans)} ban(s)"
+    return _table(*_with_node(rows, bans, ["IP", "REASON", "SINCE", "EXPIRES"])) \
+        + f"\n{len(bans)} ban(s)"
+
+
+def _with_node(rows: list[list[str]], items: list[dict[str, Any]],
+               header: list[str]) -> tuple[list[list[str]], list[str]]:
+    """A NODE column (the deciding node) when the daemon shares its store with others."""
+    if not any("node" in item for item in items):
+        return rows, header
+    return ([[*row, item.get("node") or "-"] for row, item in zip(rows, items, strict=True)],
+            [*header, "NODE"])
 
 
 def format_grants(grants: list[dict[str, Any]], clock: Clock = wall) -> str:
@@ -118,7 +147,8 @@ def format_grants(grants: list[dict[str, Any]], clock: Clock = wall) -> str:
     rows = [[g["ip"], g.get("reason") or "-", _ts(g.get("since")),
              f"{_ts(g['expires'])} (in {_duration(g['expires'] - now)})"]
             for g in grants]
-    return _table(rows, ["IP", "REASON", "SINCE", "EXPIRES"]) + f"\n{len(grants)} grant(s)"
+    return _table(*_with_node(rows, grants, ["IP", "REASON", "SINCE", "EXPIRES"])) \
+        + f"\n{len(grants)} grant(s)"
 
 
 def format_offenders(offenders: list[dict[str, Any]], total: int, clock: Clock = wall) -> str:
@@ -135,6 +165,32 @@ def format_offenders(offenders: list[dict[str, Any]], total: int, clock: Clock =
     more = f" (the {len(offenders)} highest shown)" if total > len(offenders) else ""
     return (_table(rows, ["IP", "SCORE", "REASONS", "SCORE DROPS"])
             + f"\n{total} offender(s) not banned{more}")
+
+
+def format_accounts(resp: dict[str, Any], clock: Clock = wall) -> str:
+    """Top senders with their counts, score and why; then the suspended IDs with expiry."""
+    now = clock()
+    threshold = resp.get("threshold", 0)
+    rows = [[a["user"], f"{a['score']:g}/{threshold:g}"
+             + (" (never suspended)" if a.get("never_suspend") else ""),
+             str(a["messages"]), str(a["recipients"]), str(a["ips"]), str(a["networks"]),
+             ",".join(f"{k}:{v:g}" for k, v in sorted(a.get("why", {}).items())) or "-"]
+            for a in resp.get("accounts", [])]
+    total = resp.get("total", len(rows))
+    out = [_table(rows, ["SASL ID", "SCORE", "MSGS", "RCPTS", "IPS", "NETS", "WHY"]),
+           f"{total} account(s) active in the last {_duration(resp.get('window'))}"
+           + (f" (the {len(rows)} highest shown)" if total > len(rows) else "")]
+    sus = resp.get("suspended", [])
+    if sus:
+        srows = [[s["user"], _ts(s["since"]),
+                  f"{_ts(s['expires'])} (in {_duration(s['expires'] - now)})",
+                  f"{s['score']:g}", str(s["offences"]),
+                  ",".join(f"{k}:{v:g}" for k, v in sorted(s.get("why", {}).items()))
+                  or s.get("source", "-")]
+                 for s in sus]
+        out += ["", _table(srows, ["SUSPENDED", "SINCE", "EXPIRES", "SCORE", "TIMES", "WHY"])]
+    out.append(f"{len(sus)} suspended")
+    return "\n".join(out)
 
 
 def format_messages(messages: list[dict[str, Any]]) -> str:
@@ -207,6 +263,21 @@ def _ip_and_duration(s: argparse.ArgumentParser, what: str) -> None:
                    help="the same as DURATION")
 
 
+def _account_commands(sub: Any) -> None:
+    """accounts, suspend and unsuspend (account risk, engine/accounts.py)."""
+    s = sub.add_parser("accounts", help="SASL IDs: top senders with counts, score and why; "
+                                        "suspended IDs with expiry")
+    s.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="show the N highest scores (default 20; 0: all)")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("suspend", help="suspend a SASL ID now (check_sasl_access table)")
+    s.add_argument("user")
+    s.add_argument("--for", dest="duration_flag", type=duration_arg, metavar="DURATION",
+                   help="how long (default: accounting.suspend_time)")
+    s = sub.add_parser("unsuspend", help="lift the suspension of a SASL ID")
+    s.add_argument("user")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="logwatchctl",
@@ -245,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "banned, score, and what protects it")
     s.add_argument("ip")
     s.add_argument("--json", action="store_true")
+    _account_commands(sub)
     s = sub.add_parser("messages", help="recent message records (accounting): who sent what")
     s.add_argument("--user", metavar="U", help="only those of this SASL user")
     s.add_argument("--ip", metavar="IP", help="only those from this client address")
@@ -353,8 +425,10 @@ def run(args: argparse.Namespace) -> int:
     req: dict[str, Any] = {"cmd": cmd}
     if cmd in ("ban", "unban", "grant", "revoke", "check"):
         req["ip"] = args.ip
-    if cmd == "offenders":
+    if cmd in ("offenders", "accounts"):
         req["limit"] = args.limit if args.limit > 0 else None      # null: all of them
+    if cmd in ("suspend", "unsuspend"):
+        req["user"] = args.user
     if cmd == "messages":
         req.update(user=args.user, ip=args.ip, since=args.since, limit=args.limit)
     duration, flag = getattr(args, "duration", None), getattr(args, "duration_flag", None)
@@ -382,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_offenders(resp["offenders"], resp.get("total", len(resp["offenders"]))))
     elif cmd == "check":
         print(format_check(resp))
+    elif cmd == "accounts":
+        print(format_accounts(resp))
     elif cmd == "messages":
         print(format_messages(resp["messages"]))
     else:

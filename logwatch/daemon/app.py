@@ -18,6 +18,8 @@ from typing import Any
 from logwatch import __version__
 from logwatch.clock import Clock, wall
 from logwatch.daemon import factory
+from logwatch.daemon.accounting import Subscriber
+from logwatch.daemon.accountkeep import AccountKeeper
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import Config
 from logwatch.daemon.effects import Effects, Recorder
@@ -28,6 +30,7 @@ from logwatch.daemon.factory import (  # noqa: F401  (re-exported for callers of
     mynetworks,
     own_addresses,
 )
+from logwatch.daemon.fleet import FleetSync, make_fleet
 from logwatch.daemon.loop import Loop
 from logwatch.daemon.main import absolute_args, build_parser, main  # noqa: F401
 from logwatch.daemon.policyside import PolicySide
@@ -88,6 +91,7 @@ class Daemon:
     watchdog = _Part()
     sources = _Part()
     actions = _Part()
+    suspension_table = _Part()
     accounting = _Part()
 
     def __init__(self, cfg: Config, config_path: str | None, args: argparse.Namespace,
@@ -104,11 +108,15 @@ class Daemon:
         self.lag = LagMeter(started=self.counters.started)
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
-            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run), self.error,
+            self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
+            lambda: self.cfg.accounting.suspend_action), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
         self.commands: Commands | None = None
+        self.fleet: FleetSync | None = None
+        self.account_keeper = AccountKeeper(self.parts, self.loop,
+                                            lambda: self.cfg.accounting.window, self.error)
         self.fds = SourceFds(self.parts, self.loop, self._pump,
                              lambda: self.cfg.sources.poll_interval)
         self.whitelist_watch = WhitelistWatch(self.loop, lambda: self.cfg.bans.whitelist,
@@ -155,7 +163,8 @@ class Daemon:
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
-        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log)
+        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log,
+                                                                  cfg)
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:
@@ -167,13 +176,22 @@ class Daemon:
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
+        try:
+            self.apply(factory.load_accounts(self.engine, self.store))
+        except sqlite3.Error as exc:
+            raise StartupError(f"state: {self.store.path}: {exc}") from exc
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)
+            self.suspension_table = factory.make_suspension_table(cfg, self.dry_run,
+                                                                  self.set_sasl_entries)
             self.upkeep.adopt_live_entries(self.effects, reset)
             self.upkeep.reconcile()
         except Exception as exc:   # RelayMapError, FirewallError, OSError: say which and stop
             raise StartupError(f"effectors: {exc}") from exc
+        self.fleet = make_fleet(self)
+        if self.fleet is not None:
+            self.fleet.connect(reconcile=False)
         try:
             self.store.mark_started()
         except sqlite3.Error as exc:   # an empty store then stays "new" for the next start
@@ -210,6 +228,10 @@ class Daemon:
             if self.accounting is not None:
                 self.accounting.start()
                 self.effects.committers.append(self.accounting)
+                # Account risk and counts over time (engine/accounts.py): each record once.
+                self.accounting.subscribe(Subscriber(
+                    on_record=lambda rec: self.on_records((rec,)),
+                    on_reject=lambda att: self.on_records((att,)), name="risk"))
         except (OSError, sqlite3.Error, ValueError) as exc:
             raise StartupError(f"accounting: {exc}") from exc
 
@@ -248,9 +270,12 @@ class Daemon:
             self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
         self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
+        self.account_keeper.schedule(now)
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
+        if self.fleet is not None:
+            self.fleet.schedule(now)
 
     def schedule_engine(self) -> None:
         deadline = self.engine.next_deadline()
@@ -286,6 +311,8 @@ class Daemon:
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
         # it after a crash changes nothing, and most wakeups bring no effect at all.
         self.feed(events, positions=True)
+        if self.fleet is not None:     # a shared store: the peers count these hits too
+            self.fleet.publish_hits(events)
 
     def feed(self, events: Sequence[Event], positions: bool = False) -> None:
         effects = []
@@ -297,6 +324,16 @@ class Daemon:
             note_newest(self.counters, events[-1], self.clock())
             self.policy.observe(events)
         self.effects.apply(effects, positions=positions)
+
+    def on_records(self, records: Iterable[Any]) -> None:
+        """Message records and rejected attempts of the correlation stage: counted, scored,
+        and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
+        effects = []
+        for rec in records:
+            effects.extend(self.engine.account(rec))
+        self.effects.apply(effects)
+        if effects:
+            self.schedule_engine()
 
     def apply(self, effects: Iterable[Any], positions: bool = False) -> None:
         """Effects through the effect table (effectors, store, actions log)."""
@@ -329,6 +366,9 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         st = snapshot(self.parts, self.counters, self.lag, self.clock(), self.config_path,
                       self.dry_run)
+        st["store"] = str(getattr(self.store, "path", "")) or None
+        if self.fleet is not None:
+            st["fleet"] = self.fleet.status()
         if self.policy.enabled:
             st["policy"] = self.policy.status()
         return st
@@ -343,7 +383,8 @@ class Daemon:
                 status=self.status, apply=self.apply, reload=self.reload,
                 changed=self.schedule_engine, policy=self.policy,
                 messages=lambda r: self.accounting.query(r) if self.accounting else {
-                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"}))
+                    "ok": False, "error": "messages: accounting is off (accounting.enabled)"},
+                **(self.fleet.actions() if self.fleet is not None else {})))
         return self.commands(req)
 
     # -- the loop -------------------------------------------------------------------------
@@ -382,6 +423,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        self.account_keeper.flush(self.clock(), final=True)
         self.effects.final_save()
         if self.watchdog is not None:
             self.watchdog.close()
@@ -402,6 +444,8 @@ class Daemon:
         self.actions.close()
         if self.accounting is not None:
             self.accounting.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.store.close()
         if self.state_lock is not None:
             self.state_lock.release()

@@ -21,6 +21,7 @@ from logwatch.daemon.configcheck import (  # noqa: F401  (re-exported: the confi
     duration_for,
 )
 from logwatch.daemon.policyconfig import COERCE, PolicyConfig, QuotaConfig, parse_quotas
+from logwatch.engine.accounts import DEFAULT_WEIGHTS as RISK_WEIGHTS
 from logwatch.sources import SOURCES
 from logwatch.util.duration import parse_duration
 from logwatch.util.safeio import CONFIG_MAX_BYTES, read_capped
@@ -125,6 +126,13 @@ class DaemonConfig:
 
 
 @dataclass
+class StoreConfig:
+    url: str | None = None            # None: sqlite://<daemon.state_dir>/state.db
+    node: str | None = None           # this node's name in a shared store; None: the host name
+    sync_interval: float = 60.0       # shared store: reconcile the firewall with the ban table
+
+
+@dataclass
 class AccountingConfig:
     enabled: bool = False             # correlate Postfix/Sendmail/Exim lines into messages
     stats_log: str | None = "/var/log/logwatchd/stats.log"   # one LTSV line per message
@@ -137,6 +145,15 @@ class AccountingConfig:
     suspend_action: str = "HOLD"      # HOLD (kept for review) or REJECT
     suspend_time: float = 3600.0
     never_suspend: list[str] = field(default_factory=list)
+    # Account risk (logwatch/engine/accounts.py): the score's weights over the window, growth
+    # of repeat suspensions and its cap, memory bounds, and counts over time (top senders).
+    weights: dict[str, float] = field(default_factory=lambda: dict(RISK_WEIGHTS))
+    window: float = 3600.0
+    min_bounce_sample: int = 10
+    suspend_growth: float = 2.0
+    max_suspend_time: float = 7 * 86400.0
+    max_accounts: int = 100_000
+    top_senders: int = 10
 
 
 @dataclass
@@ -148,6 +165,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
@@ -161,6 +179,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "sources": SourcesConfig, "rules": RulesConfig, "relay": RelayConfig, "bans": BanConfig,
     "firewall": FirewallConfig, "watchdog": WatchdogConfig, "daemon": DaemonConfig,
+    "store": StoreConfig,
     "accounting": AccountingConfig,
     "policy": PolicyConfig,
 }
@@ -279,7 +298,7 @@ def _parse_section(cfg: Config, sect: str, node: yaml.MappingNode, file: str,
         except ValueError as exc:
             problems.append(ConfigProblem(file, _line(v_node), dotted, str(exc)))
             continue
-        if dotted == "bans.weights":
+        if dotted in ("bans.weights", "accounting.weights"):
             value = {**section_obj.weights, **value}   # a partial mapping keeps the rest
         if sect == "sources" and key not in SourcesConfig.__dataclass_fields__:
             section_obj.extra[key] = value
@@ -358,6 +377,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "log": ("daemon", "log"),
     "dry_run": ("daemon", "dry_run"),
     "actions_log": ("daemon", "actions_log"),
+    "store": ("store", "url"),
     "stats_log": ("accounting", "stats_log"),
     "sasl_access_map": ("accounting", "sasl_access_map"),
     "policy_listen": ("policy", "listen"),

@@ -99,6 +99,17 @@ def _matcher(v: Any) -> str | None:
         if v == "hyperscan" and not hyperscan_available() else None)
 
 
+def _node_name(v: Any) -> str | None:
+    ok = isinstance(v, str) and 0 < len(v) <= 63 and all(c.isalnum() or c in "-._" for c in v)
+    return None if ok else "must be 1-63 letters, digits, '-', '.' or '_'"
+
+
+def store_url_problem(v: Any) -> str | None:
+    from logwatch.state.backends import url_problem
+
+    return url_problem(v) if isinstance(v, str) else "must be a URL"
+
+
 # What a suspended SASL ID's check_sasl_access entry says: mail held for review, or refused.
 SUSPEND_ACTIONS = ("HOLD", "REJECT")
 
@@ -107,6 +118,17 @@ def _sasl_ids(v: Any) -> str | None:
     for name in v:
         if not name or any(c.isspace() or ord(c) < 32 for c in name):
             return f"not a SASL user name: {name!r}"
+    return None
+
+
+def _risk_weights(v: Any) -> str | None:
+    from logwatch.engine.accounts import WEIGHT_NAMES
+
+    for name, w in v.items():
+        if name not in WEIGHT_NAMES:
+            return f"unknown weight {name!r} (known: {', '.join(WEIGHT_NAMES)})"
+        if not math.isfinite(w) or w < 0:
+            return f"weight of {name!r} must be a finite, non-negative number (got {w!r})"
     return None
 
 
@@ -142,6 +164,9 @@ _CHECKS: dict[str, Check] = {
     "daemon.pidfile": abs_path,
     "daemon.log": one_of(LOG_TARGETS),
     "daemon.actions_log": optional(abs_path),
+    "store.url": optional(lambda v: store_url_problem(v)),
+    "store.node": optional(_node_name),
+    "store.sync_interval": positive,
     "accounting.stats_log": optional(abs_path),
     "accounting.max_open": int_range(1, 10_000_000),
     "accounting.max_age": positive,
@@ -151,6 +176,13 @@ _CHECKS: dict[str, Check] = {
     "accounting.suspend_action": one_of(SUSPEND_ACTIONS),
     "accounting.suspend_time": positive,
     "accounting.never_suspend": _sasl_ids,
+    "accounting.weights": _risk_weights,
+    "accounting.window": positive,
+    "accounting.min_bounce_sample": int_range(1, 1_000_000),
+    "accounting.suspend_growth": positive,
+    "accounting.max_suspend_time": positive,
+    "accounting.max_accounts": int_range(1, 10_000_000),
+    "accounting.top_senders": int_range(0, 1000),
     **POLICY_CHECKS,
 }
 
@@ -166,7 +198,9 @@ _DURATION_KEYS: dict[str, bool] = {
     "relay.grace": False, "bans.findtime": False,
     "bans.bantime": False, "bans.max_bantime": False, "bans.distinct_window": False,
     "watchdog.limit": True, "watchdog.interval": False, "watchdog.grace": True,
+    "store.sync_interval": False,
     "accounting.max_age": False, "accounting.keep": True, "accounting.suspend_time": False,
+    "accounting.window": False, "accounting.max_suspend_time": False,
     **POLICY_DURATIONS,
 }
 
@@ -205,6 +239,13 @@ def cross_checks(cfg: Config, file: str, lines: dict[str, int],
             f"must be at least bans.bantime ({cfg.bans.bantime:g})"))
     problems += [ConfigProblem(file, lines.get(f"firewall.{key}"), f"firewall.{key}", message)
                  for key, message in firewall_cross_problems(cfg.firewall)]
+    # Accounting numbers its records per server (the stats log's sequence): on a shared store
+    # the nodes' numbers would collide and records be dropped. Refused until they are keyed.
+    if cfg.accounting.enabled and (cfg.store.url or "").startswith("postgresql"):
+        problems.append(ConfigProblem(
+            file, lines.get("accounting.enabled"), "accounting.enabled",
+            "not supported with a shared store (store.url postgresql://) yet: the record "
+            "sequence is per server"))
     # Only the effective config must have a source: a file without one is fine with --stdin.
     if final and not any(kind.enabled(cfg.sources) for kind in SOURCES):
         problems.append(ConfigProblem(

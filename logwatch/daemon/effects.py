@@ -15,7 +15,18 @@ from functools import partial
 from typing import Any
 
 from logwatch.daemon.factory import Parts
-from logwatch.engine.model import Ban, BanAdded, BanLifted, Effect, Grant, GrantAdded, GrantRevoked
+from logwatch.engine.model import (
+    Ban,
+    BanAdded,
+    BanLifted,
+    Effect,
+    Grant,
+    GrantAdded,
+    GrantRevoked,
+    Suspension,
+    SuspensionAdded,
+    SuspensionLifted,
+)
 from logwatch.services.commands import reason_text
 from logwatch.state.pending import PendingWrites
 
@@ -35,6 +46,8 @@ class Batch:
     new_map: list[str] = field(default_factory=list)   # grants the map does not hold yet
     bans: dict[str, Ban] = field(default_factory=dict)
     lifted: dict[str, str] = field(default_factory=dict)
+    suspended: dict[str, Suspension] = field(default_factory=dict)
+    unsuspended: dict[str, str] = field(default_factory=dict)
 
 
 # -- fold ------------------------------------------------------------------------------------
@@ -61,12 +74,27 @@ def _fold_lift(b: Batch, e: BanLifted) -> None:
     b.bans.pop(e.net, None)
 
 
+def _fold_suspend(b: Batch, e: SuspensionAdded) -> None:
+    b.suspended[e.suspension.user] = e.suspension
+    b.unsuspended.pop(e.suspension.user, None)
+
+
+def _fold_unsuspend(b: Batch, e: SuspensionLifted) -> None:
+    b.unsuspended[e.user] = e.why
+    b.suspended.pop(e.user, None)
+
+
 # -- store writes (inside the batch's transaction) -------------------------------------------
 
 def _put_offenders(p: Parts, b: Batch) -> None:
     if b.bans:
         # Only the batch's nets: the whole history may hold 1M offenders.
         p.store.put_offenders(p.engine.offender_rows(list(b.bans)))
+
+
+def _put_suspension_history(p: Parts, b: Batch) -> None:
+    if b.suspended:
+        p.store.put_suspension_history(p.engine.accounts.history_rows(list(b.suspended)))
 
 
 # -- log lines -------------------------------------------------------------------------------
@@ -112,6 +140,26 @@ def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
         out.actions().write("unban", now, ip=net, reason=why)
 
 
+def _log_suspends(out: Recorder, b: Batch, now: float) -> None:
+    for user, s in b.suspended.items():
+        out.counts["suspend"] += 1
+        why = ",".join(f"{k}:{v:g}" for k, v in sorted(s.reason.items())) or s.source
+        # The one alert line of a (possibly) compromised account: a warning, never only info.
+        log.warning("action=suspend user=%s score=%g why=%s duration=%.0f offences=%d "
+                    "source=%s table_action=%s%s", user, s.score, why, s.expires_at - s.since,
+                    s.offences, s.source, out.suspend_action(), out.dry)
+        out.actions().write("suspend", now, user=user, score=f"{s.score:g}", reason=why,
+                            duration=f"{s.expires_at - s.since:.0f}", offences=s.offences,
+                            source=s.source)
+
+
+def _log_unsuspends(out: Recorder, b: Batch, now: float) -> None:
+    for user, why in b.unsuspended.items():
+        out.counts["unsuspend"] += 1
+        log.info("action=unsuspend user=%s why=%s%s", user, why, out.dry)
+        out.actions().write("unsuspend", now, user=user, reason=why)
+
+
 @dataclass(frozen=True)
 class EffectKind:
     """What one effect type does: how it folds into a batch, which effector method gets
@@ -137,10 +185,17 @@ EFFECTS: dict[type, EffectKind] = {
                          "put_bans", lambda b: b.bans.values(), _log_bans, 3),
     BanLifted: EffectKind(_fold_lift, "firewall", "unban", lambda b: list(b.lifted),
                           "delete_bans", lambda b: b.lifted, _log_lifts, 2),
+    SuspensionAdded: EffectKind(_fold_suspend, "suspension_table", "add",
+                                lambda b: list(b.suspended.values()), "put_suspensions",
+                                lambda b: b.suspended.values(), _log_suspends, 5),
+    SuspensionLifted: EffectKind(_fold_unsuspend, "suspension_table", "remove",
+                                 lambda b: list(b.unsuspended), "delete_suspensions",
+                                 lambda b: b.unsuspended, _log_unsuspends, 4),
 }
 _BY_CALL = sorted(EFFECTS.values(), key=lambda k: k.call_rank)
-_STORE_LAST = (_put_offenders,)     # after every kind's write, in the same transaction
-_ERROR_NAME = {"relay_map": "relaymap", "firewall": "firewall"}
+_STORE_LAST = (_put_offenders, _put_suspension_history)     # after every kind's write, in the same transaction
+_ERROR_NAME = {"relay_map": "relaymap", "firewall": "firewall",
+               "suspension_table": "saslaccess"}
 
 
 @dataclass
@@ -150,6 +205,7 @@ class Recorder:
     counts: Any
     actions: Callable[[], Any]
     dry_run: Callable[[], bool] = lambda: False
+    suspend_action: Callable[[], str] = lambda: "HOLD"
 
     @property
     def dry(self) -> str:
@@ -172,6 +228,8 @@ class Effects:
         # not saved, so a restart re-reads the lines whose effects are not durable yet.
         self.store_dirty = False
         self.pending = PendingWrites()
+        self.suspensions_held = False
+        self.suspensions_held = False    # a held batch changed suspensions
         self.retry_delay = STORE_RETRY_DELAY
         # State that must be durable exactly with the positions (the accounting): stage(store)
         # inside each transaction that saves them, then committed() or aborted().
@@ -188,7 +246,7 @@ class Effects:
         for eff in effects:
             EFFECTS[type(eff)].fold(batch, eff)
         for kind in _BY_CALL:
-            target, args = getattr(self.parts, kind.effector), kind.call_args(batch)
+            target, args = getattr(self.parts, kind.effector, None), kind.call_args(batch)
             if target is not None and args:
                 self.guarded(_ERROR_NAME[kind.effector], partial(getattr(target, kind.method),
                                                                  args))
@@ -263,6 +321,7 @@ class Effects:
 
     def _hold(self, batch: Batch) -> None:
         self.pending.merge(batch.grants, batch.revoked, batch.bans, batch.lifted)
+        self.suspensions_held |= bool(batch.suspended or batch.unsuspended)
 
     def _store_failed(self) -> None:
         """A commit failed: the engine is ahead of the store until a resync succeeds."""
@@ -282,6 +341,10 @@ class Effects:
         try:
             with store.transaction():
                 self.pending.write(store, engine.offender_rows)
+                if self.suspensions_held:
+                    # Suspensions are few: the engine's set is written whole.
+                    store.replace_suspensions(engine.accounts.suspensions.values())
+                    store.put_suspension_history(engine.accounts.history_rows())
                 store.write_held_cursors()
                 self._save_positions()
         except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ class Parts:
     sources: list[Source] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     actions: ActionLog = field(default_factory=lambda: ActionLog(None))
+    suspension_table: Any = None      # daemon/suspensions.py SuspensionTable (accounting on)
     accounting: Any = None        # daemon/accounting.py Accounting (accounting.enabled)
 
 
@@ -85,7 +87,26 @@ def make_engine(cfg: Config, whitelist: Any, clock: Clock) -> Any:
     from logwatch.engine.core import Engine
 
     return Engine(cfg.relay, cfg.bans, whitelist=whitelist, mynetworks=mynetworks(cfg),
-                  own_addresses=own_addresses(), clock=clock)
+                  own_addresses=own_addresses(), clock=clock,
+                  accounting=cfg.accounting if cfg.accounting.enabled else None)
+
+
+def make_suspension_table(cfg: Config, dry_run: bool,
+                          set_entries: Callable[[str, Any], Any] | None = None) -> Any:
+    """The check_sasl_access writer of suspended IDs (accounting enabled), or None;
+    set_entries: the daemon's entry point of the policy service's table, used when
+    policy.sasl_access_map is accounting.sasl_access_map (else a table of its own)."""
+    if not cfg.accounting.enabled:
+        return None
+    from logwatch.daemon.suspensions import SaslContributors, SuspensionTable
+    from logwatch.effectors.saslaccess import SaslAccessTable
+
+    if set_entries is None or cfg.policy.sasl_access_map != cfg.accounting.sasl_access_map:
+        # A table of our own; the same file as the policy service's: its table, shared.
+        table = SaslAccessTable(cfg.accounting.sasl_access_map, dry_run=dry_run,
+                                log=logging.getLogger("logwatchd.saslaccess"))
+        set_entries = SaslContributors(table).set
+    return SuspensionTable(set_entries, cfg.accounting.suspend_action)
 
 
 def make_effectors(cfg: Config, dry_run: bool,
@@ -154,7 +175,20 @@ def own_addresses() -> list[str]:
     return addrs
 
 
-def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, Any, tuple]:
+def store_url(cfg: Config) -> str:
+    """store.url, or the SQLite file in daemon.state_dir."""
+    return cfg.store.url or "sqlite://" + os.path.join(cfg.daemon.state_dir, "state.db")
+
+
+def node_name(cfg: Config) -> str:
+    """store.node, or the host name (its first label)."""
+    import socket
+
+    return cfg.store.node or socket.gethostname().split(".", 1)[0] or "localhost"
+
+
+def open_state(state_dir: str, reset: bool, log: logging.Logger,
+               cfg: Config | None = None) -> tuple[Any, Any, tuple]:
     """Lock the state directory, open the store, read the saved grants, bans and history:
     (lock, store, (grants, bans, offenders))."""
     import sqlite3
@@ -163,23 +197,37 @@ def open_state(state_dir: str, reset: bool, log: logging.Logger) -> tuple[Any, A
     from logwatch.state.lock import StateLock, StateLockError
     from logwatch.state.store import Store, StoreError
 
+    url = store_url(cfg) if cfg is not None else "sqlite://" + os.path.join(state_dir, "state.db")
+    node = node_name(cfg) if cfg is not None else ""
     store = None
     try:
         os.makedirs(state_dir, exist_ok=True)
         # Before anything else: a second instance must not touch the map or the firewall.
         lock = StateLock(state_dir)
         lock.acquire()
-        store = Store(os.path.join(state_dir, "state.db"))
+        started = time.monotonic()
+        store = Store(url=url, node=node)
         if reset:
             store.replace_state([], [], [])
             log.warning("action=reset-state store=%s (saved grants and bans discarded)",
                         store.path)
-        return lock, store, (store.load_grants(), store.load_bans(), store.load_offenders())
+        saved = (store.load_grants(), store.load_bans(), store.load_offenders())
+        log.info("action=store-open store=%s node=%s grants=%d bans=%d seconds=%.3f",
+                 store.path, node or "-", len(saved[0]), len(saved[1]),
+                 time.monotonic() - started)
+        return lock, store, saved
     except sqlite3.Error as exc:   # a corrupt page shows only when it is read
-        path = store.path if store is not None else os.path.join(state_dir, "state.db")
+        path = store.path if store is not None else url
         raise StartupError(f"state: {path}: {exc} (move it aside to start "
                            "afresh: live bans and grants are then adopted)") from exc
     except (OSError, StoreError, StateLockError) as exc:
         in_use = isinstance(exc, StateLockError) and not isinstance(exc.__cause__, OSError)
         hint = "" if in_use else access_hint(state_dir, "daemon.state_dir (--state-dir)")
         raise StartupError(f"state: {exc}{hint}") from exc
+
+
+def load_accounts(engine: Any, store: Any) -> list[Any]:
+    """The saved suspensions, their history and the account windows into the engine; the
+    suspensions that expired meanwhile come back as effects."""
+    return engine.accounts.load(store.load_suspensions(), store.load_suspension_history(),
+                                store.load_account_windows())

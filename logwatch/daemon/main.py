@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
       "built-in defaults if the default file is absent)")
     a("--logfile", metavar="FILE", action="append", help="log file to follow (repeatable)")
     a("--state-dir", metavar="DIR", help="state directory holding state.db")
+    a("--store", metavar="URL", help="state store: sqlite:///PATH (default "
+      "DIR/state.db) or postgresql://... shared by several servers")
     a("--relay-map", metavar="TYPE:PATH", help="Postfix relay map, e.g. hash:/etc/postfix/pop-before-smtp")
     a("--grace", type=duration_arg, metavar="DURATION", help="relay grant duration after a login")
     a("--firewall", choices=FIREWALLS.names(), help="firewall backend")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("logwatchd.daemon")
 
 RESTART_ONLY = ("socket", "state_dir", "pidfile", "log")
+# The message correlation's keys; the others of accounting.* (account risk) apply at a reload.
+ACCOUNTING_RESTART = ("enabled", "stats_log", "max_open", "max_age", "keep")
 
 
 def reload(d: Daemon) -> tuple[bool, str]:
@@ -47,13 +49,18 @@ def reload(d: Daemon) -> tuple[bool, str]:
         d.whitelist_watch.follow(cfg.bans.whitelist)
     d.apply(d.engine.reconfigure(cfg.relay, cfg.bans, mynetworks=factory.mynetworks(cfg)))
     d.apply(d.engine.set_whitelist(whitelist))
+    d.apply(d.engine.configure_accounting(cfg.accounting if cfg.accounting.enabled else None))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
     if d.accounting is not None:
         # The stats log reopened (logrotate); the message rules follow the rules reload.
         d.accounting.reload(parser.ruleset, cfg.rules.matcher)
-    if old.accounting != cfg.accounting:
-        log.warning("action=reload-ignored key=accounting reason=needs-a-restart")
+    restart = [k for k in ACCOUNTING_RESTART
+               if getattr(old.accounting, k) != getattr(cfg.accounting, k)]
+    if restart:
+        # The account risk keys (suspend_*, weights, window, never_suspend ...) apply now.
+        log.warning("action=reload-ignored key=accounting.%s reason=needs-a-restart",
+                    ",accounting.".join(restart))
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:
@@ -66,6 +73,9 @@ def reload(d: Daemon) -> tuple[bool, str]:
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
+    for key in ("url", "node"):      # the store is opened once, at start
+        if getattr(old.store, key) != getattr(cfg.store, key):
+            log.warning("action=reload-ignored key=store.%s reason=needs-a-restart", key)
     if old.sources != cfg.sources:
         _sources(d, cfg)
     d.schedule_engine()
@@ -83,6 +93,15 @@ def _effectors(d: Daemon, old: Config, cfg: Config) -> None:
         if (old.firewall != cfg.firewall or old.relay != cfg.relay
                 or old.bans.enabled != cfg.bans.enabled or dry_changed):
             d.firewall, d.relay_map = factory.make_effectors(cfg, cfg.daemon.dry_run, d.clock)
+        if (old.accounting != cfg.accounting or dry_changed
+                or old.policy.sasl_access_map != cfg.policy.sasl_access_map):
+            old_table = d.suspension_table
+            d.suspension_table = factory.make_suspension_table(cfg, cfg.daemon.dry_run,
+                                                               d.set_sasl_entries)
+            if old_table is not None and (d.suspension_table is None or old.accounting
+                                          .sasl_access_map != cfg.accounting.sasl_access_map):
+                # Postfix may still look there: no suspension may stay that nobody lifts.
+                d.effects.guarded("saslaccess", lambda: old_table.rebuild([]))
         if (old_relay_map is not None and d.relay_map is not old_relay_map
                 and (d.relay_map is None or old.relay.map != cfg.relay.map)):
             # Postfix may still use the old map: empty it rather than leave it granting

@@ -92,6 +92,9 @@ def snapshot(parts: Parts, c: Counters, lag: Any, now: float, config_path: str |
         "reloads": c.reloads,
         "errors": list(c.errors),
         "accounting": parts.accounting.stats() if parts.accounting is not None else None,
+        # Account risk (engine/accounts.py): accounts followed, suspensions, counters.
+        "risk": (engine.accounts.stats() if getattr(engine, "accounts", None) is not None
+                 and engine.accounts.settings.enabled else None),
     }
 
 

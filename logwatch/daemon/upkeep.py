@@ -46,6 +46,8 @@ class Upkeep:
         p = self.parts
         if p.relay_map is not None:
             p.relay_map.rebuild(list(p.engine.grants))
+        if p.suspension_table is not None:
+            p.suspension_table.rebuild(list(p.engine.accounts.suspensions))
         self.retire_firewall()
         if p.firewall is not None:
             p.firewall.setup()
@@ -74,6 +76,7 @@ class Upkeep:
     def _on_mapcheck(self, now: float) -> None:
         """Someone deleted or damaged the map: rebuild it from the live grants."""
         self.loop.call_at("mapcheck", now + MAP_CHECK_INTERVAL)
+        self._check_suspensions()
         rmap = self.parts.relay_map
         if rmap is None:
             return
@@ -86,6 +89,18 @@ class Upkeep:
         except Exception as exc:
             self.error(f"relaymap check: {exc}")
             log.error("action=relaymap-error error=%s", exc)
+
+    def _check_suspensions(self) -> None:
+        """The check_sasl_access table := the suspensions again: a no-op while the file is
+        there and holds them, a rebuild when someone deleted it."""
+        table = self.parts.suspension_table
+        if table is None:
+            return
+        try:
+            table.rebuild(list(self.parts.engine.accounts.suspensions))
+        except Exception as exc:
+            self.error(f"saslaccess check: {exc}")
+            log.error("action=saslaccess-error error=%s", exc)
 
     def _on_fwcheck(self, now: float) -> None:
         took = self.check_firewall()

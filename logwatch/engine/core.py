@@ -11,10 +11,14 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from logwatch.clock import Clock, wall
 from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.accounts import AccountBook, RiskSettings
 from logwatch.engine.bans import BanBook
+from logwatch.engine.counts import MinuteCounts
+from logwatch.engine.fleet import FleetBans
 from logwatch.engine.grants import GrantBook
 from logwatch.engine.logtime import LOG_CLOCK_SKEW, LogTime
 from logwatch.engine.model import Ban, BanLifted, Effect, Grant, GrantRevoked
@@ -33,7 +37,7 @@ _KEEP = object()             # reconfigure(): "leave this setting as it is"
 __all__ = ["LOG_CLOCK_SKEW", "PREFIX_FALLBACK", "PRUNE_INTERVAL", "Engine"]
 
 
-class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
+class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries, FleetBans):
     """Grants, bans and offender scores; every method returns the effects the daemon must apply."""
 
     def __init__(
@@ -45,8 +49,13 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         mynetworks: Sequence[str] = (),
         own_addresses: Sequence[str] = (),
         clock: Clock = wall,
+        accounting: Any = None,
     ) -> None:
         self.clock = clock
+        # Account risk per SASL ID and counts over time (accounting.*; off when not enabled).
+        self.accounts = AccountBook(RiskSettings(enabled=False), clock)
+        self.counts = MinuteCounts()
+        self.configure_accounting(accounting)
         self.grants: dict[str, Grant] = {}
         self.bans: dict[str, Ban] = {}
         self.whitelist = whitelist if whitelist is not None else Whitelist()
@@ -117,6 +126,25 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         self._rebuild_protected()
         return self._drop_excluded_grants() + self._lift_protected_bans()
 
+    def configure_accounting(self, accounting: Any) -> list[Effect]:
+        """Apply the accounting.* keys (None: off); IDs now in never_suspend are lifted."""
+        settings = (RiskSettings.from_config(accounting) if accounting is not None
+                    else RiskSettings(enabled=False))
+        self.accounts.configure(settings)
+        self.counts.top_senders = getattr(accounting, "top_senders", self.counts.top_senders)
+        return list(self.accounts.lift_allowed())
+
+    def account(self, record: Any) -> list[Effect]:
+        """A message record or rejected attempt of the correlation stage (engine/messages.py):
+        counted over time and against its SASL ID's score."""
+        if not self.accounts.settings.enabled:
+            return []
+        if hasattr(record, "recipients"):
+            self.counts.message(record, self.accounts.when(getattr(record, "done_time", None)))
+            return list(self.accounts.message(record))
+        self.counts.reject(record, self.accounts.when(getattr(record, "time", None)))
+        return list(self.accounts.reject(record))
+
     def set_whitelist(self, wl: Whitelist) -> list[Effect]:
         """Install a new whitelist; bans now touching it are lifted, scores are kept."""
         self.whitelist = wl
@@ -158,6 +186,9 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         while heap and not self._live(heap[0]):
             heapq.heappop(heap)
         deadline = heap[0][0] if heap else None
+        lift = self.accounts.next_deadline()
+        if lift is not None:
+            deadline = lift if deadline is None else min(deadline, lift)
         if self._tracked:
             newest = _newest_time(self._tracked[next(iter(self._tracked))])
             forget = (newest - _BIAS + self._epoch_ms + self._horizon_ms) / 1000
@@ -182,6 +213,7 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
             else:
                 self._counters["bans_expired"] += 1
                 effects.extend(self._lift([key], "expired"))
+        effects.extend(self.accounts.sweep(now))
         self._prune(now)
         self._last_prune = now
         return effects
@@ -193,21 +225,13 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         self._counters["events"] += 1
         kind = event.kind
         if kind == LOGIN or kind == AUTH:
-            if not self.relay.enabled:
-                return []
-            if kind == LOGIN and (event.service or "").lower() not in self._services:
-                return []
-            if kind == AUTH and not self.relay.smtp_auth:
-                return []
-            ip = normalize_ip(event.ip)
-            if ip is None:
-                self._counters["ignored_invalid"] += 1
-                return []
-            if self._no_grant.contains(ip):
-                self._counters["grants_excluded"] += 1
-                return []
-            return self._grant(ip, event.user, event.service, self.relay.grace, extend_only=True,
-                               at=self.event_time(event))
+            if event.user and self.accounts.settings.enabled:
+                # The ID's client IPs and networks count in its risk score; a login never
+                # suspends by itself unless the score was near the threshold already.
+                suspended = self.accounts.login(event.user, event.ip, self.event_time(event))
+                if suspended:
+                    return [*suspended, *self._grant_after_login(event)]
+            return self._grant_after_login(event)
         if not self.bancfg.enabled:
             return []
         index = self._kind_index.get(kind)
@@ -216,6 +240,25 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
         if index not in self._weights and not (index == self._uu and self._distinct_on):
             return []            # weight 0 costs no memory at all (unless user names count)
         return self._score(event, index)
+
+    def _grant_after_login(self, event: Event) -> list[Effect]:
+        """A relay grant for the client of a successful POP/IMAP login or SMTP AUTH."""
+        kind = event.kind
+        if not self.relay.enabled:
+            return []
+        if kind == LOGIN and (event.service or "").lower() not in self._services:
+            return []
+        if kind == AUTH and not self.relay.smtp_auth:
+            return []
+        ip = normalize_ip(event.ip)
+        if ip is None:
+            self._counters["ignored_invalid"] += 1
+            return []
+        if self._no_grant.contains(ip):
+            self._counters["grants_excluded"] += 1
+            return []
+        return self._grant(ip, event.user, event.service, self.relay.grace, extend_only=True,
+                           at=self.event_time(event))
 
     # -- bans ----------------------------------------------------------------
 
@@ -264,6 +307,7 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries):
     def stats(self) -> dict:
         """Counters and sizes for logwatchctl status."""
         return {
+            "accounts": self.accounts.stats(),
             "grants": len(self.grants),
             "bans": len(self.bans),
             "permanent_bans": sum(1 for b in self.bans.values() if b.expires_at is None),

@@ -40,6 +40,19 @@ class Position:
     fingerprint: str              # hex digest of the file's first line ("" if none yet)
 
 
+@dataclass(slots=True)
+class Suspension:
+    """A SASL ID held or refused by Postfix's check_sasl_access table (logwatch.engine.accounts)."""
+
+    user: str                     # the table key: the ID folded to lower case
+    since: float
+    expires_at: float
+    score: float = 0.0
+    reason: dict[str, float] = field(default_factory=dict)   # score component -> share
+    offences: int = 1             # how many times this ID was suspended, this one included
+    source: str = "auto"          # "auto" (score) or "manual" (logwatchctl suspend)
+
+
 # Effect commands: the engine returns these; the daemon hands them to the effectors.
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +78,15 @@ class BanLifted:
     why: str                      # "expired", "unban", "whitelisted", "flush"
 
 
-Effect = GrantAdded | GrantRevoked | BanAdded | BanLifted
+@dataclass(frozen=True, slots=True)
+class SuspensionAdded:
+    suspension: Suspension
+
+
+@dataclass(frozen=True, slots=True)
+class SuspensionLifted:
+    user: str
+    why: str                      # "expired", "unsuspend", "never_suspend"
+
+
+Effect = GrantAdded | GrantRevoked | BanAdded | BanLifted | SuspensionAdded | SuspensionLifted

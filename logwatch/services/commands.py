@@ -36,6 +36,10 @@ class Actions:
     apply: Callable[[Iterable[Any]], None]          # effects through the effect table
     reload: Callable[[], tuple[bool, str]]
     changed: Callable[[], None] = lambda: None      # engine deadlines moved (manual commands)
+    # A shared store: the deciding node of each ban or grant (kind "bans"/"grants"), and
+    # the grants other nodes made (Grant, node); a local store gives nothing.
+    nodes: Callable[[str], dict[str, str]] = lambda kind: {}
+    fleet_grants: Callable[[], list[Any]] = lambda: []
     # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
     messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     policy: Any = None                              # daemon/policyside.PolicySide
@@ -52,6 +56,8 @@ class Commands:
             "reload": self._reload, "flush": self._flush,
             "offenders": self._query, "check": self._query, "messages": self._messages,
             **{cmd: self._manual for cmd in _NOTHING},
+            "accounts": self._accounts, "suspend": self._suspension,
+            "unsuspend": self._suspension,
             "verdicts": self._verdicts, "policy-test": self._policy_test,
         }
 
@@ -65,18 +71,24 @@ class Commands:
         return {"ok": True, **self.actions.status()}
 
     def _bans(self, req: dict[str, Any]) -> Reply:
+        nodes = self.actions.nodes("bans")
         return {"ok": True, "bans": [
             {"ip": b.net, "reason": reason_text(b.reason) or b.source,
              "score": b.score, "since": b.since, "expires": b.expires_at,
-             "offences": b.offences, "source": b.source}
+             "offences": b.offences, "source": b.source,
+             **({"node": nodes.get(b.net)} if nodes else {})}
             for b in sorted(self.engine.bans.values(), key=lambda b: b.since)]}
 
     def _grants(self, req: dict[str, Any]) -> Reply:
+        nodes = self.actions.nodes("grants")
+        rows = [(g, nodes.get(g.ip)) for g in self.engine.grants.values()]
+        mine = {g.ip for g, _node in rows}
+        rows += [(g, node) for g, node in self.actions.fleet_grants() if g.ip not in mine]
         return {"ok": True, "grants": [
             {"ip": g.ip, "reason": f"{g.service or '?'} login {g.user or '?'}",
              "user": g.user, "service": g.service, "since": g.granted_at,
-             "expires": g.expires_at}
-            for g in sorted(self.engine.grants.values(), key=lambda g: g.granted_at)]}
+             "expires": g.expires_at, **({"node": node} if nodes else {})}
+            for g, node in sorted(rows, key=lambda r: r[0].granted_at)]}
 
     def _reload(self, req: dict[str, Any]) -> Reply:
         ok, msg = self.actions.reload()
@@ -132,3 +144,35 @@ class Commands:
         self.actions.apply(effects)
         self.actions.changed()
         return {"ok": True, "message": f"{cmd} {raw}: done"}
+
+    def _accounts(self, req: dict[str, Any]) -> Reply:
+        """Top senders (score, counts, why) and the suspended IDs (engine/accounts.py)."""
+        limit = req.get("limit", 20)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            return {"ok": False, "error": "accounts: \"limit\" must be a non-negative integer"}
+        return {"ok": True, **self.engine.accounts.view(limit or None)}
+
+    def _suspension(self, req: dict[str, Any]) -> Reply:
+        """suspend USER [for DURATION] / unsuspend USER: through the engine and the table."""
+        cmd, user = req["cmd"], req.get("user")
+        if not isinstance(user, str):
+            return {"ok": False, "error": f"{cmd}: a \"user\" string is required"}
+        duration = req.get("for")
+        if duration is not None:
+            try:
+                duration = parse_duration(duration)
+            except ValueError as exc:
+                return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
+        accounts = self.engine.accounts
+        if cmd == "suspend" and not accounts.settings.enabled:
+            return {"ok": False, "error": "suspend: accounting is not enabled"}
+        try:
+            effects = list(accounts.suspend(user, duration) if cmd == "suspend"
+                           else accounts.unsuspend(user))
+        except ValueError as exc:
+            return {"ok": False, "error": f"{cmd}: {exc}"}
+        if not effects:
+            return {"ok": False, "error": f"unsuspend: {user!r}: not suspended"}
+        self.actions.apply(effects)
+        self.actions.changed()
+        return {"ok": True, "message": f"{cmd} {user.lower()}: done"}

@@ -1,0 +1,285 @@
+"""The fleet: logwatchd nodes sharing one PostgreSQL store. Bans any node writes reach every
+node's firewall (LISTEN/NOTIFY, and a reconcile against the ban table at start, after a lost
+connection and every store.sync_interval); failure hits are shared so scores add up.
+
+Why no worker thread: the notification connection is a second psycopg connection whose socket
+sits on the daemon's selector like a log source; reading it never blocks (consume_input +
+notifies). What can block is bounded: connecting (pgdb.CONNECT_TIMEOUT) and the store's
+statements (server-side statement_timeout, TCP user timeout, and pgdb.HangGuard for a server
+that hangs); while the server is away the store's writes are held by Effects and replayed by
+its resync, and the log side keeps running."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from logwatch.parsing.events import FAILURE_KINDS, Event, normalize_ip
+from logwatch.state.backends import CHANNEL, PAYLOAD_MAX
+
+log = logging.getLogger("logwatchd.fleet")
+
+START_SYNC = 2.0          # seconds after start of the first reconcile with the table
+HEARTBEAT = 10.0          # seconds between the node's "alive" row updates
+PEER_RECENT = 60.0        # a peer seen within this many seconds is listed as recent
+RETRY_MIN, RETRY_MAX = 0.5, 8.0
+MAX_FIELD = 256           # longest user/service text taken from a peer's hit
+
+class FleetSync:
+    """One per daemon with a shared store; the loop calls on_readable and the fleet timers."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.d = daemon
+        self.node: str = daemon.store.node_key
+        self.conn: Any = None
+        self.fd: int | None = None   # the socket's fd (psycopg refuses fileno() once lost)
+        from logwatch.state.pgdb import HangGuard
+
+        self.guard = HangGuard()
+        self.retry = RETRY_MIN
+        self.stats = {"bans_adopted": 0, "bans_dropped": 0, "hits_sent": 0, "hits_received": 0,
+                      "notifications": 0, "reconciles": 0, "bad_payloads": 0}
+        loop = daemon.loop
+        loop.on_timer("fleet-listen", lambda now: self.connect())
+        loop.on_timer("fleet-sync", self._on_sync)
+        loop.on_timer("fleet-beat", self._on_beat)
+
+    # -- the notification connection ----------------------------------------------
+
+    def connect(self, reconcile: bool = True) -> bool:
+        """(Re)open the LISTEN connection; then reconcile (notifications may have been lost;
+        not at start: the engine was just loaded from the table)."""
+        from logwatch.state.pgdb import HANG_TIMEOUT, open_connection
+
+        self.d.loop.cancel("fleet-listen")
+        self._close()
+        try:
+            conn = open_connection(self.d.store.backend.url, self.node)
+            self.guard.arm(conn.pgconn.socket, HANG_TIMEOUT)
+            try:
+                conn.execute(f"LISTEN {CHANNEL}")
+            finally:
+                self.guard.disarm()
+        except Exception as exc:
+            self.retry = min(self.retry * 2, RETRY_MAX)
+            self.d.loop.call_at("fleet-listen", self.d.clock() + self.retry)
+            log.error("action=fleet-listen result=failed retry_in=%.0f error=%s", self.retry,
+                      str(exc).strip())
+            return False
+        self.conn, self.fd, self.retry = conn, conn.fileno(), RETRY_MIN
+        self.d.loop.register(self.fd, self.on_readable)
+        log.info("action=fleet-listen result=ok node=%s", self.node)
+        if reconcile:
+            self.reconcile()
+        return True
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            self.d.loop.unregister(self.fd)
+            self.fd = None
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def on_readable(self, mask: int = 0) -> None:
+        """Drain the notifications the socket holds (never waits for more)."""
+        pgconn = self.conn.pgconn
+        try:
+            pgconn.consume_input()    # raises when the connection is gone
+            payloads = []
+            while (note := pgconn.notifies()) is not None:
+                payloads.append(note.extra.decode(errors="replace"))
+        except Exception as exc:
+            log.error("action=fleet-listen result=lost error=%s", exc)
+            self._close()
+            self.d.loop.call_at("fleet-listen", self.d.clock() + self.retry)
+            return
+        try:
+            self.handle(payloads)
+        except Exception as exc:   # the store went away meanwhile: the reconcile repairs
+            log.error("action=fleet-notify result=failed error=%s", exc)
+            if not self.d.loop.armed("fleet-sync") or self.d.loop.timers["fleet-sync"] > \
+                    self.d.clock() + self.retry:
+                self.d.loop.call_at("fleet-sync", self.d.clock() + self.retry)
+
+    # -- what peers announce ----------------------------------------------------------
+
+    def handle(self, payloads: Sequence[str]) -> None:
+        banned: set[str] = set()
+        lifted: set[str] = set()
+        hits: list[Event] = []
+        for raw in payloads:
+            self.stats["notifications"] += 1
+            try:
+                msg = json.loads(raw)
+                if not isinstance(msg, dict) or msg.get("n") == self.node:
+                    continue
+                for net in msg.get("b", ()):
+                    banned.add(str(net))
+                    lifted.discard(str(net))
+                for net in msg.get("u", ()):
+                    lifted.add(str(net))
+                    banned.discard(str(net))
+                hits += [e for e in map(_event, msg.get("h", ())) if e is not None]
+            except (ValueError, TypeError, AttributeError):
+                self.stats["bad_payloads"] += 1
+        if lifted:
+            self.drop(lifted)
+        if banned:
+            self.adopt(self.d.store.load_bans(banned))
+        if hits:
+            self.stats["hits_received"] += len(hits)
+            self.d.feed(hits)
+
+    def adopt(self, rows: Sequence[Any]) -> None:
+        new = self.d.engine.adopt_bans(rows)
+        if new and self.d.firewall is not None:
+            self.d.effects.guarded("firewall", lambda: self.d.firewall.ban(new))
+        # The deciding node logged each ban; here one line per batch (a storm of 10,000
+        # would otherwise cost the peers more in logging than in the kernel).
+        if new:
+            log.info("action=fleet-bans added=%d first=%s", len(new), new[0].net)
+        self.stats["bans_adopted"] += len(new)
+        if new:
+            self.d.schedule_engine()
+
+    def drop(self, nets: Any) -> None:
+        gone = self.d.engine.drop_bans(nets)
+        if gone and self.d.firewall is not None:
+            self.d.effects.guarded("firewall", lambda: self.d.firewall.unban(gone))
+        if gone:
+            log.info("action=fleet-unbans lifted=%d first=%s", len(gone), gone[0])
+        self.stats["bans_dropped"] += len(gone)
+
+    def reconcile(self) -> None:
+        """This node's bans := the table's (its own pending writes aside)."""
+        if self.d.effects.store_dirty:
+            return   # the table lacks our own decisions until the resync: compare after it
+        try:
+            rows = self.d.store.load_bans()
+        except Exception as exc:
+            log.error("action=fleet-reconcile result=failed error=%s", exc)
+            return
+        table = {b.net for b in rows}
+        self.drop([net for net in list(self.d.engine.bans) if net not in table])
+        self.adopt(rows)
+        self.stats["reconciles"] += 1
+
+    # -- what this node announces ----------------------------------------------------
+
+    def publish_hits(self, events: Sequence[Event]) -> None:
+        """This node's failure hits, for the peers' scores (lost while the store is away)."""
+        # A hit of an address this node has banned changes nothing: the ban reaches the
+        # peers by itself (a ban storm then costs them one announcement, not two).
+        covered = self.d.engine.covered_by_ban
+        hits = [[ev.time.isoformat(), ev.kind, ev.ip, _cut(ev.user), _cut(ev.service)]
+                for ev in events if ev.kind in FAILURE_KINDS and ev.ip and not covered(ev.ip)]
+        if not hits or self.d.effects.store_dirty:
+            return
+        try:
+            for payload in _chunks(self.node, hits):
+                self.d.store.db.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
+            self.stats["hits_sent"] += len(hits)
+        except Exception as exc:
+            log.error("action=fleet-hits result=failed error=%s", exc)
+
+    # -- timers ---------------------------------------------------------------------
+
+    def schedule(self, now: float) -> None:
+        # The first soon: a ban written between the start's load and LISTEN was not heard.
+        self.d.loop.call_at("fleet-sync", now + min(START_SYNC, self.d.cfg.store.sync_interval))
+        self.d.loop.call_at("fleet-beat", now)
+
+    def _on_sync(self, now: float) -> None:
+        if self.conn is not None:
+            self.reconcile()
+        self.d.loop.call_at("fleet-sync", now + self.d.cfg.store.sync_interval)
+
+    def _on_beat(self, now: float) -> None:
+        self.d.loop.call_at("fleet-beat", now + HEARTBEAT)
+        if self.d.effects.store_dirty:
+            return
+        try:
+            with self.d.store.transaction():
+                self.d.store.db.execute(
+                    "INSERT INTO nodes (node, started_at, seen_at) VALUES (?, ?, ?) ON CONFLICT "
+                    "(node) DO UPDATE SET seen_at = excluded.seen_at",
+                    (self.node, self.d.counters.started, now))
+        except Exception as exc:
+            log.error("action=fleet-beat result=failed error=%s", exc)
+
+    def status(self) -> dict[str, Any]:
+        now = self.d.clock()
+        try:
+            rows = list(self.d.store.db.execute(
+                "SELECT node, seen_at FROM nodes WHERE seen_at > ? ORDER BY node",
+                (now - PEER_RECENT,)))
+            peers: list[Any] = [{"node": n, "seen": round(now - s, 1)} for n, s in rows
+                                if n != self.node]
+        except Exception as exc:
+            peers = [{"error": str(exc)}]
+        return {"node": self.node, "listening": self.conn is not None, "peers": peers,
+                **self.stats}
+
+    def actions(self) -> dict[str, Any]:
+        """What logwatchctl bans/grants read from the shared table (Actions fields)."""
+        store = self.d.store
+
+        def nodes(kind: str) -> dict[str, str]:
+            try:
+                return store.ban_nodes() if kind == "bans" else store.grant_nodes()
+            except Exception:
+                return {}
+
+        def fleet_grants() -> list[Any]:
+            try:
+                return store.live_grants(self.d.clock())
+            except Exception:
+                return []
+
+        return {"nodes": nodes, "fleet_grants": fleet_grants}
+
+    def close(self) -> None:
+        self._close()
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_FIELD]
+
+def _chunks(node: str, hits: list[list[Any]]) -> list[str]:
+    out, chunk, size = [], [], 0
+    for hit in hits:
+        item = json.dumps(hit, separators=(",", ":"))
+        if chunk and size + len(item) > PAYLOAD_MAX - 64:
+            out.append(json.dumps({"n": node, "h": chunk}, separators=(",", ":")))
+            chunk, size = [], 0
+        chunk.append(hit)
+        size += len(item) + 1
+    if chunk:
+        out.append(json.dumps({"n": node, "h": chunk}, separators=(",", ":")))
+    return out
+
+def _event(hit: Any) -> Event | None:
+    """A peer's hit as an event of this node, or None when malformed (never trusted)."""
+    if not isinstance(hit, list) or len(hit) != 5:
+        return None
+    stamp, kind, ip, user, service = hit
+    ip = normalize_ip(ip) if isinstance(ip, str) else None
+    if kind not in FAILURE_KINDS or ip is None or not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return Event(time=when, kind=kind, ip=ip, user=_cut(user) if isinstance(user, str) else None,
+                 service=_cut(service) if isinstance(service, str) else None,
+                 program="fleet", rule="fleet", host=None)
+
+def make_fleet(daemon: Any) -> FleetSync | None:
+    """A FleetSync when the store is shared, else None."""
+    return FleetSync(daemon) if getattr(daemon.store, "shared", False) else None

@@ -1,0 +1,66 @@
+"""Bans other nodes decided (a shared store): held like the engine's own so that they expire,
+show and protect the same way, but never stored again (their row is already there)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from logwatch.engine.model import Ban
+from logwatch.engine.targets import check_ban
+from logwatch.engine.whitelist import parse_net
+
+
+class FleetBans:
+    """Engine mixin (state lives in the Engine): adopt and drop the shared table's bans."""
+
+    bans: dict[str, Ban]
+    clock: Any
+    _protected: Any
+    _banned_keys: set[int]
+    _odd_bans: list
+
+    def adopt_bans(self, bans: Iterable[Ban]) -> list[Ban]:
+        """Hold these rows; the bans new to this node are returned (for the firewall)."""
+        now = self.clock()
+        new: list[Ban] = []
+        for b in bans:
+            if b.expires_at is not None and b.expires_at <= now:
+                continue
+            try:
+                if self._protected.overlaps(b.net):
+                    continue   # whitelisted here: never in this node's firewall
+            except ValueError:
+                continue
+            if check_ban(b.net) is not None:
+                continue   # a row no logwatchd writes (/0, too wide): never enforced
+            old = self.bans.get(b.net)
+            if old == b:
+                continue
+            self.bans[b.net] = b   # a row just read: nobody else holds its reason dict
+            self._push(b.expires_at, "b", b.net)   # type: ignore[attr-defined]
+            if old is None:
+                self._index_ban(b.net)
+                new.append(b)
+        return new
+
+    def drop_bans(self, nets: Iterable[str]) -> list[str]:
+        """Forget bans another node lifted; those this node held are returned."""
+        dropped = []
+        for net in nets:
+            if self.bans.pop(net, None) is not None:
+                self._unindex_ban(net)   # type: ignore[attr-defined]
+                dropped.append(net)
+        return dropped
+
+    def covered_by_ban(self, ip: str) -> bool:
+        """Is this address inside a ban this node holds? (Its hits need no announcing.)"""
+        key = self._ip_key(ip)   # type: ignore[attr-defined]
+        return key is not None and self._is_banned(key, ip)   # type: ignore[attr-defined]
+
+    def _index_ban(self, net: str) -> None:
+        key = self._net_key(net)   # type: ignore[attr-defined]
+        if key is not None:
+            self._banned_keys.add(key)
+        else:
+            self._odd_bans.append(parse_net(net))
