@@ -36,10 +36,11 @@ def unknown_user(ip: str, user: str) -> str:
             f"helo=<guess>")
 
 
-def pgsql_table(pg: PgServer, path: Path) -> str:
-    """The shipped etc/logwatchd-grants.cf with this server's address; the map spec."""
+def pgsql_table(pg: PgServer, path: Path, shipped: str = "logwatchd-grants.cf") -> str:
+    """A shipped etc/ table file (the grants' by default) with this server's address; the
+    map spec."""
     lines = []
-    for line in (REPO / "etc" / "logwatchd-grants.cf").read_text().splitlines():
+    for line in (REPO / "etc" / shipped).read_text().splitlines():
         key = line.split("=", 1)[0].strip()
         if key == "hosts":
             line = f"hosts = inet:127.0.0.1:{pg.port}"

@@ -120,6 +120,7 @@ def test_records_are_kept_for_keep_then_pruned_once_written(tmp_path: Path,
     acc.on_chunk(generate(4, seed=4))
     commit(acc)
     assert len(rows.query(acc.store)) == 4
+    assert {node for node, _ in rows.query(acc.store)} == {""}
     assert acc.query({"user": "alice"})["messages"][0]["sasl_user"] == "alice"
     clock.now = NOW + 30 * 86400          # past accounting.keep (7 days) and the hour
     commit(acc)

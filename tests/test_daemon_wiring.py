@@ -191,7 +191,8 @@ def test_commands_go_through_one_table_and_answer_from_engine_queries(wired) -> 
     assert set(commands.table) == {"status", "bans", "grants", "reload", "flush", "offenders",
                                    "check", "ban", "unban", "grant", "revoke",
                                    "accounts", "suspend", "unsuspend", "verdicts",
-                                   "policy-test", "messages"}
+                                   "policy-test", "messages",
+                                   "table", "series"}
     assert commands({"cmd": "status"}) == {"ok": True, "x": 1}
     assert commands({"cmd": "check", "ip": "198.51.100.7/32"})["banned"] is True
     assert commands({"cmd": "nope"}) == {"ok": False, "error": "unknown command 'nope'"}

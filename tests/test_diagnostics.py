@@ -156,3 +156,24 @@ def test_test_rules_numbers_lines_across_chunks(tmp_path) -> None:
     assert f"Lines read:   {count + 2}\n" in out
     assert f"(unknown syslog framing): 1\n  {count + 1}: no framing on this line\n" in out
     assert f"look like failures: 1\n  {count + 2}: Nov 21 10:00:01 mx exotic[5]" in out
+
+
+@pytest.mark.parametrize("matcher", MATCHERS)
+def test_event_lines_left_out_by_offset_change_nothing(ruleset, matcher: str) -> None:
+    """test-rules hands over where the event lines start, so the failure words are not looked
+    for in them: the findings are those of the per-line reference, line numbers included."""
+    data = b"".join((FIXTURES / p).read_bytes() for p in sorted(p.name for p in FIXTURES.glob("*.log")))
+    data += b"Nov 21 10:00:00 mx p[1]: a last line, failed, without newline"
+    for size in (1 << 20, 300):
+        parser = Parser(ruleset, clock=lambda: NOW, matcher=matcher)
+        fast = Diagnostics(Framer(lambda: NOW), matcher, sample=10**9)
+        slow, framer, matched = Findings(sample=10**9), Framer(lambda: NOW), set()
+        line_no = 1
+        for piece in read_chunks(io.BytesIO(data), size):
+            events, starts = parser.parse_marked(piece, line_no)
+            assert [e.line for e in events] == [line_no + piece.count(b"\n", 0, s) for s in starts]
+            matched.update(e.line for e in events)
+            fast.scan(piece, line_no, matched, starts)
+            diagnose_slow(framer, piece, line_no, matched, slow)
+            line_no += piece.count(b"\n")
+        assert fast.findings == slow and slow.suspect_count > 3 and len(matched) > 50

@@ -75,6 +75,18 @@ def test_offenders_exclude_bans_and_sort_by_score(engine):
     assert total == 3 and [o["ip"] for o in offenders] == ["203.0.113.2/32"]
 
 
+def test_offenders_can_rank_only_the_most_recently_seen(engine):
+    """The status page's bounded walk: `scan` networks, the most recently seen first."""
+    for i in range(1, 6):
+        for _ in range(i % 4 + 1):              # .4 has the highest score, then .3
+            engine.handle(ev("auth-failed", f"203.0.113.{i}"))
+        engine.test_clock.now += 1
+    engine.handle(ev("auth-failed", "203.0.113.1"))     # seen again: most recent now
+    offenders, total = engine.offenders(scan=2)
+    assert total == 2 and [o["ip"] for o in offenders] == ["203.0.113.1/32", "203.0.113.5/32"]
+    assert engine.offenders(scan=100)[1] == engine.offenders()[1] == 5
+
+
 def test_verdict_names_whitelist_line_and_other_protections(engine):
     v = engine.verdict("192.0.2.44")
     assert v["whitelisted"] and v["protected"]

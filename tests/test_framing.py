@@ -198,3 +198,18 @@ def test_rfc5424_forged_sd_gives_no_event():
     assert parser.parse(FORGED_SD.encode() + b"\n") == []
     assert parser.parse_line(FORGED_SD.encode()) is None
     assert parser.stats.unknown_framing == 2
+
+
+def test_old_dates_are_cached_and_stay_right():
+    """A log months old (a catch-up) is placed from the stamp caches, not afresh per line; the
+    cached year stays the right one until the caches are dropped, a day later at most."""
+    now = [datetime(2026, 12, 7, 21, 0, 0).timestamp()]
+    framer = Framer(clock=lambda: now[0])
+    for stamp, year in (("Nov  1 04:19:15", 2026), ("Feb  3 10:00:00", 2026),
+                        ("Dec  8 20:59:59", 2026), ("Dec  9 10:00:00", 2025)):
+        line = f"{stamp} h p[1]: x"
+        assert framer.frame_fast(line)[0].year == year
+        assert (stamp in framer.stamp_cache) == (year == 2026), stamp
+        now[0] += 23 * 3600                   # still inside the caches' life
+        assert framer.frame_fast(line)[0] == Framer(clock=lambda: now[0]).frame(line).time
+        now[0] -= 23 * 3600

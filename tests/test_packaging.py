@@ -54,6 +54,9 @@ def test_deb_contents(contents: set[str]) -> None:
         "/var/lib/logwatchd", "/var/log/logwatchd",
     }
     assert expected <= contents, f"missing from the .deb: {sorted(expected - contents)}"
+    # The status page's assets are package data: the page must work offline (no CDN).
+    for asset in (REPO / "logwatch" / "web" / "static").iterdir():
+        assert f"/usr/lib/python3/dist-packages/logwatch/web/static/{asset.name}" in contents
     # Every module of the source tree and every rule file is shipped.
     for py in (REPO / "logwatch").rglob("*.py"):
         rel = py.relative_to(REPO).as_posix()
@@ -85,7 +88,8 @@ def test_deb_control_and_conffiles(deb: Path, tmp_path: Path) -> None:
     assert info["Version"] == VERSION
     assert info["Architecture"] == "all"
     depends = {d.strip().split()[0] for d in info["Depends"].split(",")}
-    assert {"python3-yaml", "python3-netaddr", "python3-psutil"} <= depends
+    assert {"python3-yaml", "python3-netaddr", "python3-psutil",
+            "python3-prometheus-client"} <= depends
     # Debian 12 has no python3-inotify-simple: depending on it would make the .deb uninstallable.
     assert not any("inotify" in d for d in depends), depends
     # What the default config drives: postmap, a firewall tool, a syslog writing mail.log.

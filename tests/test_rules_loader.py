@@ -115,3 +115,23 @@ def test_shipped_rules_load():
     for family in ("postfix", "sendmail", "dovecot", "courier", "cyrus", "uw-imap", "qpopper",
                    "exim", "perdition"):
         assert family in families, f"rules/{family}.yaml missing"
+
+
+def test_program_globs_are_compiled_when_the_rules_load(monkeypatch):
+    """The first line of each program after a start compiles no glob (it cost ~2 ms on the path
+    of the first event): the Ruleset compiles them when it is built."""
+    import dataclasses
+    import re
+    import secrets
+
+    from logwatch.parsing.rules import Ruleset
+
+    base = load_ruleset(default_rules_dirs(), check=False).rules[0]
+    rule = dataclasses.replace(base, programs=(f"lwtest-{secrets.token_hex(8)}*",))
+    rules = Ruleset([rule])
+    compiled = []
+    real = re.compile
+    monkeypatch.setattr(re, "compile", lambda *a, **k: compiled.append(a) or real(*a, **k))
+    assert rules.for_program(rule.programs[0][:-1] + "x") == (rule,)
+    assert rules.for_program("other") == ()
+    assert compiled == []

@@ -259,3 +259,33 @@ def test_kill_9_mid_stream_of_commits(tmp_path: Path):
         assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         s.close()
+
+
+def test_accounting_rows_of_an_older_store_are_kept_as_this_machine_s(tmp_path: Path,
+                                                                     monkeypatch):
+    """Migrations 6 and 7 (accounting and quota counters keyed by node) keep a single
+    machine's open messages, records, marks and quota counters, under the node key ''."""
+    from logwatch.state import accounting
+
+    path = tmp_path / "state.db"
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 5)
+    Store(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("INSERT INTO acct_open VALUES ('mx', 'Q1', '{\"a\": 1}')")
+    raw.execute("INSERT INTO acct_records VALUES (7, 2.0, 'bob', '192.0.2.7', '[]')")
+    raw.execute("INSERT INTO acct_meta VALUES ('next_seq', 8)")
+    raw.execute("INSERT INTO policy_quota_counts VALUES ('q', 'bob', 5.0, '1,2')")
+    raw.commit()
+    raw.close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION)
+    s = Store(path)
+    try:
+        assert s.schema_version == SCHEMA_VERSION
+        assert accounting.marks(s) == {"next_seq": 8}
+        assert accounting.load_open(s) == [("mx", "Q1", {"a": 1})]
+        assert list(s.db.execute("SELECT node, seq FROM acct_records")) == [("", 7)]
+        from logwatch.state.policystore import PolicyStore  # migration 7: quotas by node
+
+        assert PolicyStore(s).load_quota_counts() == [("q", "bob", 5.0, "1,2")]
+    finally:
+        s.close()

@@ -171,7 +171,11 @@ def test_announcements_fit_and_hostile_payloads_are_skipped() -> None:
     got = [json.loads(p) for p in payloads]
     assert set().union(*(set(g["b"]) for g in got)) == nets
     hits = [["2026-01-01T00:00:00", "user-unknown", "192.0.2.9", "x" * 256, None]] * 500
-    assert all(len(p) < PAYLOAD_MAX for p in _chunks("a", hits))
+    ids = iter(range(10**6))
+    chunks = _chunks("a", hits, lambda: f"1700000000.000000:{next(ids)}")
+    assert all(len(p) < PAYLOAD_MAX for p, _n in chunks)
+    assert sum(n for _p, n in chunks) == 500 and json.loads(chunks[-1][0])["i"].endswith(
+        f":{len(chunks) - 1}")
     assert _event(["2026-01-01T00:00:00", "user-unknown", "192.0.2.9", "bob", "smtp"]).ip \
         == "192.0.2.9"
     for bad in (["x", "user-unknown", "192.0.2.9", None, None],
@@ -249,7 +253,9 @@ def test_the_policy_accounting_and_risk_tables_on_postgresql(fresh_db: str) -> N
             policy.put_quota_counts([("user-rcpt", "bob", 60.0, "1,3"),
                                      ("user-rcpt", "eve", 60.0, "1,0")])
         assert [v.sasl_username for v in policy.verdicts(user="BOB")] == ["bob"]
-        assert policy.load_quota_counts() == [("user-rcpt", "bob", 60.0, "1,3")]
+        # A shared store keeps an emptied row (the peers must see it change).
+        assert sorted(policy.load_quota_counts()) == [("user-rcpt", "bob", 60.0, "1,3"),
+                                                      ("user-rcpt", "eve", 60.0, "1,0")]
         assert policy.prune_verdicts(11.0) == 1
         record = MessageRecord("mx", "Q2", "192.0.2.8", "c", "bob", "PLAIN", "b@example.org",
                                (), 100, 0, "<m@x>", 1.0, 2.0, 3.0, "delivered", seq=1)
@@ -268,3 +274,36 @@ def test_the_policy_accounting_and_risk_tables_on_postgresql(fresh_db: str) -> N
         assert s.count_series() == ["sent"]
     finally:
         s.close()
+
+
+def test_accounting_is_kept_per_node_on_a_shared_store(fresh_db: str) -> None:
+    """Two nodes number their records from 1 alike: both kept, each node's marks, open
+    messages and unwritten records its own; the query lists the fleet's, with the node."""
+    from logwatch.engine.messages import MessageRecord
+    from logwatch.state import accounting
+
+    def record(queue_id: str, seq: int, done: float) -> MessageRecord:
+        return MessageRecord("mx", queue_id, "192.0.2.8", "c", "bob", "PLAIN", "b@example.org",
+                             (), 100, 0, "<m@x>", 1.0, done, done, "delivered", seq=seq)
+
+    a, b = Store(url=fresh_db, node="a"), Store(url=fresh_db, node="b")
+    try:
+        accounting.save(a, [("mx", "QA", {"n": "a"})], [], [record("A1", 1, 10.0)], 2, 0)
+        accounting.save(b, [("mx", "QA", {"n": "b"})], [], [record("B1", 1, 20.0),
+                                                             record("B2", 2, 30.0)], 3, 1)
+        assert accounting.marks(a) == {"next_seq": 2, "written_seq": 0}
+        assert accounting.marks(b) == {"next_seq": 3, "written_seq": 1}
+        assert accounting.load_open(a) == [("mx", "QA", {"n": "a"})]
+        assert [r.queue_id for r in accounting.records_after(a, 0)] == ["A1"]
+        assert [r.queue_id for r in accounting.records_after(b, 1)] == ["B2"]
+        assert [(n, r.queue_id) for n, r in accounting.query(a)] == \
+            [("b", "B2"), ("b", "B1"), ("a", "A1")]
+        # A's prune forgets only A's written records.
+        accounting.set_marks(a, written_seq=1)
+        assert accounting.prune(a, 100.0, 1) == 1
+        assert [r.queue_id for r in accounting.records_after(b, 0)] == ["B1", "B2"]
+        accounting.save(a, [], [("mx", "QA")], [], 2, 1)
+        assert accounting.load_open(a) == [] and len(accounting.load_open(b)) == 1
+    finally:
+        a.close()
+        b.close()

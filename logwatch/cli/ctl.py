@@ -196,19 +196,23 @@ def format_accounts(resp: dict[str, Any], clock: Clock = wall) -> str:
 def format_messages(messages: list[dict[str, Any]]) -> str:
     """`logwatchctl messages`: one row per message, the newest first."""
     rows = []
+    # A shared store (store.url postgresql://): the node that accounted each message.
+    fleet = any(m.get("node") for m in messages)
     for m in messages:
         rcpts = m.get("recipients") or []
         first = rcpts[0]["address"] if rcpts else "-"
         more = f" (+{len(rcpts) - 1})" if len(rcpts) > 1 else ""
         rows.append([_ts(m.get("done_time")), m.get("queue_id", "?"), m.get("client_ip") or "-",
                      m.get("sasl_user") or "-", m.get("sender") or "<>", first + more,
-                     str(m.get("size", 0)), m.get("outcome", "?")])
+                     str(m.get("size", 0)), m.get("outcome", "?")]
+                    + ([str(m.get("node") or "-")] if fleet else []))
     # Addresses are the clients' text: controls escaped, so no terminal escape gets through.
     from logwatch.daemon.statslog import escape
 
     rows = [[escape(c) for c in r] for r in rows]
     return (_table(rows, ["DONE", "QUEUE ID", "CLIENT", "AUTH ID", "SENDER", "RECIPIENTS",
-                          "SIZE", "OUTCOME"]) + f"\n{len(messages)} message(s)")
+                          "SIZE", "OUTCOME"] + (["NODE"] if fleet else []))
+            + f"\n{len(messages)} message(s)")
 
 
 def _where(p: dict[str, Any]) -> str:

@@ -133,10 +133,10 @@ def cmd_test_rules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             line_no = 1
             for chunk in read_chunks(stream):
                 started = time.process_time()
-                events = parser.parse(chunk, line_no)
+                events, starts = parser.parse_marked(chunk, line_no)
                 parse_seconds += time.process_time() - started
                 matched_lines.update(e.line for e in events)
-                check.scan(chunk, line_no, matched_lines)
+                check.scan(chunk, line_no, matched_lines, starts)
                 # The parser counted the chunk's lines (one more only for a last line without
                 # newline, after which no chunk comes): no second pass over 4 MiB to count.
                 line_no = parser.stats.lines + 1

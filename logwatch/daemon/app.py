@@ -46,6 +46,7 @@ from logwatch.protocols import Source, StreamSource, WatchesMissing
 from logwatch.services import ServiceError, start_services
 from logwatch.services.commands import Actions, Commands
 from logwatch.sources.lag import LagMeter
+from logwatch.state import series
 
 log = logging.getLogger("logwatchd.daemon")
 
@@ -110,7 +111,8 @@ class Daemon:
         self.state_lock: Any = None
         self.effects = Effects(self.parts, self.loop, Recorder(
             self.counters.actions, lambda: self.parts.actions, lambda: self.dry_run,
-            lambda: self.cfg.accounting.suspend_action), self.error,
+            lambda: self.cfg.accounting.suspend_action, self.counters.observe,
+            self.counters.bans_by_reason), self.error,
             lambda: self.upkeep.schedule_repair())
         self.upkeep = Upkeep(self.parts, self.loop, lambda: self.cfg, self.error,
                              self.counters.actions)
@@ -126,6 +128,8 @@ class Daemon:
         self.service_timers = ServiceTimers(self.parts, self.loop)
         self.policy = PolicySide(self.loop, self.parts, self.feed, self.error)
         self.sd_watchdog = SdWatchdog(self.loop, sd_notify, _sd_watchdog_interval)
+        self.series = series.SeriesRecorder(lambda: self.store, self.status, self.loop,
+                                            self.error)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
         self.loop.on_timer("accounting", self._on_accounting)
@@ -148,6 +152,7 @@ class Daemon:
 
     def error(self, message: str) -> None:
         self.counters.errors.append({"time": self.clock(), "message": message})
+        self.counters.errors_total += 1
 
     # -- building -------------------------------------------------------------------
 
@@ -188,6 +193,7 @@ class Daemon:
             self.apply(factory.load_accounts(self.engine, self.store))
         except sqlite3.Error as exc:
             raise StartupError(f"state: {self.store.path}: {exc}") from exc
+        self.counters.bans_by_reason.reset(self.engine.bans.values())
         self.apply(self.engine.sweep())
         try:
             self.firewall, self.relay_map = factory.make_effectors(cfg, self.dry_run, self.clock)
@@ -282,6 +288,7 @@ class Daemon:
         self.schedule_engine()
         self.watchdog_runs.schedule(now)
         self.sd_watchdog.schedule(now)
+        self.series.schedule(now)
         if self.fleet is not None:
             self.fleet.schedule(now)
 
@@ -337,9 +344,12 @@ class Daemon:
         """Message records and rejected attempts of the correlation stage: counted, scored,
         and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
         effects = []
+        records = list(records)
         for rec in records:
             effects.extend(self.engine.account(rec))
         self.effects.apply(effects)
+        if self.fleet is not None:     # a shared store: the peers' account scores add them
+            self.fleet.publish_risk(records)
         if effects:
             self.schedule_engine()
 
@@ -392,6 +402,7 @@ class Daemon:
                 changed=self.schedule_engine, policy=self.policy,
                 messages=lambda r: self.accounting.query(r) if self.accounting else {
                     "ok": False, "error": "messages: accounting is off (accounting.enabled)"},
+                series=lambda req: series.answer(self.store, req, self.clock()),
                 **(self.fleet.actions() if self.fleet is not None else {})))
         return self.commands(req)
 
@@ -431,6 +442,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        self.series.flush(self.clock())
         self.account_keeper.flush(self.clock(), final=True)
         self.effects.final_save()
         if self.watchdog is not None:

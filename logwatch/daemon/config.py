@@ -29,6 +29,7 @@ from logwatch.util.yamlsrc import MAX_EXPANDED_NODES, expanded_size_ok
 
 DEFAULT_CONFIG_PATH = "/etc/logwatchd/logwatchd.yaml"
 DEFAULT_RULES_DIR = "/usr/share/logwatchd/rules"
+SECRET_KEYS = {"web.token"}      # their values never appear in an error message
 
 
 @dataclass
@@ -126,6 +127,12 @@ class DaemonConfig:
 
 
 @dataclass
+class WebConfig:
+    listen: str | None = None         # HOST:PORT of the metrics and status page; None: off
+    token: str | None = None          # None: read-only; set: changes need it (and a CSRF token)
+
+
+@dataclass
 class StoreConfig:
     url: str | None = None            # None: sqlite://<daemon.state_dir>/state.db
     node: str | None = None           # this node's name in a shared store; None: the host name
@@ -169,6 +176,7 @@ class Config:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quotas: list[QuotaConfig] = field(default_factory=list)      # the top-level list
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -182,6 +190,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "accounting": AccountingConfig,
     "policy": PolicyConfig,
+    "web": WebConfig,
 }
 # Top-level keys that are no mapping section: name -> parser of their node.
 LISTS = {"quotas": parse_quotas}
@@ -316,7 +325,9 @@ def _value(raw: Any, dotted: str, tp: Any) -> Any:
     try:
         value = check_type(raw, tp)
     except TypeError as exc:
-        raise ValueError(f"must be {exc} (got {raw!r})") from None
+        # A secret is never echoed: the message may reach logs and the status page.
+        got = "(hidden)" if dotted in SECRET_KEYS else repr(raw)
+        raise ValueError(f"must be {exc} (got {got})") from None
     check = check_for(dotted)
     message = check(value) if check else None
     if message:
@@ -382,6 +393,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "sasl_access_map": ("accounting", "sasl_access_map"),
     "policy_listen": ("policy", "listen"),
     "sasl_block_list": ("policy", "sasl_block_list"),
+    "web_listen": ("web", "listen"),
 }
 
 
@@ -398,6 +410,8 @@ def apply_overrides(cfg: Config, args: Any) -> Config:
         try:
             if attr == "ports" and isinstance(value, str):
                 value = _to_ports(value)
+            if attr == "web_listen" and value in ("", "none", "off"):
+                value = None
             if attr in ("actions_log", "stats_log"):
                 value = None if value in ("", "none") else os.path.abspath(value)
             if attr == "logfile":

@@ -21,11 +21,13 @@ from logwatch.util.checks import (
     abs_paths,
     cidrs,
     int_range,
+    listen_address,
     non_negative,
     one_of,
     optional,
     positive,
     regexes,
+    web_token,
 )
 
 if typing.TYPE_CHECKING:
@@ -184,6 +186,8 @@ _CHECKS: dict[str, Check] = {
     "accounting.max_accounts": int_range(1, 10_000_000),
     "accounting.top_senders": int_range(0, 1000),
     **POLICY_CHECKS,
+    "web.listen": optional(listen_address),
+    "web.token": optional(web_token),
 }
 
 # backend, ports and each backend's names: the rules of the firewall registry (one validation
@@ -239,13 +243,6 @@ def cross_checks(cfg: Config, file: str, lines: dict[str, int],
             f"must be at least bans.bantime ({cfg.bans.bantime:g})"))
     problems += [ConfigProblem(file, lines.get(f"firewall.{key}"), f"firewall.{key}", message)
                  for key, message in firewall_cross_problems(cfg.firewall)]
-    # Accounting numbers its records per server (the stats log's sequence): on a shared store
-    # the nodes' numbers would collide and records be dropped. Refused until they are keyed.
-    if cfg.accounting.enabled and (cfg.store.url or "").startswith("postgresql"):
-        problems.append(ConfigProblem(
-            file, lines.get("accounting.enabled"), "accounting.enabled",
-            "not supported with a shared store (store.url postgresql://) yet: the record "
-            "sequence is per server"))
     # Only the effective config must have a source: a file without one is fine with --stdin.
     if final and not any(kind.enabled(cfg.sources) for kind in SOURCES):
         problems.append(ConfigProblem(

@@ -9,12 +9,14 @@ whose effects are not durable yet)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from logwatch.daemon.factory import Parts
+from logwatch.daemon.logbatch import held
 from logwatch.engine.model import (
     Ban,
     BanAdded,
@@ -131,6 +133,8 @@ def _log_bans(out: Recorder, b: Batch, now: float) -> None:
                  net, reason, ban.score, duration, ban.offences, ban.source, out.dry)
         out.actions().write("ban", now, ip=net, reason=reason, score=f"{ban.score:g}",
                             duration=duration, offences=ban.offences, source=ban.source)
+        if out.bans is not None:
+            out.bans.add(ban)
 
 
 def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
@@ -138,6 +142,8 @@ def _log_lifts(out: Recorder, b: Batch, now: float) -> None:
         out.counts["unban"] += 1
         log.info("action=unban ip=%s why=%s%s", net, why, out.dry)
         out.actions().write("unban", now, ip=net, reason=why)
+        if out.bans is not None:
+            out.bans.lift(net)
 
 
 def _log_suspends(out: Recorder, b: Batch, now: float) -> None:
@@ -206,6 +212,8 @@ class Recorder:
     actions: Callable[[], Any]
     dry_run: Callable[[], bool] = lambda: False
     suspend_action: Callable[[], str] = lambda: "HOLD"
+    timing: Callable[[str, float], None] = lambda effector, seconds: None   # latency metrics
+    bans: Any = None                # status.BanReasons: live bans by reason, for /metrics
 
     @property
     def dry(self) -> str:
@@ -228,8 +236,8 @@ class Effects:
         # not saved, so a restart re-reads the lines whose effects are not durable yet.
         self.store_dirty = False
         self.pending = PendingWrites()
-        self.suspensions_held = False
         self.suspensions_held = False    # a held batch changed suspensions
+        self.unsuspended_held: set[str] = set()   # and lifted these (a shared store's rows)
         self.retry_delay = STORE_RETRY_DELAY
         # State that must be durable exactly with the positions (the accounting): stage(store)
         # inside each transaction that saves them, then committed() or aborted().
@@ -237,10 +245,15 @@ class Effects:
         loop.on_timer("storesync", self._on_storesync)
 
     def apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
-        """Hand one batch to the effectors, then persist it in one transaction, then log it."""
+        """Hand one batch to the effectors, then persist it in one transaction, then log it
+        (its log lines leave together at the end: logbatch)."""
         effects = list(effects)
         if not effects:
             return
+        with held():
+            self._apply(effects, positions)
+
+    def _apply(self, effects: list[Effect], positions: bool) -> None:
         now = self.loop.clock()
         batch = Batch()
         for eff in effects:
@@ -269,12 +282,17 @@ class Effects:
     def guarded(self, what: str, call: Callable[[], Any]) -> None:
         """An effector call; a failure is reported and repaired later (the store keeps the
         truth, the reconcile puts the kernel/map back in step)."""
+        # A duration, not a time of day: perf_counter, not the injected clock.
+        started = time.perf_counter()
         try:
             call()
         except Exception as exc:
+            self.recorder.timing(what, time.perf_counter() - started)
             self.error(f"{what}: {exc}")
             log.error("action=%s-error error=%s", what, exc)
             self.effector_failed()
+            return
+        self.recorder.timing(what, time.perf_counter() - started)
 
     def persist(self, batch: Batch, positions: bool = False) -> None:
         """One transaction: the positions (when asked) and every kind's store write."""
@@ -322,6 +340,8 @@ class Effects:
     def _hold(self, batch: Batch) -> None:
         self.pending.merge(batch.grants, batch.revoked, batch.bans, batch.lifted)
         self.suspensions_held |= bool(batch.suspended or batch.unsuspended)
+        self.unsuspended_held.difference_update(batch.suspended)
+        self.unsuspended_held.update(batch.unsuspended)
 
     def _store_failed(self) -> None:
         """A commit failed: the engine is ahead of the store until a resync succeeds."""
@@ -343,7 +363,8 @@ class Effects:
                 self.pending.write(store, engine.offender_rows)
                 if self.suspensions_held:
                     # Suspensions are few: the engine's set is written whole.
-                    store.replace_suspensions(engine.accounts.suspensions.values())
+                    store.replace_suspensions(engine.accounts.suspensions.values(),
+                                              self.unsuspended_held)
                     store.put_suspension_history(engine.accounts.history_rows())
                 store.write_held_cursors()
                 self._save_positions()
@@ -358,6 +379,7 @@ class Effects:
         self._committed()
         self.store_dirty = False
         self.pending = PendingWrites()
+        self.unsuspended_held = set()
         store.held_cursors.clear()
         self.retry_delay = STORE_RETRY_DELAY
         log.info("action=store-resync result=ok grants=%d bans=%d", len(engine.grants),

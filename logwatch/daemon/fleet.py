@@ -11,12 +11,15 @@ its resync, and the log side keeps running."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from logwatch.daemon.fleetrisk import FleetRisk, risk_items
 from logwatch.parsing.events import FAILURE_KINDS, Event, normalize_ip
 from logwatch.state.backends import CHANNEL, PAYLOAD_MAX
 
@@ -27,6 +30,10 @@ HEARTBEAT = 10.0          # seconds between the node's "alive" row updates
 PEER_RECENT = 60.0        # a peer seen within this many seconds is listed as recent
 RETRY_MIN, RETRY_MAX = 0.5, 8.0
 MAX_FIELD = 256           # longest user/service text taken from a peer's hit
+# Hit announcements not yet sent (the store away): kept, oldest dropped beyond this many
+# payloads (each up to PAYLOAD_MAX bytes, about 100 hits: some 200,000 hits, 14 MB).
+BACKLOG_MAX = 2000
+SEEN_MAX = 4096           # announcement ids remembered per peer (a resent one is skipped)
 
 class FleetSync:
     """One per daemon with a shared store; the loop calls on_readable and the fleet timers."""
@@ -41,7 +48,15 @@ class FleetSync:
         self.guard = HangGuard()
         self.retry = RETRY_MIN
         self.stats = {"bans_adopted": 0, "bans_dropped": 0, "hits_sent": 0, "hits_received": 0,
-                      "notifications": 0, "reconciles": 0, "bad_payloads": 0}
+                      "notifications": 0, "reconciles": 0, "bad_payloads": 0,
+                      "hits_queued": 0, "hits_dropped": 0, "hits_repeated": 0}
+        # Hit payloads waiting for the store, each with its id "incarnation:n" given once: a
+        # payload resent after an ambiguous failure is recognised (and skipped) by the peers.
+        self.backlog: deque[tuple[str, int]] = deque()
+        self._ids = itertools.count(1)
+        self._incarnation = f"{daemon.counters.started:.6f}"
+        self._seen: dict[str, tuple[set[str], deque[str]]] = {}
+        self.risk = FleetRisk(daemon, self.stats)
         loop = daemon.loop
         loop.on_timer("fleet-listen", lambda now: self.connect())
         loop.on_timer("fleet-sync", self._on_sync)
@@ -114,11 +129,17 @@ class FleetSync:
         banned: set[str] = set()
         lifted: set[str] = set()
         hits: list[Event] = []
+        suspended: set[str] = set()
+        unsuspended: set[str] = set()
+        risk: list[Any] = []
         for raw in payloads:
             self.stats["notifications"] += 1
             try:
                 msg = json.loads(raw)
                 if not isinstance(msg, dict) or msg.get("n") == self.node:
+                    continue
+                if "i" in msg and self._repeated(str(msg.get("n")), str(msg["i"])):
+                    self.stats["hits_repeated"] += 1
                     continue
                 for net in msg.get("b", ()):
                     banned.add(str(net))
@@ -127,6 +148,13 @@ class FleetSync:
                     lifted.add(str(net))
                     banned.discard(str(net))
                 hits += [e for e in map(_event, msg.get("h", ())) if e is not None]
+                for user in msg.get("s", ()):
+                    suspended.add(str(user))
+                    unsuspended.discard(str(user))
+                for user in msg.get("r", ()):
+                    unsuspended.add(str(user))
+                    suspended.discard(str(user))
+                risk += list(msg.get("a", ()))
             except (ValueError, TypeError, AttributeError):
                 self.stats["bad_payloads"] += 1
         if lifted:
@@ -136,6 +164,12 @@ class FleetSync:
         if hits:
             self.stats["hits_received"] += len(hits)
             self.d.feed(hits)
+        if unsuspended:
+            self.risk.drop(unsuspended)
+        if suspended:
+            self.risk.adopt(suspended)
+        if risk:
+            self.risk.feed(risk)
 
     def adopt(self, rows: Sequence[Any]) -> None:
         new = self.d.engine.adopt_bans(rows)
@@ -169,25 +203,82 @@ class FleetSync:
         table = {b.net for b in rows}
         self.drop([net for net in list(self.d.engine.bans) if net not in table])
         self.adopt(rows)
+        try:
+            self.risk.reconcile()
+        except Exception as exc:
+            log.error("action=fleet-reconcile result=failed error=%s", exc)
         self.stats["reconciles"] += 1
 
     # -- what this node announces ----------------------------------------------------
 
     def publish_hits(self, events: Sequence[Event]) -> None:
-        """This node's failure hits, for the peers' scores (lost while the store is away)."""
+        """This node's failure hits, for the peers' scores; queued while the store is away
+        and sent, in order and once, when it is back (send_backlog)."""
         # A hit of an address this node has banned changes nothing: the ban reaches the
         # peers by itself (a ban storm then costs them one announcement, not two).
         covered = self.d.engine.covered_by_ban
         hits = [[ev.time.isoformat(), ev.kind, ev.ip, _cut(ev.user), _cut(ev.service)]
                 for ev in events if ev.kind in FAILURE_KINDS and ev.ip and not covered(ev.ip)]
-        if not hits or self.d.effects.store_dirty:
+        self._queue(hits, "h")
+        if self.risk.enabled():   # logins: the SASL IDs' client IPs and networks
+            self._queue(risk_items(events=events), "a")
+        self._send()
+
+    def publish_risk(self, records: Sequence[Any]) -> None:
+        """This node's message records and rejected attempts, for the peers' account
+        scores (queued and sent like the hits)."""
+        if self.risk.enabled():
+            self._queue(risk_items(records=records), "a")
+            self._send()
+
+    def _queue(self, items: list[Any], key: str) -> None:
+        if items:
+            for payload, count in _chunks(self.node, items, self._next_id, key):
+                self.backlog.append((payload, count))
+            while len(self.backlog) > BACKLOG_MAX:
+                self.stats["hits_dropped"] += self.backlog.popleft()[1]
+
+    def _send(self) -> None:
+        if not self.backlog:
             return
+        if self.d.effects.store_dirty:
+            self.stats["hits_queued"] = sum(c for _p, c in self.backlog)
+        else:
+            self.send_backlog()
+
+    def _next_id(self) -> str:
+        return f"{self._incarnation}:{next(self._ids)}"
+
+    def send_backlog(self) -> bool:
+        """Send the queued hit payloads, oldest first; stop at the first failure."""
+        queued = len(self.backlog)
         try:
-            for payload in _chunks(self.node, hits):
+            while self.backlog:
+                payload, count = self.backlog[0]
                 self.d.store.db.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
-            self.stats["hits_sent"] += len(hits)
+                self.backlog.popleft()
+                self.stats["hits_sent"] += count
         except Exception as exc:
-            log.error("action=fleet-hits result=failed error=%s", exc)
+            self.stats["hits_queued"] = sum(c for _p, c in self.backlog)
+            log.error("action=fleet-hits result=failed queued=%d error=%s",
+                      self.stats["hits_queued"], exc)
+            return False
+        if self.stats["hits_queued"]:   # a replay after an outage
+            log.info("action=fleet-hits result=replayed payloads=%d hits=%d", queued,
+                     self.stats["hits_queued"])
+        self.stats["hits_queued"] = 0
+        return True
+
+    def _repeated(self, node: str, ident: str) -> bool:
+        """Has this peer's announcement been handled already? (Remembers it if not.)"""
+        ids, order = self._seen.setdefault(node, (set(), deque()))
+        if ident in ids:
+            return True
+        ids.add(ident)
+        order.append(ident)
+        if len(order) > SEEN_MAX:
+            ids.discard(order.popleft())
+        return False
 
     # -- timers ---------------------------------------------------------------------
 
@@ -205,6 +296,8 @@ class FleetSync:
         self.d.loop.call_at("fleet-beat", now + HEARTBEAT)
         if self.d.effects.store_dirty:
             return
+        if self.backlog:      # the hits of an outage, even when no new hit comes
+            self.send_backlog()
         try:
             with self.d.store.transaction():
                 self.d.store.db.execute(
@@ -251,17 +344,33 @@ class FleetSync:
 def _cut(text: str | None) -> str | None:
     return None if text is None else text[:MAX_FIELD]
 
-def _chunks(node: str, hits: list[list[Any]]) -> list[str]:
-    out, chunk, size = [], [], 0
+def _chunks(node: str, hits: list[list[Any]],
+            new_id: Any = None, key: str = "h") -> list[tuple[str, int]]:
+    """Payloads {"n": node, "i": id, key: [items]} under PAYLOAD_MAX (key "h": failure hits,
+    "a": risk inputs), with their item counts."""
+    out: list[tuple[str, int]] = []
+    chunk: list[list[Any]] = []
+    size = 0
+
+    def close() -> None:
+        msg: dict[str, Any] = {"n": node, key: chunk}
+        if new_id is not None:
+            msg["i"] = new_id()
+        out.append((json.dumps(msg, separators=(",", ":")), len(chunk)))
+
     for hit in hits:
         item = json.dumps(hit, separators=(",", ":"))
-        if chunk and size + len(item) > PAYLOAD_MAX - 64:
-            out.append(json.dumps({"n": node, "h": chunk}, separators=(",", ":")))
+        if len(item) > PAYLOAD_MAX - 256:
+            # Too big for any payload: it would block the queue for ever (the fields are
+            # capped, so this cannot happen; checked all the same).
+            continue
+        if chunk and size + len(item) > PAYLOAD_MAX - 128:
+            close()
             chunk, size = [], 0
         chunk.append(hit)
         size += len(item) + 1
     if chunk:
-        out.append(json.dumps({"n": node, "h": chunk}, separators=(",", ":")))
+        close()
     return out
 
 def _event(hit: Any) -> Event | None:

@@ -19,6 +19,7 @@ from logwatch.daemon.config import (
     load_config,
 )
 from logwatch.daemon.factory import StartupError
+from logwatch.daemon.logbatch import BatchingHandler
 from logwatch.effectors.firewall import FIREWALLS
 from logwatch.util.duration import duration_arg, duration_or_zero_arg
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="Postfix policy service: unix:/PATH or inet:HOST:PORT (policy.listen)")
     a("--sasl-block-list", metavar="FILE",
       help="SASL IDs refused by the policy service, one a line (policy.sasl_block_list)")
+    a("--web-listen", metavar="HOST:PORT",
+      help="serve /metrics and the status page there (e.g. 127.0.0.1:9189; 'off' disables)")
     a("--reset-state", action="store_true",
       help="start with no grants or bans: discard the saved ones and, with a new or empty "
            "state.db, remove the firewall's and map's entries instead of adopting them")
@@ -89,7 +92,8 @@ def setup_logging(target: str, debug: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s logwatchd[%(process)d]: %(levelname)s %(message)s"))
-    root.addHandler(handler)
+    # The records of one batch of effects leave together at its end (logbatch.held()).
+    root.addHandler(BatchingHandler(handler))
     if target == "syslog" and not os.path.exists("/dev/log"):
         root.warning("action=log-fallback reason=no-/dev/log target=stderr")
 

@@ -28,6 +28,10 @@ MAX_BACKLOG = 4               # batches queued for the writer before the loop st
 WAIT_WRITTEN = 10.0           # a reload, a stop, `verdicts`: wait this long for the writer
 PRUNE_INTERVAL = 3600.0
 CHECKPOINT_INTERVAL = 10.0    # SQLite: the writer checkpoints the WAL at least this often
+# A shared store: the peers' changed quota rows are read at every flush, from each peer's
+# newest updated_at less this (its clock may step back a little; a row read twice is replaced,
+# not added).
+PEER_MARGIN = 1.0
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
 _REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
@@ -60,6 +64,8 @@ class PolicySide:
         self._mtimes: dict[str, int | None] = {}
         self._last_prune = 0.0
         self._last_checkpoint = 0.0
+        self._peer_marks: dict[str, float] = {}     # peer node -> newest updated_at read
+        self._peer_failed = False
         loop.on_timer("policy", self._on_timer)
         loop.on_timer("policy-notes", self.drain_notes)
 
@@ -83,6 +89,7 @@ class PolicySide:
         self._open_sasl_table(cfg, dry_run)
         quotas = self.quotas
         store = PolicyStore(self.parts.store)
+        self._peer_marks = {}          # new windows: the peers' rows are read afresh
         if quotas is not None:
             loaded = quotas.load(store.load_quota_counts(), self.loop.clock())
             log.info("action=policy-quotas quotas=%d keys=%d", len(quotas.specs), loaded)
@@ -284,12 +291,30 @@ class PolicySide:
         if checkpoint:
             self._last_checkpoint = now
         batch = Batch(rows, counts, now - self.cfg.policy.audit_retention if prune else None,
-                      checkpoint)
+                      checkpoint, now)
         if self.writer is None or not self.writer.put(batch):
             write_batch(self.parts.store, self.parts.actions, batch)
         elif everything and not self.writer.wait(WAIT_WRITTEN):
             log.error("action=policy-writer-slow backlog=%d", self.writer.pending)
+        if quotas is not None and getattr(self.parts.store, "shared", False):
+            self._read_peers(quotas, PolicyStore(self.parts.store))
         return quotas is not None and quotas.dirty_count() > 0
+
+    def _read_peers(self, quotas: QuotaCheck, pstore: PolicyStore) -> None:
+        """The other nodes' quota counts changed since the last read into the windows (a
+        quota is enforced fleet-wide; the verdicts themselves never wait on the store)."""
+        try:
+            rows = pstore.peer_quota_counts(self._peer_marks, PEER_MARGIN)
+        except Exception as exc:     # the store away: the peers' last counts are kept
+            if not self._peer_failed:
+                log.error("action=policy-peer-quotas result=failed error=%s", exc)
+            self._peer_failed = True
+            return
+        self._peer_failed = False
+        quotas.put_peer_rows(rows)
+        for node, *_, updated_at in rows:
+            if updated_at > self._peer_marks.get(node, float("-inf")):
+                self._peer_marks[node] = updated_at
 
     def verdicts(self, since: float | None, ip: str | None, user: str | None,
                  limit: int) -> list[AuditRow]:
@@ -305,6 +330,7 @@ class PolicySide:
                 "clients": len(server.clients) if server is not None else 0,
                 "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
                 "writer_backlog": self.writer.pending if self.writer is not None else None,
+                "quota_peers": sorted(self._peer_marks),
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ class Batch:
     counts: tuple[CounterRow, ...] = ()
     prune_before: float | None = None
     checkpoint: bool = False
+    now: float = 0.0              # when it was taken: the counters' updated_at
 
     def empty(self) -> bool:
         return not (self.rows or self.counts or self.prune_before is not None
@@ -69,7 +70,7 @@ def write_batch(store: Any, actions: Any, batch: Batch) -> None:
         texts = [(q, k, s, counts_text(v)) for q, k, s, v in counts[at:at + TX_ROWS]]
         with store.transaction():
             pstore.put_verdicts(rows[at:at + TX_ROWS])
-            pstore.put_quota_counts(texts)
+            pstore.put_quota_counts(texts, batch.now)
     if batch.prune_before is not None:
         with store.transaction():
             pstore.prune_verdicts(batch.prune_before)

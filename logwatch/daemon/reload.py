@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from logwatch.daemon import factory
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import DEFAULT_CONFIG_PATH, Config, apply_overrides, load_config
+from logwatch.parsing.rules import SelfTestError
 
 if TYPE_CHECKING:
     from logwatch.daemon.app import Daemon
@@ -35,6 +36,8 @@ def reload(d: Daemon) -> tuple[bool, str]:
         parser = factory.load_parser(cfg, d.clock, d.error)
         whitelist = d.load_whitelist(cfg)
     except Exception as exc:
+        if isinstance(exc, SelfTestError):
+            d.counters.selftest_failures += exc.failures
         msg = str(exc).replace("\n", "; ")
         log.error("action=reload result=rejected error=%s (keeping the running config)", msg)
         d.error(f"reload rejected: {msg}")
@@ -73,6 +76,9 @@ def reload(d: Daemon) -> tuple[bool, str]:
     for key in RESTART_ONLY:
         if getattr(old.daemon, key) != getattr(cfg.daemon, key):
             log.warning("action=reload-ignored key=daemon.%s reason=needs-a-restart", key)
+    for key in ("listen", "token"):      # the web listener is started once, like the socket
+        if getattr(old.web, key) != getattr(cfg.web, key):
+            log.warning("action=reload-ignored key=web.%s reason=needs-a-restart", key)
     for key in ("url", "node"):      # the store is opened once, at start
         if getattr(old.store, key) != getattr(cfg.store, key):
             log.warning("action=reload-ignored key=store.%s reason=needs-a-restart", key)

@@ -64,23 +64,57 @@ def stamp(ts: float) -> str:
 _SPECIAL_NO_TAB = re.compile("[\\\\\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def _plain_line(r: MessageRecord) -> str:
+    """The record's line with nothing escaped (right when no value holds a special char)."""
+    rcpts = r.recipients
+    if len(rcpts) == 1:
+        x = rcpts[0]
+        middle = f"\trecipient:{x.address}\trecipient_status:{x.address}={x.status}"
+    else:
+        middle = "".join([f"\trecipient:{x.address}" for x in rcpts]
+                         + [f"\trecipient_status:{x.address}={x.status}" for x in rcpts])
+    get = _stamps.get        # stamp()'s cache, read here: three calls saved per line
+    connect, eom, done = r.connect_time, r.eom_time, r.done_time
+    return (f"seq:{r.seq}\thost:{r.host}\tqueue_id:{r.queue_id}\tclient:{r.client_ip}"
+            f"\tclient_name:{r.client_name}\tauth_id:{r.sasl_user}"
+            f"\tsasl_method:{r.sasl_method}\tsender:{r.sender}{middle}"
+            f"\tconnect_time:{get(int(connect)) or stamp(connect)}"
+            f"\teom_time:{get(int(eom)) or stamp(eom)}"
+            f"\tdone_time:{get(int(done)) or stamp(done)}"
+            f"\tsize:{r.size}\tnrcpt:{r.nrcpt}\tmessage_id:{r.message_id}\toutcome:{r.outcome}\n")
+
+
+def _tabs(r: MessageRecord) -> int:
+    """The TABs between a record's fields."""
+    return 14 + 2 * len(r.recipients)
+
+
 def format_record(r: MessageRecord) -> str:
     """One stats-log line (with its newline)."""
     # The common case in two C-level scans: no value holds anything to escape, which is
     # the case when the line has exactly its separators' TABs and nothing else special.
-    rcpts = r.recipients
-    line = "\t".join([
-        f"seq:{r.seq}", f"host:{r.host}", f"queue_id:{r.queue_id}", f"client:{r.client_ip}",
-        f"client_name:{r.client_name}", f"auth_id:{r.sasl_user}",
-        f"sasl_method:{r.sasl_method}", f"sender:{r.sender}",
-        *[f"recipient:{x.address}" for x in rcpts],
-        *[f"recipient_status:{x.address}={x.status}" for x in rcpts],
-        f"connect_time:{stamp(r.connect_time)}", f"eom_time:{stamp(r.eom_time)}",
-        f"done_time:{stamp(r.done_time)}", f"size:{r.size}", f"nrcpt:{r.nrcpt}",
-        f"message_id:{r.message_id}", f"outcome:{r.outcome}"])
-    if line.count("\t") == 14 + 2 * len(rcpts) and not _SPECIAL_NO_TAB.search(line):
-        return line + "\n"
+    line = _plain_line(r)
+    if line.count("\t") == _tabs(r) and not _SPECIAL_NO_TAB.search(line, 0, len(line) - 1):
+        return line
     return _format_escaped(r)
+
+
+# Printable ASCII but the backslash: what a value may hold unescaped, byte for byte.
+_PLAIN_BYTES = bytes(c for c in range(0x20, 0x7f) if c != 0x5C)
+
+
+def format_records(records: list[MessageRecord]) -> bytes:
+    """The lines of a batch, encoded: "".join(map(format_record, records)) as UTF-8, checked
+    for values to escape in one pass over the whole batch (bytes.translate)."""
+    data = "".join(map(_plain_line, records)).encode("utf-8", "backslashreplace")
+    # What is left after deleting the plain bytes must be exactly the separators and the
+    # newlines (each line has all of its own): then no value holds a special character.
+    rest = data.translate(None, _PLAIN_BYTES)
+    tabs = sum(map(_tabs, records))
+    if len(rest) == tabs + len(records) and rest.count(b"\n") == len(records) \
+            and rest.count(b"\t") == tabs:
+        return data
+    return "".join(map(format_record, records)).encode("utf-8", "backslashreplace")
 
 
 def _format_escaped(r: MessageRecord) -> str:
@@ -133,7 +167,7 @@ class StatsLog:
 
     def write(self, records: Iterable[MessageRecord]) -> None:
         """Append the records' lines and fsync; OSError propagates (the caller retries)."""
-        data = "".join(map(format_record, records)).encode("utf-8", "backslashreplace")
+        data = format_records(list(records))
         if not data:
             return
         if self._fd is None or self._moved():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from logwatch.clock import Clock, wall
+from logwatch.engine.fleet import FleetSuspensions
 from logwatch.engine.model import Suspension, SuspensionAdded, SuspensionLifted
 from logwatch.parsing.events import normalize_ip
 
@@ -179,7 +180,7 @@ def _touch(seen: dict[str, int], key: str, minute: int) -> None:
         del seen[next(iter(seen))]
 
 
-class AccountBook:
+class AccountBook(FleetSuspensions):
     """Accounts, their scores and suspensions; every method returns the effects to apply."""
 
     def __init__(self, settings: RiskSettings | None = None, clock: Clock = wall) -> None:

@@ -1,12 +1,13 @@
-"""Bans other nodes decided (a shared store): held like the engine's own so that they expire,
-show and protect the same way, but never stored again (their row is already there)."""
+"""Bans and suspensions other nodes decided (a shared store): held like the engine's own so
+that they expire, show and protect the same way, but never stored again (their row is there)."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from typing import Any
 
-from logwatch.engine.model import Ban
+from logwatch.engine.model import Ban, Suspension
 from logwatch.engine.targets import check_ban
 from logwatch.engine.whitelist import parse_net
 
@@ -64,3 +65,39 @@ class FleetBans:
             self._banned_keys.add(key)
         else:
             self._odd_bans.append(parse_net(net))
+
+
+class FleetSuspensions:
+    """AccountBook mixin: adopt and drop the shared table's suspensions (a peer's decision,
+    logwatchctl suspend on another node)."""
+
+    suspensions: dict[str, Suspension]
+    history: Any          # OrderedDict user -> [suspensions so far, time of the last]
+    clock: Any
+    _heap: list
+    _never: frozenset
+
+    def adopt_suspensions(self, rows: Iterable[Suspension]) -> list[Suspension]:
+        """Hold these rows; those new or changed here are returned (for the table)."""
+        from logwatch.engine.accounts import user_key, valid_user
+
+        now = self.clock()
+        out: list[Suspension] = []
+        for s in rows:
+            # A row is re-checked like a log line: only a valid, allowed key is enforced.
+            if not valid_user(s.user) or s.user != user_key(s.user) or s.user in self._never:
+                continue
+            if not s.expires_at > now or self.suspensions.get(s.user) == s:
+                continue
+            self.suspensions[s.user] = s
+            heapq.heappush(self._heap, (s.expires_at, s.user))
+            out.append(s)
+            # The row's count of offences: a repeat decided here grows from the fleet's.
+            if s.source == "auto" and self.history.get(s.user, [0])[0] < s.offences:
+                self.history[s.user] = [s.offences, s.since]
+                self.history.move_to_end(s.user)
+        return out
+
+    def drop_suspensions(self, users: Iterable[str]) -> list[str]:
+        """Forget suspensions another node lifted; those this node held are returned."""
+        return [u for u in users if self.suspensions.pop(u, None) is not None]

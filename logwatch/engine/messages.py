@@ -26,6 +26,9 @@ RECENT_AGE = 600.0
 AUTOCLOSE_PROGRAMS = ("sendmail", "sm-mta", "sm-msp-queue")
 FINAL = frozenset({"sent", "bounced", "expired", "deliverable", "undeliverable"})
 _EXIM_STATUS = {"=>": "sent", "->": "sent", "**": "bounced", "==": "deferred"}
+# Postfix's own words, which status_word() keeps as they are (checked first: most lines).
+_POSTFIX_WORDS = frozenset({"sent", "deferred", "bounced", "expired", "deliverable",
+                            "undeliverable"})
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def outcome_of(m: _Open) -> str:
     """How a message that left the queue ended, from its recipients' last statuses."""
     if m.flags & RETURNED:
         return "expired"
-    finals = [r.status for r in m.recipients if r.status in FINAL]
+    finals = [r.status for r in m.rcpts.values() if r.status in FINAL] if m.rcpts else []
     if not finals:
         return "removed"
     bounced = sum(1 for s in finals if s in ("bounced", "undeliverable", "expired"))
@@ -217,15 +220,16 @@ class Correlator:
     def feed(self, lines: Iterable[Any]) -> tuple[list[MessageRecord], list[RejectedAttempt]]:
         """Message lines in log order -> the records closed and the rejected attempts seen."""
         self.records, self.rejects = [], []
+        get_open, mark, merge = self.open.get, self.dirty.add, self._merge
+        newest = self.newest
         for kind, when, host, program, fields, _rule in lines:
-            if when > self.newest:
-                self.newest = when
-            qid = fields["qid"]
+            if when > newest:
+                newest = self.newest = when
             if kind == "message-reject":
                 self._reject(when, host, fields)
                 continue
-            key = f"{host} {qid}"
-            m = self.open.get(key)
+            key = f"{host} {fields['qid']}"
+            m = get_open(key)
             if kind == "message-done":
                 self._done(key, m, when)
                 continue
@@ -233,8 +237,8 @@ class Correlator:
                 m = self._begin(key, m, kind, when, program)
                 if m is None:
                     continue
-            self._merge(m, kind, when, fields)
-            self.dirty.add(key)
+            merge(m, kind, when, fields)
+            mark(key)
             if kind == "delivery" and m.flags & AUTOCLOSE:
                 self._autoclose(key, m, when)
         return self.records, self.rejects
@@ -260,9 +264,10 @@ class Correlator:
     def _merge(self, m: _Open, kind: str, when: float, f: dict[str, str | None]) -> None:
         get = f.get
         if kind == "delivery":
-            rcpt, dsn = get("rcpt") or "", get("dsn") or ""
-            status, orig, relay = status_word(get("status") or "", dsn), get("orig_to") or "", \
-                get("relay") or ""
+            rcpt, dsn, status = get("rcpt") or "", get("dsn") or "", get("status") or ""
+            if status not in _POSTFIX_WORDS:
+                status = status_word(status, dsn)
+            orig, relay = get("orig_to") or "", get("relay") or ""
             # Sendmail lists several (to=<a>,<b>); everyone else logs one, as it is.
             rcpts = m.rcpts
             if rcpts is None:
@@ -321,10 +326,15 @@ class Correlator:
         if len(self.recent) > RECENT_MAX:
             del self.recent[next(iter(self.recent))]
         host, qid = key.split(" ", 1)
-        record = MessageRecord(
-            host, qid, m.client_ip, m.client_name, m.sasl_user, m.sasl_method, m.sender,
-            m.recipients, m.size, m.nrcpt, m.msgid, m.connect, m.eom, when, outcome,
-            self.next_seq)
+        # MessageRecord(...) without the frozen dataclass's sixteen setattr calls.
+        record = _new(MessageRecord)
+        _set(record, "__dict__", {
+            "host": host, "queue_id": qid, "client_ip": m.client_ip,
+            "client_name": m.client_name, "sasl_user": m.sasl_user,
+            "sasl_method": m.sasl_method, "sender": m.sender,
+            "recipients": tuple(m.rcpts.values()) if m.rcpts else (), "size": m.size,
+            "nrcpt": m.nrcpt, "message_id": m.msgid, "connect_time": m.connect,
+            "eom_time": m.eom, "done_time": when, "outcome": outcome, "seq": self.next_seq})
         self.next_seq += 1
         self.counts[outcome] += 1
         self.records.append(record)

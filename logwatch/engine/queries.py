@@ -7,6 +7,7 @@ changes it, so asking never alters a score, a ban or the least-recently-seen ord
 from __future__ import annotations
 
 import heapq
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from logwatch.engine.offenders import (
@@ -88,16 +89,21 @@ class EngineQueries:
             return None
         return self._offender_view(key, value, self.clock())
 
-    def offenders(self: Engine, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    def offenders(self: Engine, limit: int | None = None,
+                  scan: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the offenders with a score that are not banned, highest score first, at most
-        limit of them; how many there are in all). Walks every tracked network."""
+        limit of them; how many there are in all). Walks every tracked network, or with
+        `scan` only that many most recently seen (the status page: bounded work per request)."""
         now = self.clock()
         now_ms = self._ms(now)
         find_cut, distinct_cut = now_ms - self._find_ms, now_ms - self._distinct_ms
         weights, uu, distinct_on = self._weights, self._uu, self._distinct_on
         ranked = []
         # A cheap first pass ranks everyone; full views are built only for those shown.
-        for key, value in self._tracked.items():
+        tracked = self._tracked.items()
+        if scan is not None and scan < len(self._tracked):
+            tracked = islice(reversed(self._tracked.items()), scan)   # type: ignore[assignment]
+        for key, value in tracked:
             score, users, newest = 0.0, set(), 0
             for h in _hits(value):
                 index, t = h & _KIND_MASK, h >> _TIME_SHIFT

@@ -10,7 +10,7 @@ only those lines meet the exact regex. `diagnose_slow` is the per-line reference
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 
@@ -82,36 +82,46 @@ class Diagnostics:
 
     def __init__(self, framer: Framer, matcher: str = "auto", sample: int = 20) -> None:
         self.framer = framer
-        self.matcher = make_matcher(FAILURE_LITERALS, matcher)
+        self.matcher = make_matcher(FAILURE_LITERALS, matcher, caseless=True)
         self.findings = Findings(sample)
 
-    def scan(self, chunk: bytes, first_line: int, matched: Container[int]) -> None:
+    def scan(self, chunk: bytes, first_line: int, matched: Container[int],
+             matched_starts: Sequence[int] = ()) -> None:
         """Check a chunk whose first line is number `first_line`; `matched`: line numbers
-        some rule turned into an event."""
+        some rule turned into an event; `matched_starts`: where such lines start in the chunk,
+        ascending (optional: the failure words are then not looked for in them at all)."""
         if not chunk:
             return
         unusual = [] if FRAMED.match(chunk) else [0]
         unusual.extend(m.end() for m in _UNUSUAL.finditer(chunk))
         if unusual and unusual[-1] == len(chunk):
             unusual.pop()                 # after the chunk's final newline: no line
-        wordy = self.matcher.candidates(chunk.lower())[0]
-        starts = sorted({*unusual, *wordy}) if unusual else wordy
-        number_of = dict(zip(starts, _line_numbers(chunk, starts, first_line), strict=True))
         found, frame = self.findings, self.framer.frame
         unframed: set[int] = set()
-        for start in unusual:
+        for start, number in zip(unusual, _line_numbers(chunk, unusual, first_line), strict=True):
             raw = _line(chunk, start)
             if frame(raw.decode("utf-8", "replace")) is None and raw.strip():
-                unframed.add(start)
-                found.add_unframed(number_of[start], raw)
+                unframed.add(number)
+                found.add_unframed(number, raw)
+        text = _without_lines(chunk, matched_starts) if matched_starts else chunk
+        wordy = self.matcher.candidates(text if self.matcher.caseless else text.lower())[0]
         search = _FAILURE_WORDS_LOWER.search
-        for start in wordy:
-            number = number_of[start]
-            if number in matched or start in unframed:
+        for start, number in zip(wordy, _line_numbers(text, wordy, first_line), strict=True):
+            if number in matched or number in unframed:
                 continue
-            raw = _line(chunk, start)
+            raw = _line(text, start)
             if search(raw.lower()):
                 found.add_suspect(number, raw)
+
+
+def _without_lines(chunk: bytes, starts: Sequence[int]) -> bytes:
+    """The chunk with the lines starting at `starts` (ascending) emptied: only their newlines
+    stay, so every other line keeps its number. Slices and one join, no step per line."""
+    ends = list(map(chunk.find, repeat(b"\n"), starts))
+    if ends[-1] < 0:
+        ends[-1] = len(chunk)             # the last line, without a newline
+    return b"".join(map(chunk.__getitem__, map(slice, chain((0,), ends),
+                                               chain(starts, (len(chunk),)))))
 
 
 def diagnose_slow(framer: Framer, chunk: bytes, first_line: int, matched: Container[int],

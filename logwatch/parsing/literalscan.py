@@ -35,16 +35,18 @@ class HyperscanMatcher:
     name = "hyperscan"
     exact = True                # reports only literals that are in the line
 
-    def __init__(self, literals: Sequence[bytes]) -> None:
+    def __init__(self, literals: Sequence[bytes], caseless: bool = False) -> None:
         if _hyperscan is None:
             raise RuntimeError("the hyperscan module is not installed")
         self.literals = tuple(literals)
         self.passes = 1
+        self.caseless = caseless    # ASCII letters in either case (re.IGNORECASE on bytes)
         self._bits = [1 << i for i in range(len(self.literals))]
         self._db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
         if self.literals:
+            flags = _hyperscan.HS_FLAG_CASELESS if caseless else 0
             self._db.compile(expressions=list(self.literals), ids=list(range(len(self.literals))),
-                             elements=len(self.literals), flags=0, literal=True)
+                             elements=len(self.literals), flags=flags, literal=True)
 
     def candidates(self, chunk: bytes) -> tuple[list[int], list[int]]:
         if not self.literals or not chunk:
@@ -91,6 +93,7 @@ class PivotMatcher:
 
     name = "re"
     exact = False               # reports every literal of a pass that hit the line
+    caseless = False            # a caseless search is the caller's: lowercase the chunk
 
     def __init__(self, literals: Sequence[bytes]) -> None:
         self.literals = tuple(literals)
@@ -134,13 +137,14 @@ class PivotMatcher:
 Matcher = HyperscanMatcher | PivotMatcher
 
 
-def make_matcher(literals: Sequence[bytes], kind: str = "auto") -> Matcher:
-    """The matcher `kind` names; "auto" is hyperscan when it is installed and works, else re."""
+def make_matcher(literals: Sequence[bytes], kind: str = "auto", caseless: bool = False) -> Matcher:
+    """The matcher `kind` names; "auto" is hyperscan when it is installed and works, else re.
+    `caseless`: hyperscan may ignore ASCII case (its `caseless` then says so; re's never does)."""
     if kind not in MATCHERS:
         raise ValueError(f"matcher {kind!r} is not one of {', '.join(MATCHERS)}")
     if kind != "re" and _hyperscan is not None:
         try:
-            return HyperscanMatcher(literals)
+            return HyperscanMatcher(literals, caseless=True) if caseless else HyperscanMatcher(literals)
         except Exception as exc:  # e.g. a CPU without SSSE3 (hyperscan.error)
             if kind == "hyperscan":
                 raise

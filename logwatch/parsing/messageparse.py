@@ -38,11 +38,16 @@ class MessageLine(NamedTuple):
 # (bound regex search, rule id, kind, whether the rule has an ip group)
 _Plan = tuple[Callable[[str], object], str, str, bool]
 _UNSEEN = object()
-# The fast path: the common syslog framing (framing.FAST_FRAME's groups 1-9, so that
-# Framer.stamp_time() reads its stamp) and a rule's pattern in one regex; the program is
-# checked against the rule's globs after the match.
-_FRAME_PREFIX = FAST_FRAME.pattern.removesuffix("(.*)")
-# (bound match of the framed regex, rule id, kind, has an ip group, the rule, and its
+# An IPv4 address already in its canonical text (octets 0-255, no leading zero): what
+# normalize_ip() gives back unchanged, without ipaddress (3 us) when its cache misses.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+# The fast path: the common syslog framing (framing.FAST_FRAME's, groups 1-8 so that
+# Framer.stamp_time() reads its stamp) of the text before a line's first ": " without the
+# pid, memoised per such head; then a rule's pattern from after that ": " (the program
+# checked against the rule's globs first).
+_HEAD = re.compile(FAST_FRAME.pattern.removesuffix(r"(?:\[(\d+)\])?: ?(.*)"), FAST_FRAME.flags)
+# (bound match of the rule's pattern, rule id, kind, has an ip group, the rule, and its
 # memo program -> whether the rule applies to it)
 _Framed = tuple[Callable[[str], Any], str, str, bool, Rule, dict[str, bool]]
 
@@ -75,6 +80,7 @@ class MessageParser:
         self._framed = {rule.id: _framed(rule) for rule in self.rules}
         self._epoch: dict[datetime, float] = {}
         self._hosts: dict[str, str] = {}
+        self._heads: dict[str, tuple[str, ...]] = {}
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -151,25 +157,34 @@ class MessageParser:
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
         share_host = self._hosts.setdefault        # one object per host name, not per line
-        ip_get = IP_CACHE.get
+        ip_get, canonical_v4 = IP_CACHE.get, _CANONICAL_V4.fullmatch
         limit = self.max_message
+        heads_get = self._heads.get
         for raw, mask in zip(raws, masks, strict=True):
             plans = plans_get(mask) or self._framed_for(mask)
             m = None
-            if len(raw) <= limit:
-                text = raw.decode("utf-8", "replace")
-                for plan in plans:
-                    m = plan[0](text)
-                    if m is None:
-                        continue
-                    program = m.group(8)
-                    ok = plan[5].get(program)
-                    if ok is None:
-                        ok = _allow(plan, program)
-                    if ok:
-                        _match, rule_id, kind, has_ip, _rule, _memo = plan
-                        break
-                    m = None
+            text = raw.decode("utf-8", "replace") if len(raw) <= limit else ""
+            # The frame: the text before the first ": " but for the pid (it then repeats for
+            # a second), read by _head() once; each rule's pattern is matched after it.
+            colon = text.find(": ")
+            if colon > 0:
+                cut = colon
+                if text[colon - 1] == "]":
+                    cut = text.rfind("[", 0, colon)
+                    if cut < 0 or not text[cut + 1:colon - 1].isdecimal():     # \d+
+                        cut = 0                     # no head: the slow path
+                head = heads_get(text[:cut]) or self._head(text[:cut])
+                if head:
+                    stamp, host, program = head
+                    for plan in plans:
+                        ok = plan[5].get(program)
+                        if ok is None:
+                            ok = _allow(plan, program)
+                        if ok:
+                            m = plan[0](text, colon + 2)
+                            if m is not None:
+                                _match, rule_id, kind, has_ip, _rule, _memo = plan
+                                break
             if m is None:
                 slow.append((len(out), raw, mask))
                 append(None)
@@ -180,14 +195,13 @@ class MessageParser:
                 if text_ip is not None:
                     ip = ip_get(text_ip, _UNSEEN)
                     if ip is _UNSEEN:
-                        ip = normalize_ip(text_ip)
+                        ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
                     if ip is None:
                         stats.invalid_ip += 1
                         stats.candidates += 1
                         continue
                     fields["ip"] = ip
-            stamp, host = m.group(1, 7)
-            when = stamp_get(stamp) or framer.stamp_time(m)
+            when = stamp_get(stamp) or framer.stamp_time(_HEAD.match(text))    # type: ignore[arg-type]
             if when is None:
                 slow.append((len(out), raw, mask))
                 append(None)
@@ -198,6 +212,17 @@ class MessageParser:
         stats.candidates += fast
         stats.matched += fast
         return self._fill_slow(out, slow) if slow else out
+
+    def _head(self, head: str) -> tuple[str, ...]:
+        """(stamp, host, program) of a line's text before its first ": " (without a pid)
+        when that is FAST_FRAME's frame whole: FAST_FRAME's message then starts after the
+        ": ". Else () (the slow path). Memoised, bounded."""
+        m = _HEAD.fullmatch(head)
+        found = m.group(1, 7, 8) if m is not None else ()
+        if len(self._heads) > 16384:
+            self._heads.clear()
+        self._heads[head] = found
+        return found
 
     def _fill_slow(self, out: list[Any], slow: list[tuple[int, bytes, int]]) -> list[Any]:
         """The slow path's lines put in their places among the fast ones (the correlation
@@ -244,8 +269,7 @@ class MessageParser:
 
 
 def _framed(rule: Rule) -> _Framed:
-    body = rule.regex.pattern.removeprefix("^")
-    regex = re.compile(_FRAME_PREFIX + body, rule.regex.flags)
+    regex = re.compile(rule.regex.pattern.removeprefix("^"), rule.regex.flags)
     return (regex.match, rule.id, rule.kind, "ip" in rule.regex.groupindex, rule, {})
 
 

@@ -30,7 +30,7 @@ _RulePlan = tuple[Callable[[str], re.Match[str] | None], str, str, str | None, d
                   int, int, int]
 
 
-_rule_of = attrgetter("rule")
+_rule_of, _line_of = attrgetter("rule"), attrgetter("line")
 _UNSEEN = object()
 _new_object, _set_attribute = object.__new__, object.__setattr__
 _ip_cache_get = IP_CACHE.get
@@ -90,8 +90,19 @@ class Parser:
 
     def parse(self, chunk: bytes, first_line: int = 1) -> list[Event]:
         """Events of a chunk of whole lines; `first_line` numbers the chunk's first line."""
+        return self._parse(chunk, first_line)[0]
+
+    def parse_marked(self, chunk: bytes, first_line: int = 1) -> tuple[list[Event], list[int]]:
+        """parse(), and where in the chunk the lines that gave an event start, ascending
+        (test-rules' diagnostics need not look at them again)."""
+        events, starts, line_nos = self._parse(chunk, first_line)
+        start_of = dict(zip(line_nos, starts, strict=True))
+        return events, list(map(start_of.__getitem__, map(_line_of, events)))
+
+    def _parse(self, chunk: bytes, first_line: int) -> tuple[list[Event], list[int], list[int]]:
+        """(events, candidate line starts, their line numbers)."""
         if not chunk:
-            return []
+            return [], [], []
         if self.quarantined:
             self._release()
         starts, masks = self.matcher.candidates(chunk)
@@ -110,7 +121,7 @@ class Parser:
         raws = list(map(chunk.__getitem__, map(slice, starts, ends)))
         events, candidates = self._events(raws, masks, line_nos, not self.matcher.exact)
         stats.candidates += candidates
-        return events
+        return events, starts, line_nos
 
     def parse_line(self, line: bytes, line_no: int = 0) -> Event | None:
         """Slow reference path: frame the line and try every rule of its program, no prefilter."""

@@ -64,6 +64,17 @@ SERVICES.register("policy", ServiceEntry(
     lambda cfg: cfg.policy.listen.removeprefix("unix:") if cfg.policy.listen.startswith("unix:")
     else "", "policy.listen (--policy-listen)", inputs=("policy",)))
 
+
+def _build_web(cfg: Any, handler: Handler, selector: Any, clock: Callable[[], float]) -> Service:
+    from logwatch.services.web import build
+
+    return build(cfg, handler, selector, clock)
+
+
+SERVICES.register("web", ServiceEntry("web", lambda cfg: cfg.web.listen is not None, _build_web,
+                                      lambda cfg: cfg.web.listen, "web.listen (--web-listen)"))
+
+
 class ServiceError(Exception):
     """A service cannot start; the message names the service and the key to fix."""
 
@@ -85,7 +96,9 @@ def start_services(cfg: Any, handler: Handler, selector: Any, clock: Callable[[]
         except Exception as exc:    # ControlError (bind, mkdir): say which key to fix
             for done in started:
                 done.close()
-            hint = access_hint(os.path.dirname(entry.address(cfg)), entry.address_key)
+            address = entry.address(cfg)
+            hint = access_hint(os.path.dirname(address), entry.address_key) \
+                if address.startswith("/") else f" (check {entry.address_key})"
             raise ServiceError(f"{entry.name} socket: {exc}{hint}") from exc
         started.append(service)
     return started

@@ -11,6 +11,7 @@ from logwatch.engine.targets import check_ban, check_grant
 from logwatch.parsing.events import normalize_ip
 from logwatch.services.policycmds import policy_test, policy_verdicts
 from logwatch.services.queries import answer_query
+from logwatch.services.tables import PageCache, answer_table
 from logwatch.util.duration import parse_duration
 
 Reply = dict[str, Any]
@@ -43,6 +44,8 @@ class Actions:
     # `messages` (daemon/accounting.py Accounting.query); None while accounting is off
     messages: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     policy: Any = None                              # daemon/policyside.PolicySide
+    series: Callable[[dict[str, Any]], dict[str, Any]] = \
+        lambda req: {"ok": False, "error": "series: no store"}   # state/series.py read()
 
 
 class Commands:
@@ -51,10 +54,14 @@ class Commands:
     def __init__(self, engine: Any, actions: Actions) -> None:
         self.engine = engine
         self.actions = actions
+        self.pages = PageCache()         # the status page's newest bans (tables.py)
         self.table: dict[str, Handler] = {
             "status": self._status, "bans": self._bans, "grants": self._grants,
             "reload": self._reload, "flush": self._flush,
             "offenders": self._query, "check": self._query, "messages": self._messages,
+            # The status page's reads (services/web.py), also open to logwatchctl.
+            "table": lambda req: answer_table(self.engine, req, self.pages),
+            "series": lambda req: self.actions.series(req),
             **{cmd: self._manual for cmd in _NOTHING},
             "accounts": self._accounts, "suspend": self._suspension,
             "unsuspend": self._suspension,

@@ -1,10 +1,12 @@
 """The accounting's rows in the store (tables acct_open, acct_records, acct_meta): portable SQL
-only, written inside the caller's transaction (the one that saves the read positions)."""
+only, written inside the caller's transaction (the one that saves the read positions). Every
+row carries its node (store.node_key): on a shared store each node numbers its own records."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import json.encoder
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from logwatch.engine.messages import MessageRecord, Recipient
@@ -14,13 +16,26 @@ NEXT_SEQ = "next_seq"          # the correlator's next sequence number
 WRITTEN_SEQ = "written_seq"    # every record up to this one is in the stats log
 
 
+def _compact_json() -> Callable[[Any], str]:
+    """json.dumps(obj, separators=(",", ":")), without the encoder json.dumps builds anew
+    for each call with non-default separators (a third of a record's cost)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:                                # pragma: no cover - no C accelerator
+        return json.JSONEncoder(separators=(",", ":")).encode
+    encode = make(None, None, json.encoder.encode_basestring_ascii, None, ":", ",",
+                  False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+dumps = _compact_json()
+
+
 def record_json(r: MessageRecord) -> str:
     """A record as a JSON list in MessageRecord's field order (attributes by name: fast)."""
-    return json.dumps([
+    return dumps([
         r.host, r.queue_id, r.client_ip, r.client_name, r.sasl_user, r.sasl_method, r.sender,
         [[x.address, x.status, x.dsn, x.relay, x.orig_to] for x in r.recipients], r.size,
-        r.nrcpt, r.message_id, r.connect_time, r.eom_time, r.done_time, r.outcome, r.seq],
-        separators=(",", ":"))
+        r.nrcpt, r.message_id, r.connect_time, r.eom_time, r.done_time, r.outcome, r.seq])
 
 
 def record_from_json(text: str) -> MessageRecord:
@@ -33,62 +48,69 @@ def save(store: Store, rows: Iterable[tuple[str, str, Any]], deleted: Iterable[t
          records: Iterable[MessageRecord], next_seq: int, written_seq: int) -> None:
     """Open messages changed or closed, new records and the sequence marks, in one
     transaction (the caller's, with the positions)."""
-    db = store.db
+    db, node = store.db, store.node_key
     with store.transaction():
-        db.executemany("DELETE FROM acct_open WHERE host = ? AND queue_id = ?", deleted)
+        db.executemany("DELETE FROM acct_open WHERE node = ? AND host = ? AND queue_id = ?",
+                       ((node, h, q) for h, q in deleted))
         db.executemany(
-            "INSERT INTO acct_open (host, queue_id, state) VALUES (?, ?, ?) "
-            "ON CONFLICT (host, queue_id) DO UPDATE SET state = excluded.state",
-            ((h, q, json.dumps(s, separators=(",", ":"))) for h, q, s in rows))
+            "INSERT INTO acct_open (node, host, queue_id, state) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (node, host, queue_id) DO UPDATE SET state = excluded.state",
+            ((node, h, q, dumps(s)) for h, q, s in rows))
         db.executemany(
-            "INSERT INTO acct_records (seq, done_time, sasl_user, client_ip, record) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-            ((r.seq, r.done_time, r.sasl_user, r.client_ip, record_json(r)) for r in records))
+            "INSERT INTO acct_records (node, seq, done_time, sasl_user, client_ip, record) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, seq) DO NOTHING",
+            ((node, r.seq, r.done_time, r.sasl_user, r.client_ip, record_json(r))
+             for r in records))
         set_marks(store, next_seq=next_seq, written_seq=written_seq)
 
 
 def set_marks(store: Store, **marks: int) -> None:
     with store.transaction():
         store.db.executemany(
-            "INSERT INTO acct_meta (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value", marks.items())
+            "INSERT INTO acct_meta (node, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (node, name) DO UPDATE SET value = excluded.value",
+            ((store.node_key, name, value) for name, value in marks.items()))
 
 
 def marks(store: Store) -> dict[str, int]:
     return {name: int(value) for name, value in store.db.execute(
-        "SELECT name, value FROM acct_meta")}
+        "SELECT name, value FROM acct_meta WHERE node = ?", (store.node_key,))}
 
 
 def load_open(store: Store) -> list[tuple[str, str, Any]]:
     return [(h, q, json.loads(s)) for h, q, s in store.db.execute(
-        "SELECT host, queue_id, state FROM acct_open")]
+        "SELECT host, queue_id, state FROM acct_open WHERE node = ?", (store.node_key,))]
 
 
 def records_after(store: Store, seq: int) -> list[MessageRecord]:
-    """The records with a higher seq, in order (those the stats log may still lack)."""
+    """This node's records with a higher seq, in order (those its stats log may lack)."""
     return [record_from_json(text) for (text,) in store.db.execute(
-        "SELECT record FROM acct_records WHERE seq > ? ORDER BY seq", (seq,))]
+        "SELECT record FROM acct_records WHERE node = ? AND seq > ? ORDER BY seq",
+        (store.node_key, seq))]
 
 
 def prune(store: Store, before: float, written_seq: int) -> int:
-    """Forget records done before `before` that the stats log holds; how many went."""
+    """Forget this node's records done before `before` that its stats log holds."""
     with store.transaction():
-        cur = store.db.execute("DELETE FROM acct_records WHERE done_time < ? AND seq <= ?",
-                               (before, written_seq))
+        cur = store.db.execute("DELETE FROM acct_records WHERE node = ? AND done_time < ? "
+                               "AND seq <= ?", (store.node_key, before, written_seq))
     return cur.rowcount
 
 
 def query(store: Store, user: str | None = None, ip: str | None = None,
-          since: float | None = None, limit: int = 100) -> list[MessageRecord]:
-    """The newest records first, filtered by SASL user, client IP and done time."""
+          since: float | None = None, limit: int = 100) -> list[tuple[str, MessageRecord]]:
+    """The whole fleet's newest records first, (node, record), filtered by SASL user,
+    client IP and done time."""
     where, args = [], []
     for column, value in (("sasl_user = ?", user), ("client_ip = ?", ip),
                           ("done_time >= ?", since)):
         if value is not None:
             where.append(column)
             args.append(value)
-    sql = "SELECT record FROM acct_records"
+    sql = "SELECT node, record FROM acct_records"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC LIMIT ?"
-    return [record_from_json(text) for (text,) in store.db.execute(sql, (*args, limit))]
+    # One machine: its sequence is the order; a fleet's sequences are per node.
+    sql += " ORDER BY " + ("done_time DESC, seq DESC" if store.shared else "seq DESC") + " LIMIT ?"
+    return [(node, record_from_json(text))
+            for node, text in store.db.execute(sql, (*args, limit))]

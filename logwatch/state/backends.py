@@ -24,20 +24,30 @@ CHANNEL = "logwatchd"
 PAYLOAD_MAX = 7000
 
 
-def announcements(node: str, banned: set[str], lifted: set[str]) -> list[str]:
-    """JSON payloads {"n": node, "b": [banned nets], "u": [lifted nets]}, each < PAYLOAD_MAX."""
+def announcements(node: str, banned: set[str], lifted: set[str],
+                  suspended: set[str] = frozenset(), unsuspended: set[str] = frozenset(),
+                  ) -> list[str]:
+    """JSON payloads {"n": node, "b": [banned nets], "u": [lifted nets]} (and "s"/"r": the
+    suspended/unsuspended SASL IDs, when there are), each < PAYLOAD_MAX."""
     out: list[str] = []
-    items = [("b", n) for n in sorted(banned)] + [("u", n) for n in sorted(lifted)]
+    items = [(k, x) for k, xs in (("b", banned), ("u", lifted), ("s", suspended),
+                                  ("r", unsuspended)) for x in sorted(xs)]
     chunk: dict[str, list[str]] = {"b": [], "u": []}
     size = 64 + len(node)
-    for key, net in items:
-        if size + len(net) + 4 > PAYLOAD_MAX:
-            out.append(json.dumps({"n": node, **chunk}, separators=(",", ":")))
+
+    def close() -> None:
+        out.append(json.dumps({"n": node, **{k: v for k, v in chunk.items()
+                                             if v or k in ("b", "u")}}, separators=(",", ":")))
+
+    for key, name in items:
+        cost = len(json.dumps(name)) + 2
+        if size + cost > PAYLOAD_MAX:
+            close()
             chunk, size = {"b": [], "u": []}, 64 + len(node)
-        chunk[key].append(net)
-        size += len(net) + 4
-    if chunk["b"] or chunk["u"]:
-        out.append(json.dumps({"n": node, **chunk}, separators=(",", ":")))
+        chunk.setdefault(key, []).append(name)
+        size += cost
+    if any(chunk.values()):
+        close()
     return out
 
 
@@ -52,7 +62,8 @@ class Backend(Protocol):
     def lock_schema(self) -> None: ...
     def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
     def select_all(self, sql: str, types: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
-    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None: ...
+    def announce(self, db: Any, banned: set[str], lifted: set[str],
+                 suspended: set[str] = ..., unsuspended: set[str] = ...) -> None: ...
     def version(self) -> int: ...
     def set_version(self, version: int) -> None: ...
     def marked(self) -> bool: ...
@@ -128,7 +139,8 @@ class SqliteBackend:
     def lock_schema(self) -> None:
         pass   # BEGIN IMMEDIATE already excludes other writers
 
-    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
+    def announce(self, db: Any, banned: set[str], lifted: set[str],
+                 suspended: set[str] = frozenset(), unsuspended: set[str] = frozenset()) -> None:
         pass   # nobody else reads this file
 
     def write_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -189,9 +201,10 @@ class PostgresBackend:
 
         return copy_rows(self.db.copy_out(sql), types)
 
-    def announce(self, db: Any, banned: set[str], lifted: set[str]) -> None:
+    def announce(self, db: Any, banned: set[str], lifted: set[str],
+                 suspended: set[str] = frozenset(), unsuspended: set[str] = frozenset()) -> None:
         """NOTIFY the other nodes, in the caller's transaction (sent only if it commits)."""
-        for payload in announcements(self.node_key, banned, lifted):
+        for payload in announcements(self.node_key, banned, lifted, suspended, unsuspended):
             db.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
 
     def _get(self, name: str) -> str | None:

@@ -67,30 +67,57 @@ class PolicyStore:
         rows = self.store.db.execute(sql, (*args, limit)).fetchall()
         return [AuditRow(*r) for r in reversed(rows)]
 
-    def put_quota_counts(self, rows: Iterable[tuple[str, str, float, str]]) -> None:
-        """Upsert (quota, key, slice length, counters); empty counters delete the row."""
+    def put_quota_counts(self, rows: Iterable[tuple[str, str, float, str]],
+                         now: float = 0.0) -> None:
+        """Upsert this node's (quota, key, slice length, counters) rows; empty counters
+        delete the row (on a shared store they are written as they are: the peers read
+        changed rows, a deleted one would keep its old counts there until they slide out)."""
         rows = list(rows)
-        gone = [(q, k) for q, k, _, data in rows if not data or set(data.split(",")[1:]) == {"0"}]
-        keep = [r for r in rows if (r[0], r[1]) not in set(gone)]
+        node, shared = self.store.node_key, self.store.shared
+        gone = [] if shared else [
+            (node, q, k) for q, k, _, data in rows
+            if not data or set(data.split(",")[1:]) == {"0"}]
+        dropped = {(q, k) for _n, q, k in gone}
+        keep = [(node, q, k, sl, data, now) for q, k, sl, data in rows
+                if (q, k) not in dropped and data]
         db = self.store.db
         if gone:
-            db.executemany("DELETE FROM policy_quota_counts WHERE quota = ? AND qkey = ?", gone)
+            db.executemany("DELETE FROM policy_quota_counts WHERE node = ? AND quota = ? AND "
+                           "qkey = ?", gone)
         if keep:
             db.executemany(
-                "INSERT INTO policy_quota_counts (quota, qkey, slice_len, counts) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (quota, qkey) DO UPDATE SET "
-                "slice_len = excluded.slice_len, counts = excluded.counts", keep)
+                "INSERT INTO policy_quota_counts (node, quota, qkey, slice_len, counts, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, quota, qkey) DO "
+                "UPDATE SET slice_len = excluded.slice_len, counts = excluded.counts, "
+                "updated_at = excluded.updated_at", keep)
 
     def load_quota_counts(self) -> list[tuple[str, str, float, str]]:
+        """This node's rows."""
         return [tuple(r) for r in self.store.db.execute(
-            "SELECT quota, qkey, slice_len, counts FROM policy_quota_counts")]
+            "SELECT quota, qkey, slice_len, counts FROM policy_quota_counts WHERE node = ?",
+            (self.store.node_key,))]
+
+    def peer_quota_counts(self, marks: dict[str, float], margin: float
+                          ) -> list[tuple[str, str, str, float, str, float]]:
+        """The other nodes' rows changed since their marks (each in its writer's clock, less
+        margin: a transaction may commit after a later one began), and every row of a node
+        not in marks: (node, quota, key, slice length, counters, updated_at)."""
+        sql = ("SELECT node, quota, qkey, slice_len, counts, updated_at FROM "
+               "policy_quota_counts WHERE ")
+        db, out = self.store.db, []
+        for node, mark in marks.items():
+            out += db.execute(sql + "node = ? AND updated_at > ?", (node, mark - margin))
+        known = [self.store.node_key, *marks]
+        out += db.execute(sql + f"node NOT IN ({', '.join('?' * len(known))})", known)
+        return [tuple(r) for r in out]
 
     def prune_quota_counts(self, names: Iterable[str]) -> None:
         """Drop the counters of quotas no longer configured."""
         names = list(names)
         if not names:
-            self.store.db.execute("DELETE FROM policy_quota_counts")
+            self.store.db.execute("DELETE FROM policy_quota_counts WHERE node = ?",
+                                  (self.store.node_key,))
             return
         marks = ", ".join("?" for _ in names)
-        self.store.db.execute(f"DELETE FROM policy_quota_counts WHERE quota NOT IN ({marks})",
-                              names)
+        self.store.db.execute(f"DELETE FROM policy_quota_counts WHERE node = ? AND quota NOT IN "
+                              f"({marks})", [self.store.node_key, *names])

@@ -172,6 +172,64 @@ MIGRATIONS: list[str] = [
         seen_at REAL NOT NULL
     )
     """,
+    # 6: accounting keyed by node (a shared store): each node numbers its own records, keeps
+    # its own open messages and sequence marks; the rows of a single machine get node ''.
+    """
+    CREATE TABLE node_acct_open (
+        node TEXT NOT NULL,
+        host TEXT NOT NULL,
+        queue_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (node, host, queue_id)
+    );
+    INSERT INTO node_acct_open (node, host, queue_id, state)
+        SELECT '', host, queue_id, state FROM acct_open;
+    DROP TABLE acct_open;
+    ALTER TABLE node_acct_open RENAME TO acct_open;
+    CREATE TABLE node_acct_records (
+        node TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        done_time DOUBLE PRECISION NOT NULL,
+        sasl_user TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (node, seq)
+    );
+    INSERT INTO node_acct_records (node, seq, done_time, sasl_user, client_ip, record)
+        SELECT '', seq, done_time, sasl_user, client_ip, record FROM acct_records;
+    DROP TABLE acct_records;
+    ALTER TABLE node_acct_records RENAME TO acct_records;
+    CREATE INDEX acct_records_time ON acct_records (done_time);
+    CREATE INDEX acct_records_user ON acct_records (sasl_user, done_time);
+    CREATE TABLE node_acct_meta (
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BIGINT NOT NULL,
+        PRIMARY KEY (node, name)
+    );
+    INSERT INTO node_acct_meta (node, name, value) SELECT '', name, value FROM acct_meta;
+    DROP TABLE acct_meta;
+    ALTER TABLE node_acct_meta RENAME TO acct_meta
+    """,
+    # 7: the policy service's quota counters keyed by node (a shared store): each node writes
+    # its own counts; the peers read the rows changed since (updated_at, the writer's clock)
+    # and add them to their windows (engine/policy/quotas.py, daemon/policyside.py).
+    """
+    CREATE TABLE node_policy_quota_counts (
+        node TEXT NOT NULL,
+        quota TEXT NOT NULL,
+        qkey TEXT NOT NULL,
+        slice_len REAL NOT NULL,
+        counts TEXT NOT NULL,
+        updated_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (node, quota, qkey)
+    );
+    INSERT INTO node_policy_quota_counts (node, quota, qkey, slice_len, counts)
+        SELECT '', quota, qkey, slice_len, counts FROM policy_quota_counts;
+    DROP TABLE policy_quota_counts;
+    ALTER TABLE node_policy_quota_counts RENAME TO policy_quota_counts;
+    CREATE INDEX policy_quota_counts_updated ON policy_quota_counts (node, updated_at)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -220,7 +278,7 @@ class Store:
         self._depth = 0
         # Shared store: nets banned/lifted in the open transaction, announced to the other
         # nodes (NOTIFY, delivered only if the transaction commits) just before its COMMIT.
-        self._announce: dict[str, set[str]] = {"b": set(), "u": set()}
+        self._announce: dict[str, set[str]] = {"b": set(), "u": set(), "s": set(), "r": set()}
         # Set by the daemon while grants/bans failed to commit (disk full): a position saved
         # then would skip, after a restart, the lines whose effects were lost.
         self.positions_held = False
@@ -303,8 +361,9 @@ class Store:
             self.backend.write_rows(sql, unique)
 
     def _send_announcements(self) -> None:
-        if self._announce["b"] or self._announce["u"]:
-            self.backend.announce(self.db, self._announce["b"], self._announce["u"])
+        a = self._announce
+        if a["b"] or a["u"] or a["s"] or a["r"]:
+            self.backend.announce(self.db, a["b"], a["u"], a["s"], a["r"])
             self._forget_announcements()
 
     def _forget_announcements(self) -> None:
@@ -453,21 +512,47 @@ class Store:
     # -- suspended SASL IDs, their history and the account windows (engine/accounts.py) --
 
     def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
+        suspensions = list(suspensions)
         with self.transaction():
+            if self.shared:   # the other nodes put them in their check_sasl_access tables
+                self._announce["s"].update(s.user for s in suspensions)
+                self._announce["r"].difference_update(s.user for s in suspensions)
             for s in suspensions:
                 self.db.execute("DELETE FROM suspensions WHERE sasl_user = ?", (s.user,))
                 self.db.execute("INSERT INTO suspensions VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 (s.user, s.since, s.expires_at, s.score,
                                  json.dumps(s.reason, sort_keys=True), s.offences, s.source))
 
-    def replace_suspensions(self, suspensions: Iterable[Suspension]) -> None:
-        """The suspensions := exactly these (a resync after a failed commit)."""
+    def replace_suspensions(self, suspensions: Iterable[Suspension],
+                            lifted: Iterable[str] = ()) -> None:
+        """The suspensions := exactly these (a resync after a failed commit); on a shared
+        store the other nodes' rows stay: only these and the `lifted` IDs are written."""
         with self.transaction():
-            self.db.execute("DELETE FROM suspensions")
+            if self.shared:
+                self.delete_suspensions(lifted)
+            else:
+                self.db.execute("DELETE FROM suspensions")
             self.put_suspensions(suspensions)
 
+    def load_suspensions_of(self, users: Iterable[str]) -> list[Suspension]:
+        """The rows of these IDs (a peer's announcement names them)."""
+        wanted = list(users)[:10_000]
+        out: list[Suspension] = []
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            rows = self.db.execute(
+                "SELECT sasl_user, since, expires_at, score, reason, offences, source FROM "
+                f"suspensions WHERE sasl_user IN ({', '.join('?' * len(part))})", part)
+            out += [Suspension(u, s, e, sc, json.loads(r), o, src)
+                    for u, s, e, sc, r, o, src in rows]
+        return out
+
     def delete_suspensions(self, users: Iterable[str]) -> None:
+        users = list(users)
         with self.transaction():
+            if self.shared:
+                self._announce["r"].update(users)
+                self._announce["s"].difference_update(users)
             self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
                                 ((u,) for u in users))
 

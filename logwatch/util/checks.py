@@ -77,3 +77,38 @@ def regexes(v: Any) -> str | None:
 def optional(check: Check) -> Check:
     """None is fine, anything else goes through check."""
     return lambda v: None if v is None else check(v)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """"HOST:PORT" ("127.0.0.1:9189", "[::1]:9189", "localhost:9189") -> (host, port);
+    the host is an IP address literal or localhost. ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port from 1 to 65535 (got {text!r})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port} (got {text!r})")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"the host must be an IP address or localhost (got {host!r}); "
+                             "[::1]:PORT for IPv6") from None
+    return host, int(port)
+
+
+def listen_address(v: Any) -> str | None:
+    """A HOST:PORT listening address (parse_listen)."""
+    try:
+        parse_listen(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def web_token(v: Any) -> str | None:
+    """A secret of 16 to 256 printable characters without spaces (it goes in a header)."""
+    if not 16 <= len(v) <= 256 or not all(33 <= ord(c) < 127 for c in v):
+        return "must be 16 to 256 printable ASCII characters without spaces"
+    return None

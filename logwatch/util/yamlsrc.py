@@ -1,4 +1,4 @@
-"""YAML loading through yaml.safe_load, with the line of every key and item kept for error messages."""
+"""YAML loading the yaml.safe_load way (libyaml when there), with the line of every key and item kept for error messages."""
 
 from __future__ import annotations
 
@@ -56,21 +56,30 @@ def _walk(node: yaml.Node, path: tuple, marks: Marks) -> None:
             _walk(item, path + (index,), marks)
 
 
+def _compose_and_construct(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
+    """The node tree (lines, alias budget) and the data of one document, parsed once (by
+    libyaml when PyYAML has it) and built by the safe constructor, as yaml.safe_load does,
+    once the alias budget has passed."""
+    loader = _SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if not expanded_size_ok(root):
+            raise YamlError(f"{path}: refused: more than {MAX_EXPANDED_NODES} nodes once "
+                            "its aliases are expanded")
+        return root, (None if root is None else loader.construct_document(root))
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> tuple[Any, Marks]:
-    """Parse a YAML file with yaml.safe_load; also return {key path: line number}."""
+    """Parse a YAML file safely (yaml.safe_load's constructor); also return {key path: line number}."""
     path = Path(path)
     try:
         text = read_capped(path, RULES_MAX_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(f"{path}: cannot read: {exc}") from exc
     try:
-        # The node tree (lines, alias budget) by libyaml when PyYAML has it; the data itself
-        # only through yaml.safe_load.
-        root = yaml.compose(text, Loader=_SafeLoader)
-        if not expanded_size_ok(root):
-            raise YamlError(f"{path}: refused: more than {MAX_EXPANDED_NODES} nodes once "
-                            "its aliases are expanded")
-        data = yaml.safe_load(text)
+        root, data = _compose_and_construct(text, path)
     except RecursionError:
         raise YamlError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:

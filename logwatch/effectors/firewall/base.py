@@ -121,6 +121,9 @@ class Firewall:
         """Run one tool (inside the namespace if any); return stdout or raise FirewallError."""
         full = (["ip", "netns", "exec", self.netns] if self.netns else []) + argv
         try:
+            if stdin is not None and self.runner is runner.run:
+                # The restore tools write every ban: one is kept started (runner.Spares).
+                return runner.run(full, stdin, timeout=TOOL_TIMEOUT, spare=True).stdout
             return self.runner(full, stdin, timeout=TOOL_TIMEOUT).stdout
         except runner.CommandTimeout as exc:
             raise FirewallError(f"{argv[0]}: no answer within {TOOL_TIMEOUT:.0f} s") from exc

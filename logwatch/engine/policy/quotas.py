@@ -207,6 +207,9 @@ class QuotaCheck:
         self.last_by_ip: dict[str, str] = {}        # ip -> its newest charged instance
         self.by_queue_id: dict[str, str] = {}       # Postfix queue id -> instance
         self.dirty: list[set[str]] = [set() for _ in specs]
+        # A shared store: each peer node's counts per quota (a copy of its stored rows,
+        # replaced as they change: put_peer_rows); a key's total is its own plus these.
+        self.peers: list[dict[str, Window]] = [{} for _ in specs]
         self.warnings: list[str] = []
         if read_text is not None:
             self.reload_profiles(read_text)
@@ -271,7 +274,10 @@ class QuotaCheck:
             limit = self.limit(i, key)
             if amount <= 0 or limit is None:
                 continue
-            if self.windows[i].total(key, now) + amount > limit:
+            total = self.windows[i].total(key, now)
+            if self.peers[i]:
+                total += sum(w.total(key, now) for w in self.peers[i].values())
+            if total + amount > limit:
                 return Verdict(f"quota:{q.name}", q.action_text)
             plan.append((i, key, amount))
         if commit:
@@ -357,6 +363,9 @@ class QuotaCheck:
                 del self.last_by_ip[inst.ip]
             if inst.queue_id and self.by_queue_id.get(inst.queue_id) == ident:
                 del self.by_queue_id[inst.queue_id]
+        for peers in self.peers:
+            for w in peers.values():
+                w.expire(now)
         return sum(w.expire(now) for w in self.windows)
 
     def take_dirty(self, limit: int | None = None) -> list[tuple[str, str, float, str]]:
@@ -407,6 +416,33 @@ class QuotaCheck:
         for w in self.windows:
             w.expire(now)
         return loaded
+
+    def put_peer_rows(self, rows: Iterable[tuple[str, str, str, float, str, Any]]) -> int:
+        """Other nodes' stored rows (node, quota, key, slice length, counters, ...): each
+        replaces that node's row of the key (idempotent: a row read twice counts once);
+        how many were taken. Rows of another period or malformed are skipped."""
+        index = {q.name: i for i, q in enumerate(self.specs)}
+        taken = 0
+        for node, name, key, slice_len, data, *_ in rows:
+            i = index.get(name)
+            if i is None or abs(self.windows[i].slice_len - slice_len) > 1e-9:
+                continue
+            try:
+                values = [int(v) for v in data.split(",")] if data else []
+                array("I", values)
+            except (ValueError, OverflowError):
+                continue
+            window = self.peers[i].get(node)
+            if window is None:
+                window = self.peers[i][node] = Window(self.specs[i].period)
+            if not any(values[1:]):
+                if key in window.keys:
+                    window._drop(key)
+                taken += 1
+            elif len(values) == SLICES + 1 and len(key) <= MAX_KEY_TEXT:
+                window.put(key, values)
+                taken += 1
+        return taken
 
 
 
