@@ -75,6 +75,7 @@ def test_reload_keeps_quota_counts_and_test_counts_nothing(side, clock) -> None:
     assert ask(9, reverse_client_name="unknown").startswith("DEFER")   # the quota is full
     side.loop.run_timers(clock() + 1)
     assert [(e.kind, e.ip, e.rule) for e in side.fed] == [("s25r", "192.0.2.1", "s25r-unknown")]
+    assert not side.loop.armed("policy-notes")     # one-shot: the loop must not spin
     side.flush(clock())
     rows = side.verdicts(None, "192.0.2.1", None, 10)
     assert [r.rule for r in rows] == ["quota:q", "quota:q"]

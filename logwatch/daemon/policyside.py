@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from logwatch.daemon.factory import file_mtime, store_url
-from logwatch.daemon.policywriter import Batch, PolicyWriter, write_batch
+from logwatch.daemon.policywriter import PEER_MARGIN, Batch, PolicyWriter, write_batch
 from logwatch.engine.policy import DUNNO, Decider, PolicyContext, PolicyRequest, Verdict
 from logwatch.engine.policy.quotas import QuotaCheck
 from logwatch.engine.policy.saslblock import parse_block_list
@@ -28,10 +28,7 @@ MAX_BACKLOG = 4               # batches queued for the writer before the loop st
 WAIT_WRITTEN = 10.0           # a reload, a stop, `verdicts`: wait this long for the writer
 PRUNE_INTERVAL = 3600.0
 CHECKPOINT_INTERVAL = 10.0    # SQLite: the writer checkpoints the WAL at least this often
-# A shared store: the peers' changed quota rows are read at every flush, from each peer's
-# newest updated_at less this (its clock may step back a little; a row read twice is replaced,
-# not added).
-PEER_MARGIN = 1.0
+PEER_ROWS = 500               # the peers' quota rows put into the windows per turn of the loop
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
 _REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
@@ -66,7 +63,11 @@ class PolicySide:
         self._last_checkpoint = 0.0
         self._peer_marks: dict[str, float] = {}     # peer node -> newest updated_at read
         self._peer_failed = False
+        self._peer_rows: list[tuple[Any, ...]] = []  # from the writer, not yet in the windows
+        self._peer_nodes: set[str] = set()
+        self._reset_peers = False
         loop.on_timer("policy", self._on_timer)
+        loop.on_timer("policy-peers", self._put_peer_rows)
         loop.on_timer("policy-notes", self.drain_notes)
 
     @property
@@ -90,6 +91,8 @@ class PolicySide:
         quotas = self.quotas
         store = PolicyStore(self.parts.store)
         self._peer_marks = {}          # new windows: the peers' rows are read afresh
+        self._reset_peers = True       # (by the writer too)
+        self._peer_rows = []
         if quotas is not None:
             loaded = quotas.load(store.load_quota_counts(), self.loop.clock())
             log.info("action=policy-quotas quotas=%d keys=%d", len(quotas.specs), loaded)
@@ -105,7 +108,8 @@ class PolicySide:
         main = self.parts.store
         url = store_url(self.cfg) if getattr(main, "shared", False) else f"sqlite://{main.path}"
         writer = PolicyWriter(url, getattr(main, "node", ""),
-                              getattr(self.parts.actions, "path", None), main, self.error)
+                              getattr(self.parts.actions, "path", None), main, self.error,
+                              self._on_peer_rows)
         try:
             writer.start()
         except OSError as exc:
@@ -265,6 +269,7 @@ class PolicySide:
             log.exception("action=policy-flush-error")
 
     def drain_notes(self, now: float) -> None:
+        self.loop.cancel("policy-notes")    # one-shot: left armed, every select() would spin
         notes, self.context.notes[:] = list(self.context.notes), []
         when = datetime.fromtimestamp(now, UTC)
         self.feed([Event(when, S25R, n.ip, None, "smtp", "logwatchd/policy", n.rule, None)
@@ -290,15 +295,35 @@ class PolicySide:
         checkpoint = now - self._last_checkpoint >= CHECKPOINT_INTERVAL
         if checkpoint:
             self._last_checkpoint = now
+        peers = quotas is not None and getattr(self.parts.store, "shared", False)
         batch = Batch(rows, counts, now - self.cfg.policy.audit_retention if prune else None,
-                      checkpoint, now)
-        if self.writer is None or not self.writer.put(batch):
+                      checkpoint, now, read_peers=peers, reset_peers=self._reset_peers)
+        if self.writer is not None and self.writer.put(batch):
+            self._reset_peers = False
+            if everything and not self.writer.wait(WAIT_WRITTEN):
+                log.error("action=policy-writer-slow backlog=%d", self.writer.pending)
+        else:
             write_batch(self.parts.store, self.parts.actions, batch)
-        elif everything and not self.writer.wait(WAIT_WRITTEN):
-            log.error("action=policy-writer-slow backlog=%d", self.writer.pending)
-        if quotas is not None and getattr(self.parts.store, "shared", False):
-            self._read_peers(quotas, PolicyStore(self.parts.store))
+            if peers:
+                assert quotas is not None
+                self._read_peers(quotas, PolicyStore(self.parts.store))
         return quotas is not None and quotas.dirty_count() > 0
+
+    def _on_peer_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """The writer read these changed rows of the peers: into the windows, a slice a turn."""
+        self._peer_rows += rows
+        self._peer_nodes.update(str(r[0]) for r in rows)
+        if not self.loop.armed("policy-peers"):
+            self.loop.call_at("policy-peers", self.loop.clock())
+
+    def _put_peer_rows(self, now: float) -> None:
+        self.loop.cancel("policy-peers")
+        chunk, self._peer_rows = self._peer_rows[:PEER_ROWS], self._peer_rows[PEER_ROWS:]
+        quotas = self.quotas
+        if quotas is not None:
+            quotas.put_peer_rows(chunk)
+        if self._peer_rows:
+            self.loop.call_at("policy-peers", now)
 
     def _read_peers(self, quotas: QuotaCheck, pstore: PolicyStore) -> None:
         """The other nodes' quota counts changed since the last read into the windows (a
@@ -330,7 +355,7 @@ class PolicySide:
                 "clients": len(server.clients) if server is not None else 0,
                 "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
                 "writer_backlog": self.writer.pending if self.writer is not None else None,
-                "quota_peers": sorted(self._peer_marks),
+                "quota_peers": sorted(set(self._peer_marks) | self._peer_nodes),
                 "sasl_blocked": len(self.context.sasl_blocked)}
 
     def close(self) -> None:

@@ -36,6 +36,10 @@ TX_ROWS = 200                 # rows per transaction: the loop's own commits wai
 AUTOCHECKPOINT = 1000         # SQLite's default (pages), given back to the loop's connection
 PIPE_SIZE = 1 << 20           # a batch frame (500 counter rows: ~50 KB) never blocks the loop
 START_TIMEOUT = 10.0
+# A shared store: the peers' changed quota rows are read after each batch, from each peer's
+# newest updated_at less this (its clock may step back a little; a row read twice is
+# replaced, not added).
+PEER_MARGIN = 1.0
 NICE = 10
 _LEN = struct.Struct("!I")
 CounterRow = tuple[str, str, float, "array[int] | None"]   # quota, key, slice length, row
@@ -51,10 +55,12 @@ class Batch:
     prune_before: float | None = None
     checkpoint: bool = False
     now: float = 0.0              # when it was taken: the counters' updated_at
+    read_peers: bool = False      # a shared store: answer with the peers' changed rows ...
+    reset_peers: bool = False     # ... all of them (new windows after a reload)
 
     def empty(self) -> bool:
         return not (self.rows or self.counts or self.prune_before is not None
-                    or self.checkpoint)
+                    or self.checkpoint or self.read_peers)
 
 
 def counts_text(values: array[int] | None) -> str:
@@ -85,9 +91,12 @@ class PolicyWriter:
     """The loop's end of the writer process: put() batches, on_readable() for its answers."""
 
     def __init__(self, url: str, node: str, actions_path: str | None, main: Any,
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str], None],
+                 on_peers: Callable[[list[tuple[Any, ...]]], None] | None = None) -> None:
         self.setup = {"url": url, "node": node, "actions": actions_path}
         self.on_error = on_error
+        self.on_peers = on_peers      # the peers' changed quota rows, as they come
+        self._peer_failed = False
         # SQLite: a commit that finds the WAL long copies it into the database (fsyncs). The
         # loop's connection must never be the one: while the writer runs, only it does.
         self.main = main if not getattr(main, "shared", True) else None
@@ -141,23 +150,38 @@ class PolicyWriter:
         return self.alive
 
     def on_readable(self, mask: int = 0) -> None:
-        """The child's answers: one line per batch."""
+        """The child's answers: one frame (error, peer rows, peer error) per batch."""
         try:
-            data = os.read(self.fileno(), 65536)
+            data = os.read(self.fileno(), 1 << 20)
         except BlockingIOError:
             return
         if not data:
             self._died("it exited")
             return
         self._inbuf += data
-        *lines, self._inbuf = self._inbuf.split(b"\n")
-        for line in lines:
+        while len(self._inbuf) >= _LEN.size:
+            size = _LEN.unpack_from(self._inbuf)[0]
+            if len(self._inbuf) < _LEN.size + size:
+                break
+            frame = self._inbuf[_LEN.size:_LEN.size + size]
+            self._inbuf = self._inbuf[_LEN.size + size:]
             self.pending -= 1
-            if line != b"ok":
-                self.failures += 1
-                message = line.decode("utf-8", "replace").removeprefix("error ")
-                self.on_error(f"policy writer: {message}")
-                log.error("action=policy-flush-error error=%s", message)
+            self._answer(*pickle.loads(frame))    # noqa: S301 - our own child
+
+    def _answer(self, error: str | None, peers: list[tuple[Any, ...]] | None,
+                peer_error: str | None) -> None:
+        if error is not None:
+            self.failures += 1
+            self.on_error(f"policy writer: {error}")
+            log.error("action=policy-flush-error error=%s", error)
+        if peer_error is not None:
+            if not self._peer_failed:      # the store away: the peers' last counts are kept
+                log.error("action=policy-peer-quotas result=failed error=%s", peer_error)
+            self._peer_failed = True
+        elif peers is not None:
+            self._peer_failed = False
+            if peers and self.on_peers is not None:
+                self.on_peers(peers)
 
     def wait(self, timeout: float) -> bool:
         """Block until every batch sent is answered (True) or timeout passed (False)."""
@@ -217,8 +241,26 @@ def _read_frame(inp: BinaryIO) -> Any:
     return pickle.loads(data)       # noqa: S301 - frames come from our parent only
 
 
+def read_peers(store: Any, marks: dict[str, float]) -> list[tuple[Any, ...]]:
+    """The other nodes' quota rows changed since marks (updated in place)."""
+    rows = PolicyStore(store).peer_quota_counts(marks, PEER_MARGIN)
+    for node, *_, updated_at in rows:
+        if updated_at > marks.get(node, float("-inf")):
+            marks[node] = updated_at
+    return rows
+
+
+def answer(out: BinaryIO, reply: tuple[Any, ...]) -> None:
+    data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        out.write(_LEN.pack(len(data)) + data)
+        out.flush()
+    except BrokenPipeError:
+        pass            # the daemon died (kill -9): write the rest of what it sent
+
+
 def child_main() -> int:
-    """Open the store named by the first frame; write each batch; answer a line for each."""
+    """Open the store named by the first frame; write each batch; answer a frame for each."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)       # the parent stops us by closing the pipe
     try:
@@ -235,25 +277,28 @@ def child_main() -> int:
     try:
         store = Store(url=setup["url"], node=setup["node"])
     except Exception as exc:
-        out.write(f"error cannot open the store: {exc}".replace("\n", " ").encode() + b"\n")
-        out.flush()
+        answer(out, (f"cannot open the store: {exc}", None, None))
         return 1
     actions = ActionLog(setup["actions"])
-    out.write(b"ok\n")
-    out.flush()
+    marks: dict[str, float] = {}        # peer node -> newest updated_at read
+    answer(out, (None, None, None))
     while (batch := _read_frame(inp)) is not None:
+        error = peer_error = None
+        peers: list[tuple[Any, ...]] | None = None
         try:
             write_batch(store, actions, batch)
             if batch.checkpoint and not store.shared:
                 store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            answer = b"ok"
         except Exception as exc:      # the store full or broken: say so, keep going
-            answer = f"error {exc}".replace("\n", " ").encode("utf-8", "replace")
-        try:
-            out.write(answer + b"\n")
-            out.flush()
-        except BrokenPipeError:
-            pass            # the daemon died (kill -9): write the rest of what it sent
+            error = str(exc)
+        if batch.read_peers:
+            if batch.reset_peers:
+                marks.clear()
+            try:
+                peers = read_peers(store, marks)
+            except Exception as exc:
+                peer_error = str(exc)
+        answer(out, (error, peers, peer_error))
     actions.close()
     store.close()
     return 0
