@@ -32,7 +32,7 @@ from logwatch.state.policystore import AuditRow, PolicyStore
 
 log = logging.getLogger("logwatchd.policy")
 
-TX_ROWS = 200                 # rows per transaction: the loop's own commits wait ~1 ms at most
+TX_ROWS = 50                  # rows per transaction: the loop's own commits wait ~1 ms at most
 AUTOCHECKPOINT = 1000         # SQLite's default (pages), given back to the loop's connection
 PIPE_SIZE = 1 << 20           # a batch frame (500 counter rows: ~50 KB) never blocks the loop
 START_TIMEOUT = 10.0
