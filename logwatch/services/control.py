@@ -16,8 +16,9 @@ import socket
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+from logwatch.services.sockserver import Conn, SockServer, Timeouts
 
 log = logging.getLogger("logwatchd.control")
 
@@ -33,30 +34,28 @@ class ControlError(Exception):
     """The control socket cannot be set up."""
 
 
-@dataclass
-class _Client:
-    sock: socket.socket
-    last: float = 0.0           # last progress (connect, request bytes, answer bytes sent)
-    inbuf: bytearray = field(default_factory=bytearray)
-    outbuf: bytearray = field(default_factory=bytearray)
-    closing: bool = False
-
-
-class ControlServer:
+class ControlServer(SockServer):
     """Accepts clients on a Unix socket and answers each request line with handler(request)."""
 
     name = "control"
+    max_output = MAX_OUTPUT
+    peek_when_idle = True
 
     def __init__(self, path: str, handler: Handler, selector: selectors.BaseSelector,
                  clock: Callable[[], float] = time.monotonic,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
+        # Any progress (connect, request bytes, answer bytes sent) restarts the idle timeout.
+        super().__init__(selector, clock, Timeouts(idle_timeout, idle_timeout, idle_timeout), log)
         self.path = path
         self.handler = handler
-        self.selector = selector
-        self.clock = clock
         self.idle_timeout = idle_timeout
-        self.sock: socket.socket | None = None
-        self.clients: dict[int, _Client] = {}
+
+    @property
+    def max_clients(self) -> int:
+        return MAX_CLIENTS
+
+    def on_idle_closed(self, count: int) -> None:
+        log.info("action=control-idle-close clients=%d", count)
 
     def start(self) -> None:
         """Bind the socket (mode 0600 from the start: umask around bind) and start listening."""
@@ -77,9 +76,7 @@ class ControlServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         sock.listen(16)
-        sock.setblocking(False)
-        self.sock = sock
-        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.serve(sock)
 
     def _remove_stale(self) -> None:
         try:
@@ -103,111 +100,15 @@ class ControlServer:
         raise ControlError(f"{self.path}: another logwatchd is already listening there")
 
     def close(self) -> None:
-        for fd in list(self.clients):
-            self._drop(fd)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
+        listening = self.sock is not None
+        self.close_all()
+        if listening:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
-    def _accept(self, mask: int) -> None:
-        assert self.sock is not None
-        try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        self.expire_idle()          # idle clients must not keep a new one out
-        if len(self.clients) >= MAX_CLIENTS:
-            conn.close()
-            return
-        conn.setblocking(False)
-        client = _Client(conn, last=self.clock())
-        self.clients[conn.fileno()] = client
-        self.selector.register(conn, selectors.EVENT_READ, lambda m, c=client: self._io(c, m))
-
-    def next_deadline(self) -> float | None:
-        """When the longest-idle client times out (the daemon's "control" timer), or None."""
-        if not self.clients:
-            return None
-        return min(c.last for c in self.clients.values()) + self.idle_timeout
-
-    def expire_idle(self, now: float | None = None) -> int:
-        """Drop the clients idle for idle_timeout or longer; return how many."""
-        now = self.clock() if now is None else now
-        idle = [fd for fd, c in self.clients.items()
-                if now - c.last >= self.idle_timeout and not self._input_waiting(c, now)]
-        for fd in idle:
-            self._drop(fd)
-        if idle:
-            log.info("action=control-idle-close clients=%d", len(idle))
-        return len(idle)
-
-    @staticmethod
-    def _input_waiting(client: _Client, now: float) -> bool:
-        """A request that arrived while the loop was busy (a long reload) is not idleness."""
-        try:
-            waiting = bool(client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return False
-        if waiting:
-            client.last = now
-        return waiting
-
-    def _drop(self, fd: int) -> None:
-        client = self.clients.pop(fd, None)
-        if client is None:
-            return
-        try:
-            self.selector.unregister(client.sock)
-        except (KeyError, ValueError):
-            pass
-        client.sock.close()
-
-    def _io(self, client: _Client, mask: int) -> None:
-        fd = client.sock.fileno()
-        if mask & selectors.EVENT_READ and not client.closing:
-            try:
-                data = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                self._drop(fd)
-                return
-            if data == b"":
-                client.closing = True
-            elif data:
-                client.last = self.clock()
-                client.inbuf += data
-                self._answer(client)
-        if client.outbuf:
-            try:
-                sent = client.sock.send(client.outbuf)
-                del client.outbuf[:sent]
-                if sent:
-                    client.last = self.clock()
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self._drop(fd)
-                return
-            if client.inbuf and len(client.outbuf) <= MAX_OUTPUT:
-                self._answer(client)     # requests held back while the output was full
-        if client.closing and not client.outbuf:
-            self._drop(fd)
-            return
-        want = selectors.EVENT_WRITE if client.outbuf else 0
-        if not client.closing and len(client.outbuf) <= MAX_OUTPUT:
-            want |= selectors.EVENT_READ
-        if want:
-            self.selector.modify(client.sock, want, self.selector.get_key(client.sock).data)
-
-    def _answer(self, client: _Client) -> None:
+    def on_data(self, client: Conn) -> None:
         while len(client.outbuf) <= MAX_OUTPUT:
             nl = client.inbuf.find(b"\n")
             if nl < 0:

@@ -18,7 +18,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from logwatch.engine.policy.request import (
     MalformedRequest,
@@ -26,6 +26,7 @@ from logwatch.engine.policy.request import (
     parse_request,
     split_requests,
 )
+from logwatch.services.sockserver import Conn, SockServer, Timeouts
 
 log = logging.getLogger("logwatchd.policy")
 
@@ -38,15 +39,6 @@ Answer = Callable[[PolicyRequest], str]
 
 class PolicyError(Exception):
     """The policy socket cannot be set up."""
-
-
-@dataclass
-class _Client:
-    sock: socket.socket
-    last: float
-    inbuf: bytearray = field(default_factory=bytearray)
-    outbuf: bytearray = field(default_factory=bytearray)
-    closing: bool = False
 
 
 @dataclass
@@ -77,24 +69,24 @@ def _reply(action: str) -> bytes:
     return f"action={action}\n\n".encode("ascii", "replace")
 
 
-class PolicyServer:
+class PolicyServer(SockServer):
     """Accepts smtpd connections on listen ("unix:/path" or "inet:host:port")."""
 
     name = "policy"
+    accept_burst = 64             # a burst of smtpd processes connecting at once
+    max_output = MAX_OUTPUT
 
     def __init__(self, listen: str, answer: Answer, selector: selectors.BaseSelector,
                  clock: Callable[[], float] = time.monotonic, *, idle_timeout: float = 600.0,
                  on_error: str = "DUNNO", mode: int = 0o666, owner: str | None = None,
                  group: str | None = None) -> None:
+        # Only a request restarts the idle timeout (answers are small and read at once).
+        super().__init__(selector, clock, Timeouts(idle_timeout, idle_timeout, None), log)
         self.listen = listen
         self.answer = answer
-        self.selector = selector
-        self.clock = clock
         self.idle_timeout = idle_timeout
         self.error_reply = _reply(on_error)
         self.mode, self.owner, self.group = mode, owner, group
-        self.sock: socket.socket | None = None
-        self.clients: dict[int, _Client] = {}
         self.stats = PolicyStats()
         self._last_error_log = -ERROR_LOG_EVERY
         self.path = listen[5:] if listen.startswith("unix:") else None
@@ -104,9 +96,7 @@ class PolicyServer:
     def start(self) -> None:
         sock = self._bind_unix() if self.path is not None else self._bind_inet()
         sock.listen(128)
-        sock.setblocking(False)
-        self.sock = sock
-        self.selector.register(sock, selectors.EVENT_READ, _Urgent(self._accept))
+        self.serve(sock)
         log.info("action=policy-listen address=%s", self.listen)
 
     def _bind_inet(self) -> socket.socket:
@@ -173,105 +163,31 @@ class PolicyServer:
         raise PolicyError(f"{self.path}: another process is already listening there")
 
     def close(self) -> None:
-        for fd in list(self.clients):
-            self._drop(fd)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
-            if self.path is not None:
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-
-    # -- connections -----------------------------------------------------------------
-
-    def _accept(self, mask: int) -> None:
-        assert self.sock is not None
-        for _ in range(64):           # a burst of smtpd processes connecting at once
+        listening = self.sock is not None
+        self.close_all()
+        if listening and self.path is not None:
             try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:    # EMFILE: keep serving the others
-                log.error("action=policy-accept-error error=%s", exc)
-                return
-            if len(self.clients) >= MAX_CLIENTS:
-                self.expire_idle()
-            if len(self.clients) >= MAX_CLIENTS:
-                conn.close()
-                continue
-            conn.setblocking(False)
-            client = _Client(conn, last=self.clock())
-            self.clients[conn.fileno()] = client
-            self.stats.connections += 1
-            self.selector.register(conn, selectors.EVENT_READ,
-                                   _Urgent(lambda m, c=client: self._io(c, m)))
-
-    def next_deadline(self) -> float | None:
-        if not self.clients:
-            return None
-        return min(c.last for c in self.clients.values()) + self.idle_timeout
-
-    def expire_idle(self, now: float | None = None) -> int:
-        now = self.clock() if now is None else now
-        idle = [fd for fd, c in self.clients.items() if now - c.last >= self.idle_timeout]
-        for fd in idle:
-            self._drop(fd)
-        if idle:
-            self.stats.idle_closed += len(idle)
-            log.info("action=policy-idle-close clients=%d", len(idle))
-        return len(idle)
-
-    def _drop(self, fd: int) -> None:
-        client = self.clients.pop(fd, None)
-        if client is None:
-            return
-        try:
-            self.selector.unregister(client.sock)
-        except (KeyError, ValueError):
-            pass
-        client.sock.close()
-
-    def _io(self, client: _Client, mask: int) -> None:
-        fd = client.sock.fileno()
-        if mask & selectors.EVENT_READ and not client.closing:
-            try:
-                data = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError:
-                self._drop(fd)
-                return
-            if data == b"":
-                client.closing = True
-            elif data:
-                client.last = self.clock()
-                client.inbuf += data
-                self._answer(client)
-        if client.outbuf:
-            try:
-                sent = client.sock.send(client.outbuf)
-                del client.outbuf[:sent]
-            except (BlockingIOError, InterruptedError):
+                os.unlink(self.path)
+            except FileNotFoundError:
                 pass
-            except OSError:
-                self._drop(fd)
-                return
-            if client.inbuf and len(client.outbuf) <= MAX_OUTPUT and not client.closing:
-                self._answer(client)
-        if client.closing and not client.outbuf:
-            self._drop(fd)
-            return
-        want = selectors.EVENT_WRITE if client.outbuf else 0
-        if not client.closing and len(client.outbuf) <= MAX_OUTPUT:
-            want |= selectors.EVENT_READ
-        key = self.selector.get_key(client.sock)
-        if want and want != key.events:
-            self.selector.modify(client.sock, want, key.data)
 
-    def _answer(self, client: _Client) -> None:
+    # -- connections (the loop is SockServer's) --------------------------------------
+
+    @property
+    def max_clients(self) -> int:
+        return MAX_CLIENTS
+
+    def callback(self, fn: Callable[[int], None]) -> Callable[[int], None]:
+        return _Urgent(fn)
+
+    def on_accepted(self, conn: Conn) -> None:
+        self.stats.connections += 1
+
+    def on_idle_closed(self, count: int) -> None:
+        self.stats.idle_closed += count
+        log.info("action=policy-idle-close clients=%d", count)
+
+    def on_data(self, client: Conn) -> None:
         if len(client.outbuf) > MAX_OUTPUT:
             return
         blocks, too_long = split_requests(client.inbuf)

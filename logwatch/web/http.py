@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from logwatch.services.sockserver import Conn, SockServer, Timeouts
+
 log = logging.getLogger("logwatchd.web")
 
 MAX_HEAD = 8192              # request line and headers
@@ -119,25 +121,23 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str], dict[str, str]]:
     return method, unquote(url.path), query, headers
 
 
-@dataclass
-class _Client:
-    sock: socket.socket
-    peer: str
-    deadline: float
-    inbuf: bytearray = field(default_factory=bytearray)
-    outbuf: bytearray = field(default_factory=bytearray)
-    answered: bool = False
-
-
-class HttpServer:
+class HttpServer(SockServer):
     """Accepts on a TCP address and answers each connection's one request with app(request)."""
+
+    name = "web"
+    accept_burst = 16             # a burst of connects, bounded so the logs wait little
+    accept_error_level = logging.WARNING
 
     def __init__(self, host: str, port: int, app: App, selector: selectors.BaseSelector,
                  clock: Callable[[], float]) -> None:
+        # The request must arrive within REQUEST_TIMEOUT of the connect (request bytes do not
+        # extend it: slowloris); each answer chunk sent gives WRITE_TIMEOUT more.
+        super().__init__(selector, clock, Timeouts(REQUEST_TIMEOUT, None, WRITE_TIMEOUT), log)
         self.host, self.port, self.app = host, port, app
-        self.selector, self.clock = selector, clock
-        self.sock: socket.socket | None = None
-        self.clients: dict[int, _Client] = {}
+
+    @property
+    def max_clients(self) -> int:
+        return MAX_CLIENTS
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -149,99 +149,13 @@ class HttpServer:
         except OSError:
             sock.close()
             raise
-        sock.setblocking(False)
-        self.sock = sock
         self.port = sock.getsockname()[1]       # port 0 (tests): the one the kernel chose
-        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.serve(sock)
 
     def close(self) -> None:
-        for fd in list(self.clients):
-            self._drop(fd)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
+        self.close_all()
 
-    def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.clients.values()), default=None)
-
-    def expire_idle(self, now: float | None = None) -> int:
-        now = self.clock() if now is None else now
-        late = [fd for fd, c in self.clients.items() if c.deadline <= now]
-        for fd in late:
-            self._drop(fd)
-        return len(late)
-
-    def _accept(self, mask: int) -> None:
-        assert self.sock is not None
-        for _ in range(16):          # a burst of connects, bounded so the logs wait little
-            try:
-                conn, addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:   # EMFILE: keep serving the ones we have
-                log.warning("action=web-accept-error error=%s", exc)
-                return
-            self.expire_idle()
-            if len(self.clients) >= MAX_CLIENTS:
-                conn.close()
-                continue
-            conn.setblocking(False)
-            client = _Client(conn, str(addr[0]), self.clock() + REQUEST_TIMEOUT)
-            self.clients[conn.fileno()] = client
-            self.selector.register(conn, selectors.EVENT_READ,
-                                   lambda m, c=client: self._io(c, m))
-
-    def _drop(self, fd: int) -> None:
-        client = self.clients.pop(fd, None)
-        if client is None:
-            return
-        try:
-            self.selector.unregister(client.sock)
-        except (KeyError, ValueError):
-            pass
-        client.sock.close()
-
-    def _io(self, client: _Client, mask: int) -> None:
-        try:
-            self._serve(client, mask)
-        except Exception:           # whatever a client sends, the daemon goes on
-            log.exception("action=web-error peer=%s", client.peer)
-            self._drop(client.sock.fileno())
-
-    def _serve(self, client: _Client, mask: int) -> None:
-        fd = client.sock.fileno()
-        if mask & selectors.EVENT_READ and not client.answered:
-            try:
-                data = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._drop(fd)
-                return
-            if not data:
-                self._drop(fd)
-                return
-            client.inbuf += data
-            self._try_answer(client)
-        if client.outbuf:
-            try:
-                sent = client.sock.send(client.outbuf)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._drop(fd)
-                return
-            del client.outbuf[:sent]
-            if sent:
-                client.deadline = self.clock() + WRITE_TIMEOUT
-        if client.answered and not client.outbuf:
-            self._drop(fd)
-        elif client.answered:
-            self.selector.modify(client.sock, selectors.EVENT_WRITE,
-                                 self.selector.get_key(client.sock).data)
-
-    def _try_answer(self, client: _Client) -> None:
+    def on_data(self, client: Conn) -> None:
         end = client.inbuf.find(b"\r\n\r\n")
         if end < 0:
             if len(client.inbuf) > MAX_HEAD:
@@ -267,8 +181,8 @@ class HttpServer:
             response = Response(500, b"internal error\n", "text/plain")
         self._reply(client, response, head_only=method == "HEAD")
 
-    def _reply(self, client: _Client, response: Response, head_only: bool = False) -> None:
-        client.answered = True
+    def _reply(self, client: Conn, response: Response, head_only: bool = False) -> None:
+        client.closing = True        # one request per connection: read no more
         client.inbuf.clear()
         client.outbuf += response.encode(head_only)
         client.deadline = self.clock() + WRITE_TIMEOUT
