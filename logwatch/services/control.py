@@ -13,12 +13,11 @@ import logging
 import os
 import selectors
 import socket
-import stat
 import time
 from collections.abc import Callable
 from typing import Any
 
-from logwatch.services.sockserver import Conn, SockServer, Timeouts
+from logwatch.services.sockserver import Conn, SockServer, Timeouts, bind_unix
 
 log = logging.getLogger("logwatchd.control")
 
@@ -64,49 +63,11 @@ class ControlServer(SockServer):
             os.makedirs(directory, mode=0o755, exist_ok=True)
         except OSError as exc:
             raise ControlError(f"cannot create {directory}: {exc}") from exc
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(self.path)
-        except OSError as exc:
-            sock.close()
-            raise ControlError(f"cannot bind {self.path}: {exc}") from exc
-        finally:
-            os.umask(old)
+        sock = bind_unix(self.path, ControlError, "logwatchd")
+        self.unix_path = self.path
         os.chmod(self.path, 0o600)
         sock.listen(16)
         self.serve(sock)
-
-    def _remove_stale(self) -> None:
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ControlError(f"{self.path}: {exc}") from exc
-        if not stat.S_ISSOCK(st.st_mode):
-            # A wrong daemon.socket must not make us delete someone's file.
-            raise ControlError(f"{self.path} exists and is not a socket: refusing to remove it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(0.5)
-        try:
-            probe.connect(self.path)
-        except OSError:
-            os.unlink(self.path)   # nobody listens: a leftover of a crashed daemon
-            return
-        finally:
-            probe.close()
-        raise ControlError(f"{self.path}: another logwatchd is already listening there")
-
-    def close(self) -> None:
-        listening = self.sock is not None
-        self.close_all()
-        if listening:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
     def on_data(self, client: Conn) -> None:
         while len(client.outbuf) <= MAX_OUTPUT:

@@ -15,7 +15,6 @@ import os
 import pwd
 import selectors
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from logwatch.engine.policy.request import (
     parse_request,
     split_requests,
 )
-from logwatch.services.sockserver import Conn, SockServer, Timeouts
+from logwatch.services.sockserver import Conn, SockServer, Timeouts, bind_unix
 
 log = logging.getLogger("logwatchd.policy")
 
@@ -119,16 +118,8 @@ class PolicyServer(SockServer):
 
     def _bind_unix(self) -> socket.socket:
         assert self.path is not None
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)        # nobody connects before the mode and owner are set
-        try:
-            sock.bind(self.path)
-        except OSError as exc:
-            sock.close()
-            raise PolicyError(f"cannot bind {self.path}: {exc}") from exc
-        finally:
-            os.umask(old)
+        sock = bind_unix(self.path, PolicyError, "process")
+        self.unix_path = self.path
         try:
             uid = pwd.getpwnam(self.owner).pw_uid if self.owner else -1
             gid = grp.getgrnam(self.group).gr_gid if self.group else -1
@@ -140,36 +131,6 @@ class PolicyServer(SockServer):
             os.unlink(self.path)
             raise PolicyError(f"{self.path}: cannot set owner/mode: {exc}") from exc
         return sock
-
-    def _remove_stale(self) -> None:
-        assert self.path is not None
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise PolicyError(f"{self.path}: {exc}") from exc
-        if not stat.S_ISSOCK(st.st_mode):
-            raise PolicyError(f"{self.path} exists and is not a socket: refusing to remove it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(0.5)
-        try:
-            probe.connect(self.path)
-        except OSError:
-            os.unlink(self.path)      # a leftover of a crashed daemon
-            return
-        finally:
-            probe.close()
-        raise PolicyError(f"{self.path}: another process is already listening there")
-
-    def close(self) -> None:
-        listening = self.sock is not None
-        self.close_all()
-        if listening and self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
     # -- connections (the loop is SockServer's) --------------------------------------
 

@@ -10,12 +10,52 @@ conn.outbuf, set conn.closing to stop reading and close once the output is sent.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Callback = Callable[[int], None]
+
+
+def bind_unix(path: str, error: type[Exception], holder: str) -> socket.socket:
+    """A stream socket bound at path, mode 0600 until the caller sets its own (umask around
+    bind: nobody connects first); a stale socket of a crashed holder is replaced."""
+    _remove_stale(path, error, holder)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise error(f"cannot bind {path}: {exc}") from exc
+    finally:
+        os.umask(old)
+    return sock
+
+
+def _remove_stale(path: str, error: type[Exception], holder: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise error(f"{path}: {exc}") from exc
+    if not stat.S_ISSOCK(st.st_mode):
+        # A wrong socket path in the config must not make us delete someone's file.
+        raise error(f"{path} exists and is not a socket: refusing to remove it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)      # nobody listens: a leftover of a crashed process
+        return
+    finally:
+        probe.close()
+    raise error(f"{path}: another {holder} is already listening there")
 
 
 @dataclass
@@ -51,6 +91,7 @@ class SockServer:
         self.selector, self.clock, self.timeouts, self.log = selector, clock, timeouts, log
         self.sock: socket.socket | None = None
         self.clients: dict[int, Conn] = {}
+        self.unix_path: str | None = None    # removed by close()
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -80,14 +121,20 @@ class SockServer:
         self.sock = sock
         self.selector.register(sock, selectors.EVENT_READ, self.callback(self._accept))
 
-    def close_all(self) -> None:
-        """Drop every client and close the listening socket."""
+    def close(self) -> None:
+        """Drop every client, close the listening socket and remove its Unix socket file."""
         for fd in list(self.clients):
             self._drop(fd)
-        if self.sock is not None:
-            self.selector.unregister(self.sock)
-            self.sock.close()
-            self.sock = None
+        if self.sock is None:
+            return
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        self.sock = None
+        if self.unix_path is not None:
+            try:
+                os.unlink(self.unix_path)
+            except FileNotFoundError:
+                pass
 
     def _accept(self, mask: int) -> None:
         assert self.sock is not None

@@ -152,9 +152,6 @@ class HttpServer(SockServer):
         self.port = sock.getsockname()[1]       # port 0 (tests): the one the kernel chose
         self.serve(sock)
 
-    def close(self) -> None:
-        self.close_all()
-
     def on_data(self, client: Conn) -> None:
         end = client.inbuf.find(b"\r\n\r\n")
         if end < 0:
