@@ -13,6 +13,7 @@ from logwatch.daemon.status import LATENCY_BUCKETS, Counters
 from logwatch.engine.model import Ban
 from logwatch.services.commands import Actions, Commands
 from logwatch.web import METRICS, MetricProvider
+from logwatch.web import parts as _parts  # noqa: F401  (risk, accounting, policy providers)
 from logwatch.web.metrics import Metrics
 
 

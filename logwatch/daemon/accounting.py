@@ -87,6 +87,9 @@ class Accounting:
         self._staged: tuple[list[Any], int] | None = None
         self._pruned_at = self._trimmed_at = 0.0
         self.errors = 0
+        # Messages since start by direction (/metrics): by a SASL ID "sent", else "received",
+        # as the per-minute counts (engine/counts.py) tell them apart.
+        self.directions = {"sent": 0, "received": 0}
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.append(subscriber)
@@ -133,6 +136,9 @@ class Accounting:
     def _publish(self, records: list[MessageRecord], rejects: list[RejectedAttempt]) -> None:
         if records:
             self.pending.extend(records)
+            sent = sum(1 for r in records if r.sasl_user)
+            self.directions["sent"] += sent
+            self.directions["received"] += len(records) - sent
         for sub in self.subscribers:
             failed = 0
             for call, items in ((sub.on_record, records), (sub.on_reject, rejects)):
@@ -250,4 +256,4 @@ class Accounting:
         return {**self.correlator.stats(), "parser": self.parser.counters(),
                 "pending": len(self.pending), "unwritten": len(self.unwritten),
                 "written_seq": self.written_seq, "subscriber_errors": self.errors,
-                "stats_log": self.cfg.stats_log}
+                "stats_log": self.cfg.stats_log, "messages": dict(self.directions)}

@@ -32,6 +32,7 @@ PEER_ROWS = 500               # the peers' quota rows put into the windows per t
 LIST_MAX_BYTES = 16 << 20
 BLOCK_LIST = "sasl-block-list"     # the block list's contributor name in the sasl table
 _REFUND_KINDS = (USER_UNKNOWN, RELAY_DENIED)
+QUOTA_PREFIX = "quota:"        # engine/policy/quotas.py: a quota's verdict rule is quota:<name>
 MILTER_REJECT_RULE = "postfix-milter-reject-message"    # rules/postfix.yaml: user = queue id
 
 
@@ -56,6 +57,10 @@ class PolicySide:
         self.pending: list[AuditRow] = []
         self.writer: PolicyWriter | None = None
         self.counts: dict[str, int] = {}
+        # For /metrics: answers by (rule, first word of the action), quota hits by quota.
+        # Rule ids, actions and quota names come from the config: low cardinality.
+        self.by_action: dict[tuple[str, str], int] = {}
+        self.quota_hits: dict[str, int] = {}
         self.sasl_table: Any = None
         self.sasl_entries: dict[str, dict[str, str]] = {}
         self._mtimes: dict[str, int | None] = {}
@@ -221,6 +226,11 @@ class PolicySide:
         self.context.engine = self.parts.engine
         verdict = self.decider.decide(req, now)
         self.counts[verdict.rule] = self.counts.get(verdict.rule, 0) + 1
+        key = (verdict.rule, verdict.action.partition(" ")[0])
+        self.by_action[key] = self.by_action.get(key, 0) + 1
+        if verdict.rule.startswith(QUOTA_PREFIX):
+            quota = verdict.rule[len(QUOTA_PREFIX):]
+            self.quota_hits[quota] = self.quota_hits.get(quota, 0) + 1
         if self.context.notes and not self.loop.armed("policy-notes"):
             self.loop.call_at("policy-notes", now)      # after this reply is sent
         if verdict.action != DUNNO:
@@ -351,7 +361,11 @@ class PolicySide:
         quotas = self.quotas
         server = next((s for s in self.parts.services if s.name == "policy"), None)
         stats = vars(server.stats) if server is not None else {}
-        return {"verdicts": dict(self.counts), **stats,
+        actions: dict[str, dict[str, int]] = {}
+        for (rule, action), n in self.by_action.items():
+            actions.setdefault(rule, {})[action] = n
+        return {"verdicts": dict(self.counts), "verdict_actions": actions,
+                "quota_hits": dict(self.quota_hits), **stats,
                 "clients": len(server.clients) if server is not None else 0,
                 "quota_keys": sum(len(w.keys) for w in quotas.windows) if quotas else 0,
                 "writer_backlog": self.writer.pending if self.writer is not None else None,

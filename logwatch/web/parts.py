@@ -63,6 +63,11 @@ def accounting_metrics(query: Query, st: dict[str, Any]) -> Iterator[Any]:
                     "rejected"):
         fam.add_metric([outcome], acct.get(outcome, 0))
     yield fam
+    fam = CounterMetricFamily("logwatchd_messages", "Messages that left the queue, by direction "
+                              "(sent: by a SASL ID; received: the others).", labels=["direction"])
+    for direction in ("sent", "received"):
+        fam.add_metric([direction], acct.get("messages", {}).get(direction, 0))
+    yield fam
 
 
 def messages_panel(ctx: PanelContext) -> str:
@@ -92,6 +97,17 @@ def policy_metrics(query: Query, st: dict[str, Any]) -> Iterator[Any]:
     for rule, n in sorted(policy.get("verdicts", {}).items()):
         if rule != "refunds":
             fam.add_metric([rule], n)
+    yield fam
+    fam = CounterMetricFamily("logwatchd_policy_verdicts", "Policy service answers by the rule "
+                              "that decided and the action's first word.", labels=["rule", "action"])
+    for rule, actions in sorted(policy.get("verdict_actions", {}).items()):
+        for action, n in sorted(actions.items()):
+            fam.add_metric([rule, action], n)
+    yield fam
+    fam = CounterMetricFamily("logwatchd_quota_hits", "Requests over a quota's limit, by quota.",
+                              labels=["quota"])
+    for quota, n in sorted(policy.get("quota_hits", {}).items()):
+        fam.add_metric([quota], n)
     yield fam
 
 
