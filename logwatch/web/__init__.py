@@ -55,8 +55,8 @@ class Panel:
 METRICS: Registry[MetricProvider] = Registry("metric provider")
 PANELS: Registry[Panel] = Registry("status panel")
 
-# Metric names the policy, accounting and risk parts will export (their providers'
-# names in brackets); defined now so that dashboards can be written against them.
+# Metric names the policy, accounting and risk parts export (their providers' names in
+# brackets; web/parts.py), fixed so that dashboards can be written against them.
 RESERVED = {
     "logwatchd_policy_verdicts_total": "counter {rule,action} (policy)",
     "logwatchd_quota_hits_total": "counter {quota} (policy)",
