@@ -43,7 +43,9 @@ def test_database_stopped_during_a_ban_storm(tmp_path: Path) -> None:
             # The database is away: node A still reads its log and bans in its own kernel.
             assert wait_until(lambda: len(drops(ns_a)) == STORM, timeout=30), \
                 a.stderr()[-2000:]
-            assert "action=store-error" in a.stderr()
+            # The batch's store commit (and its error line) follows its firewall write.
+            assert wait_until(lambda: "action=store-error" in a.stderr(), timeout=10), \
+                a.stderr()[-4000:]
             time.sleep(1)
         finally:
             pg.start()
