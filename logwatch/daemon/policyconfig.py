@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from logwatch.engine.policy.quotas import QuotaSpec
 from logwatch.util.checks import Check, abs_path, non_negative, one_of, optional, positive
 from logwatch.util.duration import parse_duration
 
@@ -37,15 +38,8 @@ class PolicyConfig:
     idle_timeout: float = 600.0       # Postfix closes idle policy connections after 300 s
 
 
-@dataclass
-class QuotaConfig:
-    name: str
-    key: str
-    count: str
-    limit: int
-    period: float
-    action: str = "defer"
-    profiles: str | None = None
+# A configured quota is the engine's QuotaSpec itself (one definition of its fields).
+QuotaConfig = QuotaSpec
 
 
 def action_text(v: Any) -> str | None:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 
 from logwatch.effectors import runner
@@ -22,9 +21,8 @@ from logwatch.effectors.relaymap import (
     MapSpec,
     RelayMapError,
     _check_writable_dir,
-    _copy_owner_mode,
-    _fsync_dir,
     parse_spec,
+    rebuild_beside,
 )
 
 _POSTMAP_TIMEOUT = 300.0
@@ -148,21 +146,8 @@ class SaslAccessTable:
         return dict(sorted(out.items()))
 
     def _rebuild(self, entries: dict[str, str]) -> None:
-        directory = os.path.dirname(self.spec.path)
-        base = os.path.basename(self.spec.path)
-        tmpdir = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
         try:
-            src = os.path.join(tmpdir, base)
-            with open(src, "w", encoding="ascii") as fh:
-                fh.writelines(f"{k}\t{v}\n" for k, v in entries.items())
-            self._run([f"{self.spec.type}:{src}"])
-            built = src + self.spec.maptype.suffix
-            _copy_owner_mode(self.spec.file, built)
-            with open(built, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(built, self.spec.file)
-            _fsync_dir(directory)
+            rebuild_beside(self.spec, (f"{k}\t{v}\n" for k, v in entries.items()),
+                           lambda source: self._run([source]))
         except OSError as exc:
             raise SaslAccessError(f"sasl access map {self.spec}: rebuild failed: {exc}") from exc
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)

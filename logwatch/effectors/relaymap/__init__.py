@@ -280,30 +280,18 @@ class RelayMap:
             os.utime(path, ns=(st.st_atime_ns, (before + 1) * _NS))
 
     def _rebuild_file(self, keys: list[str]) -> None:
-        directory = os.path.dirname(self.spec.path)
-        base = os.path.basename(self.spec.path)
-        tmpdir = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
-        try:
-            src = os.path.join(tmpdir, base)
-            with open(src, "w", encoding="ascii") as fh:
-                fh.writelines(f"{ip}\t{self.value}\n" for ip in keys)
-            self._run([f"{self.spec.type}:{src}"], "")
-            built = src + self.spec.maptype.suffix
-            _copy_owner_mode(self.spec.file, built)
-            with open(built, "rb") as fh:
-                os.fsync(fh.fileno())
-            old_sec = _mtime_sec(self.spec.file)
-            new_sec = _mtime_sec(built)
+        def later_mtime(built: str) -> None:
+            old_sec, new_sec = _mtime_sec(self.spec.file), _mtime_sec(built)
             if old_sec is not None and new_sec is not None and new_sec <= old_sec:
                 # The rename alone is noticed (old file unlinked); a later mtime also keeps
                 # the next in-place update's "strictly later second" rule simple.
                 os.utime(built, ns=(round(self.clock() * _NS), (old_sec + 1) * _NS))
-            os.replace(built, self.spec.file)
-            _fsync_dir(directory)
+
+        try:
+            rebuild_beside(self.spec, (f"{ip}\t{self.value}\n" for ip in keys),
+                           lambda source: self._run([source], ""), later_mtime)
         except OSError as exc:
             raise RelayMapError(f"relay map {self.spec}: rebuild failed: {exc}") from exc
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
 
     def _known_grants(self) -> dict[str, None] | None:
         """The current grants for the text copy; read once from the map if not yet known."""
@@ -381,6 +369,31 @@ def _mtime_sec(path: str) -> int | None:
         return os.stat(path).st_mtime_ns // _NS
     except FileNotFoundError:
         return None
+
+
+def rebuild_beside(spec: MapSpec, lines: Iterable[str], postmap: Callable[[str], object],
+                   before_rename: Callable[[str], None] | None = None) -> None:
+    """Write `lines` to a source file in a private directory beside the map, postmap it
+    (postmap("TYPE:source")) and rename the result over the map: readers see the old map or
+    the new one, never a part. OSError when a step fails; the temporary files always go."""
+    directory = os.path.dirname(spec.path)
+    base = os.path.basename(spec.path)
+    tmpdir = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
+    try:
+        src = os.path.join(tmpdir, base)
+        with open(src, "w", encoding="ascii") as fh:
+            fh.writelines(lines)
+        postmap(f"{spec.type}:{src}")
+        built = src + spec.maptype.suffix
+        _copy_owner_mode(spec.file, built)
+        with open(built, "rb") as fh:
+            os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename(built)
+        os.replace(built, spec.file)
+        _fsync_dir(directory)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _copy_owner_mode(old: str, new: str) -> None:

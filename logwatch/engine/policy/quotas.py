@@ -449,6 +449,4 @@ class QuotaCheck:
 def build(policy: Any, quotas: Any, context: Any) -> QuotaCheck | None:
     if not quotas:
         return None
-    specs = [QuotaSpec(q.name, q.key, q.count, q.limit, q.period, q.action, q.profiles)
-             for q in quotas]
-    return QuotaCheck(specs, context.read_text)
+    return QuotaCheck(list(quotas), context.read_text)
