@@ -47,7 +47,6 @@ class ControlServer(SockServer):
         super().__init__(selector, clock, Timeouts(idle_timeout, idle_timeout, idle_timeout), log)
         self.path = path
         self.handler = handler
-        self.idle_timeout = idle_timeout
 
     @property
     def max_clients(self) -> int:
