@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatch.registry import Registry
+from logwatch.state.counts import HOUR, MINUTE
 
 log = logging.getLogger("logwatchd.series")
 
-MINUTE, HOUR = 60, 3600
 MAX_SERIES = 50                                       # a read answers at most this many
 
 Sampler = Callable[[dict[str, Any]], dict[str, float]]
