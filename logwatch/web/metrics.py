@@ -25,7 +25,7 @@ P = "logwatchd_"
 LATENCY_NAMES = {"firewall": "firewall_write_seconds", "relaymap": "map_write_seconds"}
 
 
-def _counter(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, float]]
+def counter(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, float]]
              ) -> CounterMetricFamily:
     fam = CounterMetricFamily(P + name, doc, labels=labels)
     for key, value in items:
@@ -35,11 +35,11 @@ def _counter(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, 
 
 def _sources(st: dict[str, Any]) -> Iterator[Any]:
     files = st.get("files", [])
-    yield _counter("lines_read", "Lines read, per source.", ["source"],
+    yield counter("lines_read", "Lines read, per source.", ["source"],
                    (((f["path"],), f.get("lines", 0)) for f in files))
-    yield _counter("lines_skipped", "Lines skipped as too long, per source.", ["source"],
+    yield counter("lines_skipped", "Lines skipped as too long, per source.", ["source"],
                    (((f["path"],), f.get("skipped_long", 0)) for f in files))
-    yield _counter("lines_unparsed", "Lines the parser skipped, by reason.", ["reason"],
+    yield counter("lines_unparsed", "Lines the parser skipped, by reason.", ["reason"],
                    [(("framing",), st.get("lines_unparsed", 0)),
                     (("too-long",), st.get("lines_too_long", 0))])
     lag = GaugeMetricFamily(P + "source_lag_seconds",
@@ -51,11 +51,11 @@ def _sources(st: dict[str, Any]) -> Iterator[Any]:
 
 
 def _events(st: dict[str, Any]) -> Iterator[Any]:
-    yield _counter("events", "Events by kind.", ["kind"],
+    yield counter("events", "Events by kind.", ["kind"],
                    (((k,), v) for k, v in sorted(st.get("events", {}).items())))
-    yield _counter("rule_matches", "Events by the rule that matched.", ["rule"],
+    yield counter("rule_matches", "Events by the rule that matched.", ["rule"],
                    (((k,), v) for k, v in sorted(st.get("rules", {}).items())))
-    yield _counter("rule_selftest_failures", "Rule self-test failures of rejected reloads.",
+    yield counter("rule_selftest_failures", "Rule self-test failures of rejected reloads.",
                    [], [((), st.get("selftest_failures", 0))])
 
 
@@ -71,7 +71,7 @@ def _state(query: Query, st: dict[str, Any], backend: str) -> Iterator[Any]:
     actions = st.get("actions", {})
     for name, action, doc in (("bans", "ban", "Bans made."), ("unbans", "unban", "Bans lifted."),
                               ("grants", "grant", "Relay grants made.")):
-        yield _counter(f"{name}", doc, [], [((), actions.get(action, 0))])
+        yield counter(f"{name}", doc, [], [((), actions.get(action, 0))])
 
 
 def _histograms(st: dict[str, Any]) -> Iterator[Any]:
@@ -88,12 +88,12 @@ def _histograms(st: dict[str, Any]) -> Iterator[Any]:
 
 
 def _process(st: dict[str, Any]) -> Iterator[Any]:
-    yield _counter("command_failures", "External commands that failed, by tool.", ["command"],
+    yield counter("command_failures", "External commands that failed, by tool.", ["command"],
                    (((k,), v) for k, v in sorted(st.get("command_failures", {}).items())))
     yield GaugeMetricFamily(P + "start_time_seconds", "When the daemon started (Unix time).",
                             value=st.get("started", 0))
-    yield _counter("reloads", "Successful reloads.", [], [((), st.get("reloads", 0))])
-    yield _counter("errors", "Errors (effector, store, source, reload; the last 20 are on the "
+    yield counter("reloads", "Successful reloads.", [], [((), st.get("reloads", 0))])
+    yield counter("errors", "Errors (effector, store, source, reload; the last 20 are on the "
                    "status page).", [], [((), st.get("errors_total", 0))])
 
 

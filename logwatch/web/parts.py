@@ -10,10 +10,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 
 from logwatch.state.series import SPANS
 from logwatch.web import ACTIONS, METRICS, PANELS, MetricProvider, Panel, PanelContext, Query
+from logwatch.web.metrics import counter
 from logwatch.web.panels import action_form, esc, plot, table, when
 from logwatch.web.svg import bar_chart
 
@@ -57,17 +58,13 @@ def accounting_metrics(query: Query, st: dict[str, Any]) -> Iterator[Any]:
         return
     yield GaugeMetricFamily("logwatchd_accounting_open_messages",
                             "Messages followed in the queue.", value=acct.get("open", 0))
-    fam = CounterMetricFamily("logwatchd_accounting_records",
-                              "Message records written, by outcome.", labels=["outcome"])
-    for outcome in ("delivered", "bounced", "partial", "removed", "expired", "incomplete",
-                    "rejected"):
-        fam.add_metric([outcome], acct.get(outcome, 0))
-    yield fam
-    fam = CounterMetricFamily("logwatchd_messages", "Messages that left the queue, by direction "
-                              "(sent: by a SASL ID; received: the others).", labels=["direction"])
-    for direction in ("sent", "received"):
-        fam.add_metric([direction], acct.get("messages", {}).get(direction, 0))
-    yield fam
+    yield counter("accounting_records", "Message records written, by outcome.", ["outcome"],
+                  (((outcome,), acct.get(outcome, 0)) for outcome in
+                   ("delivered", "bounced", "partial", "removed", "expired", "incomplete",
+                    "rejected")))
+    yield counter("messages", "Messages that left the queue, by direction (sent: by a SASL ID; "
+                  "received: the others).", ["direction"],
+                  (((d,), acct.get("messages", {}).get(d, 0)) for d in ("sent", "received")))
 
 
 def messages_panel(ctx: PanelContext) -> str:
@@ -92,23 +89,16 @@ def policy_metrics(query: Query, st: dict[str, Any]) -> Iterator[Any]:
     policy = st.get("policy")
     if policy is None:
         return
-    fam = CounterMetricFamily("logwatchd_policy_rule_verdicts",
-                              "Policy service answers by the rule that decided.", labels=["rule"])
-    for rule, n in sorted(policy.get("verdicts", {}).items()):
-        if rule != "refunds":
-            fam.add_metric([rule], n)
-    yield fam
-    fam = CounterMetricFamily("logwatchd_policy_verdicts", "Policy service answers by the rule "
-                              "that decided and the action's first word.", labels=["rule", "action"])
-    for rule, actions in sorted(policy.get("verdict_actions", {}).items()):
-        for action, n in sorted(actions.items()):
-            fam.add_metric([rule, action], n)
-    yield fam
-    fam = CounterMetricFamily("logwatchd_quota_hits", "Requests over a quota's limit, by quota.",
-                              labels=["quota"])
-    for quota, n in sorted(policy.get("quota_hits", {}).items()):
-        fam.add_metric([quota], n)
-    yield fam
+    yield counter("policy_rule_verdicts", "Policy service answers by the rule that decided.",
+                  ["rule"], (((rule,), n) for rule, n in sorted(policy.get("verdicts", {}).items())
+                             if rule != "refunds"))
+    yield counter("policy_verdicts", "Policy service answers by the rule that decided and the "
+                  "action's first word.", ["rule", "action"],
+                  (((rule, action), n)
+                   for rule, actions in sorted(policy.get("verdict_actions", {}).items())
+                   for action, n in sorted(actions.items())))
+    yield counter("quota_hits", "Requests over a quota's limit, by quota.", ["quota"],
+                  (((quota,), n) for quota, n in sorted(policy.get("quota_hits", {}).items())))
 
 
 def verdicts_panel(ctx: PanelContext) -> str:
