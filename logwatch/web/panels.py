@@ -50,6 +50,11 @@ def table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def failed(answer: dict[str, Any]) -> str:
+    """A panel's body when its control command answered an error."""
+    return f'<p class="error">{esc(answer.get("error"))}</p>'
+
+
 def action_form(ctx: PanelContext, cmd: str, ip: str, label: str) -> str:
     if ctx.csrf is None:
         return ""
@@ -94,7 +99,7 @@ def plot(ctx: PanelContext, req: dict[str, Any], title: str) -> str:
     """A line chart of the series the request names (\"names\" or \"prefix\") over ctx.span."""
     answer = ctx.query({"cmd": "series", "span": ctx.span, **req})
     if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
+        return failed(answer)
     series = answer["series"]
     if "prefix" in req:
         series = {k.removeprefix(req["prefix"]): v for k, v in series.items()}
@@ -122,7 +127,7 @@ def _paged(ctx: PanelContext, name: str, head: list[str], row: Any) -> str:
     answer = ctx.query({"cmd": "table", "table": name, "q": q, "offset": page * PAGE_ROWS,
                         "limit": PAGE_ROWS})
     if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
+        return failed(answer)
     total = answer["total"]
     pages = max(1, (total + PAGE_ROWS - 1) // PAGE_ROWS)
     hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">'

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from logwatch.state.series import SPANS
 from logwatch.web import ACTIONS, METRICS, PANELS, MetricProvider, Panel, PanelContext, Query
 from logwatch.web.metrics import counter
-from logwatch.web.panels import action_form, esc, plot, table, when
+from logwatch.web.panels import action_form, esc, failed, plot, table, when
 from logwatch.web.svg import bar_chart
 
 VERDICT_ROWS = 5000          # audit rows a page reads for the verdicts by action, at most
@@ -40,7 +40,7 @@ def suspended_panel(ctx: PanelContext) -> str:
         return _off("account risk", "accounting.enabled")
     answer = ctx.query({"cmd": "accounts", "limit": 1})
     if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
+        return failed(answer)
     rows = [[esc(s["user"]), esc(when(s["since"])), esc(when(s["expires"])),
              esc(f"{s['score']:g}"), esc(s["offences"]),
              action_form(ctx, "unsuspend", s["user"], "unsuspend")]
@@ -78,7 +78,7 @@ def senders_panel(ctx: PanelContext) -> str:
         return _off("accounting", "accounting.enabled")
     answer = ctx.query({"cmd": "series", "span": ctx.span, "top": "sender:", "limit": 10})
     if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
+        return failed(answer)
     return bar_chart([(name.removeprefix("sender:"), value) for name, value in answer["top"]],
                      f"top SASL senders, messages in the last {ctx.span}")
 
@@ -107,7 +107,7 @@ def verdicts_panel(ctx: PanelContext) -> str:
     since = ctx.now - SPANS[ctx.span].seconds
     answer = ctx.query({"cmd": "verdicts", "since": since, "limit": VERDICT_ROWS})
     if not answer.get("ok"):
-        return f'<p class="error">{esc(answer.get("error"))}</p>'
+        return failed(answer)
     rows = answer.get("verdicts", [])
     by_action = Counter(str(r.get("action", "")).split(" ", 1)[0] or "?" for r in rows)
     note = f" (the newest {VERDICT_ROWS:,})" if len(rows) >= VERDICT_ROWS else ""
