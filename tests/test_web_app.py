@@ -245,6 +245,11 @@ def test_plot_data_is_read_at_most_every_few_seconds() -> None:
     clock[0] += SERIES_TTL + 1
     get(app, "/api/series", {"span": "day", "prefix": "events."})
     assert len(asked) == 3
+    clock[0] -= 3600                             # the clock set back: read again, ...
+    get(app, "/api/series", {"span": "day", "prefix": "events."})
+    assert len(asked) == 4
+    get(app, "/api/series", {"span": "day", "prefix": "events."})
+    assert len(asked) == 4                       # ... then kept again
 
 
 def test_the_page_links_pages_and_keeps_the_other_parameters() -> None:

@@ -71,16 +71,19 @@ class PageCache:
     OFFENDERS_TTL = 2.0
     MAX_PAGES = 16
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 max_pages: int = MAX_PAGES) -> None:
         self.clock = clock          # a duration, not a time of day
+        self.max_pages = max_pages
         self.entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
 
     def get(self, key: tuple[Any, ...], ttl: float, compute: Callable[[], Any]) -> Any:
         now = self.clock()
         hit = self.entries.get(key)
-        if hit is not None and now - hit[0] <= ttl:
+        # A clock set back (the daemon's is a time of day) must not keep an entry for ever.
+        if hit is not None and 0 <= now - hit[0] <= ttl:
             return hit[1]
-        if len(self.entries) >= self.MAX_PAGES:
+        if len(self.entries) >= self.max_pages:
             self.entries.clear()
         value = compute()
         self.entries[key] = (now, value)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from logwatch.services.tables import PageCache
 from logwatch.web import ACTIONS, PANELS, PanelContext, Query
 from logwatch.web import panels as _panels  # noqa: F401  (registers the built-in panels)
 from logwatch.web import parts as _parts  # noqa: F401  (then risk's, accounting's, policy's)
@@ -66,7 +67,7 @@ class WebApp:
         self.clock = clock
         self.metrics = Metrics(query)
         self.sessions: dict[str, Session] = {}
-        self.series_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.series_cache = PageCache(clock, max_pages=64)
         self.failures: list[float] = []
         self.static = {name: static_file(name) for name in STATIC}
         self.routes: dict[tuple[str, str], Callable[[Request], Response]] = {
@@ -152,15 +153,7 @@ class WebApp:
         if req.get("cmd") != "series":
             return self.query(req)
         key = json.dumps(req, sort_keys=True, default=str)
-        now = self.clock()
-        hit = self.series_cache.get(key)
-        if hit is not None and 0 <= now - hit[0] <= SERIES_TTL:
-            return hit[1]
-        if len(self.series_cache) >= 64:
-            self.series_cache.clear()
-        answer = self.query(req)
-        self.series_cache[key] = (now, answer)
-        return answer
+        return self.series_cache.get((key,), SERIES_TTL, lambda: self.query(req))
 
     def page(self, req: Request) -> Response:
         session = self._session(req)
