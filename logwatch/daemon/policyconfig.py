@@ -9,15 +9,17 @@ from typing import Any
 
 import yaml
 
+from logwatch.engine.policy import quotas as _quotas
 from logwatch.engine.policy.quotas import QuotaSpec
+from logwatch.engine.policy.saslblock import DEFAULT_ACTION as SASL_BLOCK_ACTION
 from logwatch.util.checks import Check, abs_path, non_negative, one_of, optional, positive
 from logwatch.util.duration import parse_duration
 
 S25R_MODES = ("off", "score", "defer", "reject", "on")     # on: the same as defer
-QUOTA_KEYS = ("sasl_username", "client_address", "client_network", "sender", "sender_domain",
-              "recipient")
-QUOTA_COUNTS = ("messages", "recipients", "bytes")
-QUOTA_ACTIONS = ("defer", "reject", "hold")
+# What the engine knows how to count (engine/policy/quotas.py: one definition each).
+QUOTA_KEYS = _quotas.KEYS
+QUOTA_COUNTS = _quotas.COUNTS
+QUOTA_ACTIONS = tuple(_quotas.ACTIONS)
 
 
 @dataclass
@@ -25,7 +27,7 @@ class PolicyConfig:
     listen: str | None = None         # unix:/path or inet:host:port; None: no policy service
     banned_action: str = "REJECT 5.7.1 Access denied"
     sasl_block_list: str | None = None
-    sasl_block_action: str = "REJECT 5.7.1 Authentication ID blocked"
+    sasl_block_action: str = SASL_BLOCK_ACTION
     sasl_access_map: str | None = None     # hash:/path or lmdb:/path (check_sasl_access)
     s25r: str = "off"                 # off | score | defer | reject (on: defer)
     s25r_whitelist: str | None = None
