@@ -206,14 +206,15 @@ class PolicySide:
             self._read_block_list()
             self._sync_sasl()
         quotas = self.quotas
-        if quotas is not None and set(changed) & set(quotas.profile_paths()):
+        profiles = set(quotas.profile_paths()) if quotas is not None else set()
+        if set(changed) & profiles:
+            assert quotas is not None
             for w in quotas.reload_profiles(read_text):
                 log.warning("action=quota-profile-warning %s", w)
-        if set(changed) - {block_list} - set(quotas.profile_paths() if quotas else []):
+        if set(changed) - {block_list} - profiles:
             # An S25R list: rebuild the checks (quota counters are kept in the same object).
-            old = self.decider
             self.decider = Decider.build(self.cfg.policy, self.cfg.quotas, self.context)
-            if old is not None and quotas is not None:
+            if quotas is not None:
                 self.decider.checks = [(n, quotas if n == "quotas" else c)
                                        for n, c in self.decider.checks]
 
