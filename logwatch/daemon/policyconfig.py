@@ -3,7 +3,6 @@ checks, and the parsing of `quotas:` (errors name file, line and key, e.g. quota
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,16 +173,15 @@ def _quota_values(item: yaml.MappingNode, where: str, file: str, problems: list[
 
 def quota_value(key: str, raw: Any, tp: type, check: Check | None) -> Any:
     """One quota field, type-checked and checked; ValueError with the message otherwise."""
+    from logwatch.daemon.configcheck import check_type
+
     if key == "period":
-        raw = parse_duration(raw)
-    if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
-    if not isinstance(raw, tp) or isinstance(raw, bool):
-        names = {str: "a string", int: "a whole number", float: "a number"}
-        raise ValueError(f"must be {names[tp]} (got {raw!r})")
-    if tp is float and not math.isfinite(raw):
-        raise ValueError(f"must be a finite number (got {raw!r})")
-    message = check(raw) if check else None
+        raw = parse_duration(raw)       # finite (and `positive` checks it again)
+    try:
+        value = check_type(raw, tp)     # the config's own types: int -> float, no bools
+    except TypeError as exc:
+        raise ValueError(f"must be {exc} (got {raw!r})") from None
+    message = check(value) if check else None
     if message:
         raise ValueError(message)
-    return raw
+    return value
