@@ -9,12 +9,13 @@ from typing import Any
 import yaml
 
 from logwatch.engine.policy import quotas as _quotas
+from logwatch.engine.policy import s25r as _s25r
 from logwatch.engine.policy.quotas import QuotaSpec
 from logwatch.engine.policy.saslblock import DEFAULT_ACTION as SASL_BLOCK_ACTION
 from logwatch.util.checks import Check, abs_path, non_negative, one_of, optional, positive
 from logwatch.util.duration import parse_duration
 
-S25R_MODES = ("off", "score", "defer", "reject", "on")     # on: the same as defer
+S25R_MODES = (*_s25r.MODES, "on")     # on: the same as defer
 # What the engine knows how to count (engine/policy/quotas.py: one definition each).
 QUOTA_KEYS = _quotas.KEYS
 QUOTA_COUNTS = _quotas.COUNTS
