@@ -243,10 +243,8 @@ class PolicySide:
         assert self.decider is not None
         self.context.engine = self.parts.engine
         req = PolicyRequest({str(k): str(v) for k, v in attrs.items()})
-        notes = list(self.context.notes)
-        verdict = self.decider.decide(req, self.loop.clock(), commit=False)
-        self.context.notes[:] = notes
-        return verdict
+        # commit=False: no check counts or notes anything (S25R scores only on commit).
+        return self.decider.decide(req, self.loop.clock(), commit=False)
 
     def observe(self, events: Iterable[Event]) -> None:
         """Log-side rejections refund what they took back (quotas): a recipient rejected by
