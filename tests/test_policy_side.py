@@ -126,3 +126,26 @@ def test_a_changed_s25r_list_is_reread_and_the_quota_counts_kept(side, clock,
     assert side.quotas is quotas                                      # the same counters
     assert ask(3, "unknown") == "DUNNO"                               # whitelisted now
     assert ask(4, "unknown") == "DEFER_IF_PERMIT 4.7.1 Quota q exceeded, try again later"
+
+
+def test_a_changed_quota_profile_is_reread(side, clock, tmp_path: Path) -> None:
+    profiles = tmp_path / "quota-profiles"
+    profiles.write_text("# nobody special yet\n")
+    side.setup(parse_config(
+        "policy:\n  listen: inet:127.0.0.1:1\nquotas:\n"
+        "  - {name: q, key: sasl_username, count: recipients, limit: 1, period: 600, "
+        f"profiles: {profiles}}}\n"), dry_run=False)
+
+    def ask(i: int) -> str:
+        return side.answer(PolicyRequest({"request": "smtpd_access_policy",
+                                          "protocol_state": "RCPT", "sasl_username": "Bob",
+                                          "client_address": "192.0.2.1", "instance": f"i{i}",
+                                          "recipient": "r"}))
+    assert [ask(1), ask(2)] == ["DUNNO", "DEFER_IF_PERMIT 4.7.1 Quota q exceeded, try again "
+                                         "later"]
+    profiles.write_text("bob 3\n")
+    stat = profiles.stat()
+    os.utime(profiles, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    side.loop.run_timers(clock() + 1)                                 # the "policy" timer
+    # bob's limit is 3 now, and the one recipient counted so far is kept
+    assert [ask(3), ask(4), ask(5)[:5]] == ["DUNNO", "DUNNO", "DEFER"]
