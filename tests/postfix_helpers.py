@@ -267,7 +267,7 @@ def postfix_instance(map_spec: str | None = None, address: str = "127.0.0.1", *,
         raise ValueError("postfix_instance: give a client map, options, or both")
     # Postfix only listens on addresses configured on an interface; lo has 127.0.0.1, and
     # clients may still bind any other 127.0.0.0/8 source address.
-    port = _free_port(address)
+    port = free_port(address)
     root = tempfile.mkdtemp(prefix="lw-postfix-")
     os.chmod(root, 0o755)
     config_dir = os.path.join(root, "etc")
@@ -326,7 +326,8 @@ def postfix_instance(map_spec: str | None = None, address: str = "127.0.0.1", *,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the tests' helpers and daemons bind it next)."""
     import socket
 
     with socket.socket() as s:

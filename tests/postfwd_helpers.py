@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from postfix_helpers import free_port
 
 # Recipients per client address and minute, counted at RCPT: the harness test's quota.
 RATE_RULE = ("id=RCPT-QUOTA; protocol_state==RCPT; "
@@ -78,12 +79,6 @@ class Postfwd:
         return rss, uss
 
 
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def postfwd_server(rules: str, address: str = "127.0.0.1", servers: int = 10,
                    timeout: float = 30.0) -> Iterator[Postfwd]:
@@ -96,7 +91,7 @@ def postfwd_server(rules: str, address: str = "127.0.0.1", servers: int = 10,
     rules_file = Path(root, "rules.cf")
     rules_file.write_text(rules.strip() + "\n")
     os.chmod(rules_file, 0o644)
-    pfw = Postfwd(root, address, _free_port(address))
+    pfw = Postfwd(root, address, free_port(address))
     argv = ["postfwd2", "--file", str(rules_file),
             "--server_socket", f"tcp:{address}:{pfw.port}",
             "--cache_socket", f"unix::{root}/cache.sock",

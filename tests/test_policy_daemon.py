@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonProc
+from postfix_helpers import free_port
 
 pytestmark = pytest.mark.needs("postmap")
 
@@ -83,13 +84,6 @@ def ctl_stdin(d: DaemonProc, text: str, *args: str) -> subprocess.CompletedProce
                            "policy-test", *args], input=text, capture_output=True, text=True,
                           env=d.env(), timeout=60)
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_fifty_persistent_connections_over_unix_and_inet(daemon, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from postfix_helpers import (
     PolicyHook,
     PostfixInstance,
     Sent,
+    free_port,
     postfix_instance,
     send_mail,
     smtp_session,
@@ -46,12 +46,6 @@ class Rig:
     daemon: DaemonProc
     table: str                  # hash:PATH, the daemon's policy.sasl_access_map
     rcpt_restrictions: str      # the instance's smtpd_recipient_restrictions, as started
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _daemon(base: Path, inst: PostfixInstance, port: int, table: str) -> DaemonProc:
@@ -74,7 +68,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     base = tmp_path_factory.mktemp("policypf")
     os.chmod(base, 0o755)
     table = f"hash:{base}/sasl-access"
-    port = _free_port()
+    port = free_port()
     with dovecot_sasl(USERS) as sasl:
         # A recipient check before the policy service, as in most real configurations.
         opts = MailOptions(policy=PolicyHook(f"inet:127.0.0.1:{port}"), sasl=sasl,

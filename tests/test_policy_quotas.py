@@ -6,6 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+from logwatch.daemon.policywriter import Batch, write_batch
 from logwatch.engine.policy import PolicyRequest
 from logwatch.engine.policy.quotas import QuotaCheck, QuotaSpec, parse_profiles
 from logwatch.state.policystore import PolicyStore
@@ -113,8 +114,7 @@ def test_counts_survive_a_restart_through_the_store(clock, tmp_path: Path) -> No
     q = QuotaCheck(specs)
     assert rules(q, [rcpt(f"i{i}", "r") for i in range(2)], clock()) == ["-", "-"]
     store = Store(tmp_path / "state.db")
-    with store.transaction():
-        PolicyStore(store).put_quota_counts(q.take_dirty())
+    write_batch(store, None, Batch(counts=tuple(q.take_dirty_copies(1 << 62))))
     store.close()
     store = Store(tmp_path / "state.db")
     clock.advance(10)
@@ -142,5 +142,5 @@ def test_100k_keys_are_compact(clock) -> None:
     # counters, the idempotency/refund memory and the dirty set: well under 100 MB
     assert used < 80 * 1024 * 1024, used
     clock.advance(3600 + 900 + 1)
-    q.take_dirty()
+    q.take_dirty_copies(1 << 62)
     assert q.expire(clock()) == 100_000 and not q.instances

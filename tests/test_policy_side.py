@@ -3,6 +3,7 @@ contributors (real postmap), and a reload keeping the quota counts."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -99,3 +100,52 @@ def test_a_dead_writer_process_leaves_the_writing_to_the_loop(side, clock) -> No
     assert [r.rule for r in side.verdicts(None, "192.0.2.9", None, 10)] == ["quota:q"]
     counts = PolicyStore(side.parts.store).load_quota_counts()
     assert [(q, k) for q, k, _, _ in counts] == [("q", "192.0.2.9")]
+
+
+def test_a_changed_s25r_list_is_reread_and_the_quota_counts_kept(side, clock,
+                                                                 tmp_path: Path) -> None:
+    white = tmp_path / "s25r-white"
+    white.write_text("# none yet\n")
+    text = (f"policy:\n  listen: inet:127.0.0.1:1\n  s25r: defer\n  s25r_whitelist: {white}\n"
+            "quotas:\n"
+            "  - {name: q, key: client_address, count: recipients, limit: 2, period: 600}\n")
+    side.setup(parse_config(text), dry_run=False)
+    quotas = side.quotas
+
+    def ask(i: int, name: str) -> str:
+        return side.answer(PolicyRequest({"request": "smtpd_access_policy",
+                                          "protocol_state": "RCPT", "client_address": "192.0.2.1",
+                                          "instance": f"i{i}", "recipient": "r",
+                                          "reverse_client_name": name}))
+    assert ask(1, "mail.example.org") == "DUNNO"                     # counted once
+    assert ask(2, "unknown").startswith("DEFER")                      # S25R
+    white.write_text("^192\\.0\\.2\\.1$\n")
+    stat = white.stat()
+    os.utime(white, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    side.loop.run_timers(clock() + 1)                                 # the "policy" timer
+    assert side.quotas is quotas                                      # the same counters
+    assert ask(3, "unknown") == "DUNNO"                               # whitelisted now
+    assert ask(4, "unknown") == "DEFER_IF_PERMIT 4.7.1 Quota q exceeded, try again later"
+
+
+def test_a_changed_quota_profile_is_reread(side, clock, tmp_path: Path) -> None:
+    profiles = tmp_path / "quota-profiles"
+    profiles.write_text("# nobody special yet\n")
+    side.setup(parse_config(
+        "policy:\n  listen: inet:127.0.0.1:1\nquotas:\n"
+        "  - {name: q, key: sasl_username, count: recipients, limit: 1, period: 600, "
+        f"profiles: {profiles}}}\n"), dry_run=False)
+
+    def ask(i: int) -> str:
+        return side.answer(PolicyRequest({"request": "smtpd_access_policy",
+                                          "protocol_state": "RCPT", "sasl_username": "Bob",
+                                          "client_address": "192.0.2.1", "instance": f"i{i}",
+                                          "recipient": "r"}))
+    assert [ask(1), ask(2)] == ["DUNNO", "DEFER_IF_PERMIT 4.7.1 Quota q exceeded, try again "
+                                         "later"]
+    profiles.write_text("bob 3\n")
+    stat = profiles.stat()
+    os.utime(profiles, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    side.loop.run_timers(clock() + 1)                                 # the "policy" timer
+    # bob's limit is 3 now, and the one recipient counted so far is kept
+    assert [ask(3), ask(4), ask(5)[:5]] == ["DUNNO", "DUNNO", "DEFER"]

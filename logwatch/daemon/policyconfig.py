@@ -3,21 +3,23 @@ checks, and the parsing of `quotas:` (errors name file, line and key, e.g. quota
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from logwatch.engine.policy import quotas as _quotas
+from logwatch.engine.policy import s25r as _s25r
 from logwatch.engine.policy.quotas import QuotaSpec
+from logwatch.engine.policy.saslblock import DEFAULT_ACTION as SASL_BLOCK_ACTION
 from logwatch.util.checks import Check, abs_path, non_negative, one_of, optional, positive
 from logwatch.util.duration import parse_duration
 
-S25R_MODES = ("off", "score", "defer", "reject", "on")     # on: the same as defer
-QUOTA_KEYS = ("sasl_username", "client_address", "client_network", "sender", "sender_domain",
-              "recipient")
-QUOTA_COUNTS = ("messages", "recipients", "bytes")
-QUOTA_ACTIONS = ("defer", "reject", "hold")
+S25R_MODES = (*_s25r.MODES, "on")     # on: the same as defer
+# What the engine knows how to count (engine/policy/quotas.py: one definition each).
+QUOTA_KEYS = _quotas.KEYS
+QUOTA_COUNTS = _quotas.COUNTS
+QUOTA_ACTIONS = tuple(_quotas.ACTIONS)
 
 
 @dataclass
@@ -25,7 +27,7 @@ class PolicyConfig:
     listen: str | None = None         # unix:/path or inet:host:port; None: no policy service
     banned_action: str = "REJECT 5.7.1 Access denied"
     sasl_block_list: str | None = None
-    sasl_block_action: str = "REJECT 5.7.1 Authentication ID blocked"
+    sasl_block_action: str = SASL_BLOCK_ACTION
     sasl_access_map: str | None = None     # hash:/path or lmdb:/path (check_sasl_access)
     s25r: str = "off"                 # off | score | defer | reject (on: defer)
     s25r_whitelist: str | None = None
@@ -172,16 +174,15 @@ def _quota_values(item: yaml.MappingNode, where: str, file: str, problems: list[
 
 def quota_value(key: str, raw: Any, tp: type, check: Check | None) -> Any:
     """One quota field, type-checked and checked; ValueError with the message otherwise."""
+    from logwatch.daemon.configcheck import check_type
+
     if key == "period":
-        raw = parse_duration(raw)
-    if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
-    if not isinstance(raw, tp) or isinstance(raw, bool):
-        names = {str: "a string", int: "a whole number", float: "a number"}
-        raise ValueError(f"must be {names[tp]} (got {raw!r})")
-    if tp is float and not math.isfinite(raw):
-        raise ValueError(f"must be a finite number (got {raw!r})")
-    message = check(raw) if check else None
+        raw = parse_duration(raw)       # finite (and `positive` checks it again)
+    try:
+        value = check_type(raw, tp)     # the config's own types: int -> float, no bools
+    except TypeError as exc:
+        raise ValueError(f"must be {exc} (got {raw!r})") from None
+    message = check(value) if check else None
     if message:
         raise ValueError(message)
-    return raw
+    return value

@@ -206,14 +206,15 @@ class PolicySide:
             self._read_block_list()
             self._sync_sasl()
         quotas = self.quotas
-        if quotas is not None and set(changed) & set(quotas.profile_paths()):
+        profiles = set(quotas.profile_paths()) if quotas is not None else set()
+        if set(changed) & profiles:
+            assert quotas is not None
             for w in quotas.reload_profiles(read_text):
                 log.warning("action=quota-profile-warning %s", w)
-        if set(changed) - {block_list} - set(quotas.profile_paths() if quotas else []):
+        if set(changed) - {block_list} - profiles:
             # An S25R list: rebuild the checks (quota counters are kept in the same object).
-            old = self.decider
             self.decider = Decider.build(self.cfg.policy, self.cfg.quotas, self.context)
-            if old is not None and quotas is not None:
+            if quotas is not None:
                 self.decider.checks = [(n, quotas if n == "quotas" else c)
                                        for n, c in self.decider.checks]
 
@@ -242,10 +243,8 @@ class PolicySide:
         assert self.decider is not None
         self.context.engine = self.parts.engine
         req = PolicyRequest({str(k): str(v) for k, v in attrs.items()})
-        notes = list(self.context.notes)
-        verdict = self.decider.decide(req, self.loop.clock(), commit=False)
-        self.context.notes[:] = notes
-        return verdict
+        # commit=False: no check counts or notes anything (S25R scores only on commit).
+        return self.decider.decide(req, self.loop.clock(), commit=False)
 
     def observe(self, events: Iterable[Event]) -> None:
         """Log-side rejections refund what they took back (quotas): a recipient rejected by

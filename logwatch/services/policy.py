@@ -83,7 +83,6 @@ class PolicyServer(SockServer):
         super().__init__(selector, clock, Timeouts(idle_timeout, idle_timeout, None), log)
         self.listen = listen
         self.answer = answer
-        self.idle_timeout = idle_timeout
         self.error_reply = _reply(on_error)
         self.mode, self.owner, self.group = mode, owner, group
         self.stats = PolicyStats()

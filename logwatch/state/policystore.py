@@ -4,11 +4,8 @@ the quota counters. Portable SQL only (PostgreSQL accepts it too)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
-
-AUDIT_FIELDS = ("decided_at", "instance", "queue_id", "client_address", "client_name",
-                "sasl_username", "sender", "recipient", "rule", "action")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +25,10 @@ class AuditRow:
 
     def as_json(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in AUDIT_FIELDS}
+
+
+# The audit table's columns: AuditRow's fields, in order (verdicts() builds rows from them).
+AUDIT_FIELDS = tuple(f.name for f in fields(AuditRow))
 
 
 class PolicyStore:

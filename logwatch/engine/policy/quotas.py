@@ -105,15 +105,15 @@ class Window:
     def _slice(self, now: float) -> int:
         return int(now / self.slice_len)
 
-    def row(self, key: str) -> list[int] | None:
-        """The key's row (newest slice, ring), or None."""
-        at = self.keys.get(key)
-        return None if at is None else list(self.data[at:at + self.ROW])
-
     def copy(self, key: str) -> array[int] | None:
         """The key's row as a new array (a snapshot another thread may read), or None."""
         at = self.keys.get(key)
         return None if at is None else self.data[at:at + self.ROW]
+
+    def row(self, key: str) -> list[int] | None:
+        """The key's row (newest slice, ring), or None."""
+        at = self.keys.get(key)
+        return None if at is None else list(self.data[at:at + self.ROW])
 
     def total(self, key: str, now: float) -> int:
         at = self.keys.get(key)
@@ -369,28 +369,21 @@ class QuotaCheck:
         return sum(w.expire(now) for w in self.windows)
 
     def take_dirty(self, limit: int | None = None) -> list[tuple[str, str, float, str]]:
-        """Rows (quota, key, slice length, counters text) changed since they were last taken;
-        at most limit of them (the rest stay for the next call)."""
-        rows: list[tuple[str, str, float, str]] = []
-        for i, keys in enumerate(self.dirty):
-            window = self.windows[i]
-            while keys and (limit is None or len(rows) < limit):
-                key = keys.pop()
-                row = window.row(key)
-                data = "" if row is None else ",".join(map(str, row))
-                rows.append((self.specs[i].name, key, window.slice_len, data))
-        return rows
+        """take_dirty_copies with the counters as the store's text (for tests and tools)."""
+        return [(name, key, sl, "" if v is None else ",".join(map(str, v)))
+                for name, key, sl, v in self.take_dirty_copies(1 << 62 if limit is None
+                                                               else limit)]
 
     def take_dirty_copies(self, limit: int) -> list[tuple[str, str, float, array[int] | None]]:
-        """Like take_dirty, but each row a copy of its counters (None: gone), not yet text:
-        cheap on the loop; the writer thread formats them."""
+        """Rows (quota, key, slice length, a copy of its counters or None: gone) changed since
+        they were last taken, at most limit; cheap on the loop: the writer formats them."""
         rows: list[tuple[str, str, float, array[int] | None]] = []
         for i, keys in enumerate(self.dirty):
             window, name = self.windows[i], self.specs[i].name
             while keys and len(rows) < limit:
                 key = keys.pop()
                 rows.append((name, key, window.slice_len, window.copy(key)))
-            if not keys and i < len(self.dirty):
+            if not keys:
                 self.dirty[i] = set()   # a set never shrinks: a flood's table (4 MB) goes
         return rows
 
@@ -405,12 +398,8 @@ class QuotaCheck:
             i = index.get(name)
             if i is None or abs(self.windows[i].slice_len - slice_len) > 1e-9 or not data:
                 continue
-            try:
-                values = [int(v) for v in data.split(",")]
-                array("I", values)
-            except (ValueError, OverflowError):
-                continue
-            if len(values) == SLICES + 1:
+            values = _counters(data)
+            if values is not None and len(values) == SLICES + 1:
                 self.windows[i].put(key, values)
                 loaded += 1
         for w in self.windows:
@@ -427,10 +416,8 @@ class QuotaCheck:
             i = index.get(name)
             if i is None or abs(self.windows[i].slice_len - slice_len) > 1e-9:
                 continue
-            try:
-                values = [int(v) for v in data.split(",")] if data else []
-                array("I", values)
-            except (ValueError, OverflowError):
+            values = _counters(data) if data else []
+            if values is None:
                 continue
             window = self.peers[i].get(node)
             if window is None:
@@ -444,6 +431,15 @@ class QuotaCheck:
                 taken += 1
         return taken
 
+
+def _counters(text: str) -> list[int] | None:
+    """A stored counter row ("newest,c0,c1,...") as unsigned ints; None when malformed."""
+    try:
+        values = [int(v) for v in text.split(",")]
+        array("I", values)
+    except (ValueError, OverflowError):
+        return None
+    return values
 
 
 def build(policy: Any, quotas: Any, context: Any) -> QuotaCheck | None:
