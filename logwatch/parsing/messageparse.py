@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -262,10 +262,7 @@ class MessageParser:
 
     def counters(self) -> dict[str, int]:
         """The statistics for `logwatchctl status`."""
-        s = self.stats
-        return {"lines": s.lines, "candidates": s.candidates, "matched": s.matched,
-                "unmatched": s.unmatched, "invalid_ip": s.invalid_ip,
-                "unknown_framing": s.unknown_framing, "too_long": s.too_long}
+        return asdict(self.stats)
 
 
 def _framed(rule: Rule) -> _Framed:
