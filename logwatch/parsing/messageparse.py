@@ -156,6 +156,8 @@ class MessageParser:
         framer.frame_lines([])                     # the year caches' daily expiry
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
+        if len(self._hosts) > 4096:                # its own bound, checked once a chunk
+            self._hosts.clear()
         share_host = self._hosts.setdefault        # one object per host name, not per line
         ip_get, canonical_v4 = IP_CACHE.get, _CANONICAL_V4.fullmatch
         limit = self.max_message
@@ -243,7 +245,6 @@ class MessageParser:
     def _timestamp(self, when: datetime) -> float:
         if len(self._epoch) > 4096:
             self._epoch.clear()
-            self._hosts.clear()
         ts = self._epoch[when] = when.timestamp()
         return ts
 
