@@ -280,3 +280,15 @@ def test_engine_wiring_sweep_deadline_and_reload(clock) -> None:
     engine.configure_accounting(None)
     assert engine.account(msg("olga", "192.0.2.1", clock.now, n=500)) == []
     assert "olga" not in engine.accounts.accounts
+
+
+def test_partial_weights_from_config_keep_the_other_defaults() -> None:
+    """accounting.weights naming one weight changes that one; the rest stay the defaults."""
+    @dataclass
+    class Cfg:
+        weights: dict
+        suspend_score: float = 50.0
+
+    b = AccountBook(RiskSettings.from_config(Cfg({"ips": 7.0})))
+    assert b.settings.suspend_score == 50.0
+    assert b.weights == {**DEFAULT_WEIGHTS, "ips": 7.0}

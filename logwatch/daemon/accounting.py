@@ -14,7 +14,7 @@ import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from logwatch.clock import Clock, wall
@@ -65,9 +65,8 @@ class Subscriber:
 
 def record_dict(r: MessageRecord) -> dict[str, Any]:
     """A record as `logwatchctl messages --json` shows it."""
-    d = {k: getattr(r, k) for k in MessageRecord.__dataclass_fields__}
-    d["recipients"] = [{"address": x.address, "status": x.status, "dsn": x.dsn,
-                        "relay": x.relay, "orig_to": x.orig_to} for x in r.recipients]
+    d = asdict(r)
+    d["recipients"] = list(d["recipients"])
     return d
 
 

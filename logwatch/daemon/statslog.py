@@ -20,6 +20,7 @@ log = logging.getLogger("logwatchd.statslog")
 # Backslash, C0/C1 controls, DEL and the Unicode line breaks: escaped in every value.
 _SPECIAL = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNNAMED = {esc[1]: c for c, esc in _NAMED.items()}      # unescape()'s: "t" -> TAB, ...
 _SEQ = re.compile(rb"^seq:(\d{1,19})\t")      # the first field of every line
 TAIL_BYTES = 1 << 20
 
@@ -38,8 +39,7 @@ def escape(value: object) -> str:
 def unescape(text: str) -> str:
     """The inverse of escape() (for readers and tests)."""
     return re.sub(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)", lambda m: (
-        {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(m.group(1))
-        or chr(int(m.group(1)[1:], 16))), text)
+        _UNNAMED.get(m.group(1)) or chr(int(m.group(1)[1:], 16))), text)
 
 
 _stamps: dict[int, str] = {}

@@ -78,11 +78,9 @@ class RiskSettings:
     @classmethod
     def from_config(cls, cfg: Any) -> RiskSettings:
         """From an AccountingConfig (or anything with some of these attributes)."""
-        values = {name: getattr(cfg, name) for name in cls.__dataclass_fields__
-                  if hasattr(cfg, name)}
-        if "weights" in values:
-            values["weights"] = {**DEFAULT_WEIGHTS, **values["weights"]}
-        return cls(**values)
+        # A partial weights mapping is completed by AccountBook.configure().
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__
+                      if hasattr(cfg, name)})
 
 
 def valid_user(name: object) -> bool:

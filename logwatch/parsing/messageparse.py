@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -156,6 +156,8 @@ class MessageParser:
         framer.frame_lines([])                     # the year caches' daily expiry
         stamp_get, epoch_get = framer.stamp_cache.get, self._epoch.get
         plans_get = self._framed_plans.get
+        if len(self._hosts) > 4096:                # its own bound, checked once a chunk
+            self._hosts.clear()
         share_host = self._hosts.setdefault        # one object per host name, not per line
         ip_get, canonical_v4 = IP_CACHE.get, _CANONICAL_V4.fullmatch
         limit = self.max_message
@@ -243,7 +245,6 @@ class MessageParser:
     def _timestamp(self, when: datetime) -> float:
         if len(self._epoch) > 4096:
             self._epoch.clear()
-            self._hosts.clear()
         ts = self._epoch[when] = when.timestamp()
         return ts
 
@@ -262,10 +263,7 @@ class MessageParser:
 
     def counters(self) -> dict[str, int]:
         """The statistics for `logwatchctl status`."""
-        s = self.stats
-        return {"lines": s.lines, "candidates": s.candidates, "matched": s.matched,
-                "unmatched": s.unmatched, "invalid_ip": s.invalid_ip,
-                "unknown_framing": s.unknown_framing, "too_long": s.too_long}
+        return asdict(self.stats)
 
 
 def _framed(rule: Rule) -> _Framed:
