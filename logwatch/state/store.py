@@ -367,13 +367,6 @@ class Store:
         return list(self.db.execute("SELECT sasl_user, suspensions, last_suspension "
                                     "FROM suspension_history"))
 
-    def replace_account_windows(self, rows: Iterable[tuple[str, object, float]]) -> None:
-        """The account windows := exactly these (user, state, newest minute's time)."""
-        with self.transaction():
-            self.db.execute("DELETE FROM account_windows")
-            self.db.executemany("INSERT INTO account_windows VALUES (?, ?, ?)",
-                                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
-
     def put_account_windows(self, rows: Iterable[tuple[str, object, float]],
                             older_than: float | None = None) -> None:
         """Upsert (user, state, newest) rows; drop those whose newest is before older_than."""
