@@ -161,6 +161,13 @@ class Store:
             self.backend.announce(self.db, a["b"], a["u"], a["s"], a["r"])
             self._forget_announcements()
 
+    def _note(self, key: str, opposite: str, names: Iterable[str]) -> None:
+        """A shared store: announce these names under `key` at the commit (not `opposite`)."""
+        if self.shared:
+            names = set(names)
+            self._announce[key] |= names
+            self._announce[opposite] -= names
+
     def _forget_announcements(self) -> None:
         for nets in self._announce.values():
             nets.clear()
@@ -208,9 +215,7 @@ class Store:
     def put_bans(self, bans: Iterable[Ban]) -> None:
         bans = list(bans)
         with self.transaction():
-            if self.shared:
-                self._announce["b"].update(b.net for b in bans)
-                self._announce["u"].difference_update(b.net for b in bans)
+            self._note("b", "u", (b.net for b in bans))
             self._write_rows(
                 "INSERT INTO bans (net, since, expires_at, score, reason, offences, source, node) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (net) DO UPDATE SET "
@@ -227,9 +232,7 @@ class Store:
     def delete_bans(self, nets: Iterable[str]) -> None:
         nets = list(nets)
         with self.transaction():
-            if self.shared:
-                self._announce["u"].update(nets)
-                self._announce["b"].difference_update(nets)
+            self._note("u", "b", nets)
             self._write_rows("DELETE FROM bans WHERE net IN (?)", ((n,) for n in nets))
 
     def load_bans(self, nets: Iterable[str] | None = None) -> list[Ban]:
@@ -313,9 +316,8 @@ class Store:
     def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
         suspensions = list(suspensions)
         with self.transaction():
-            if self.shared:   # the other nodes put them in their check_sasl_access tables
-                self._announce["s"].update(s.user for s in suspensions)
-                self._announce["r"].difference_update(s.user for s in suspensions)
+            # The other nodes put them in their check_sasl_access tables.
+            self._note("s", "r", (s.user for s in suspensions))
             self._write_rows(
                 "INSERT INTO suspensions (sasl_user, since, expires_at, score, reason, offences, "
                 "source) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sasl_user) DO UPDATE SET "
@@ -345,9 +347,7 @@ class Store:
     def delete_suspensions(self, users: Iterable[str]) -> None:
         users = list(users)
         with self.transaction():
-            if self.shared:
-                self._announce["r"].update(users)
-                self._announce["s"].difference_update(users)
+            self._note("r", "s", users)
             self._write_rows("DELETE FROM suspensions WHERE sasl_user IN (?)",
                              ((u,) for u in users))
 
