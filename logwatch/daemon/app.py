@@ -164,10 +164,10 @@ class Daemon:
         sources = factory.make_sources(cfg, self.on_chunk, self.store)
         if cfg.policy.listen:
             # smtpd processes wait on the same loop: the log side reads in small slices.
+            # (The tail and journal sources' per-call `budget` of bytes.)
             for src in sources:
-                for attr in ("budget", "read_max"):
-                    if hasattr(src, attr):
-                        setattr(src, attr, POLICY_LOG_SLICE)
+                if hasattr(src, "budget"):
+                    src.budget = POLICY_LOG_SLICE
         return sources
 
     def setup(self) -> None:
