@@ -176,8 +176,7 @@ class Daemon:
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
-        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log,
-                                                                  cfg)
+        self.state_lock, self.store, saved = factory.open_state(cfg, reset, log)
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:
