@@ -58,3 +58,19 @@ def test_adopted_rows_are_checked_like_a_manual_ban() -> None:
     assert eng.covered_by_ban("198.51.100.7") and not eng.covered_by_ban("198.51.100.8")
     assert eng.drop_bans(["198.51.100.7/32", "203.0.113.1/32"]) == ["198.51.100.7/32"]
     assert not eng.bans
+
+
+def test_an_adopted_wide_ban_is_found_like_one_decided_here() -> None:
+    """A peer's /24 (not offender-shaped) holds its addresses for banned_net() (the policy
+    service's question) exactly as a local one does, and no longer once dropped."""
+    from logwatch.daemon.config import BanConfig, RelayConfig
+    from logwatch.engine.core import Engine
+    from logwatch.engine.model import Ban
+
+    eng = Engine(RelayConfig(), BanConfig(), clock=lambda: 100.0)
+    assert [b.net for b in eng.adopt_bans([Ban("198.51.100.0/24", 1.0, 1000.0, 5.0, {}, 1,
+                                               "manual")])] == ["198.51.100.0/24"]
+    assert eng.banned_net("198.51.100.77") == "198.51.100.0/24"
+    assert eng.covered_by_ban("198.51.100.77") and eng.banned_net("198.51.101.1") is None
+    assert eng.drop_bans(["198.51.100.0/24"]) == ["198.51.100.0/24"]
+    assert eng.banned_net("198.51.100.77") is None

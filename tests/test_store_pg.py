@@ -268,6 +268,13 @@ def test_the_policy_accounting_and_risk_tables_on_postgresql(fresh_db: str) -> N
 
         s.put_suspensions([Suspension("bob", 1.0, 2e9, 120.0, {"rcpts": 1.0}, 1, "auto")])
         assert [x.user for x in s.load_suspensions()] == ["bob"]
+        # Put again (a longer one): the row is updated; read back by ID; deleted by ID.
+        s.put_suspensions([Suspension("bob", 1.0, 3e9, 130.0, {"rcpts": 2.0}, 2, "auto"),
+                           Suspension("eve", 1.0, 2e9, 99.0, {}, 1, "manual")])
+        assert [(x.user, x.expires_at, x.offences, x.reason) for x in
+                s.load_suspensions_of(["bob", "nobody"])] == [("bob", 3e9, 2, {"rcpts": 2.0})]
+        s.delete_suspensions(["eve"])
+        assert [x.user for x in s.load_suspensions()] == ["bob"]
         s.put_account_windows([("bob", {"m": [1, 2]}, 60.0)])
         assert s.load_account_windows() == [("bob", '{"m": [1, 2]}')]
         s.put_counts([("sent", 60, 2.0), ("sent", 60, 3.0)])

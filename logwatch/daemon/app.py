@@ -164,10 +164,10 @@ class Daemon:
         sources = factory.make_sources(cfg, self.on_chunk, self.store)
         if cfg.policy.listen:
             # smtpd processes wait on the same loop: the log side reads in small slices.
+            # (The tail and journal sources' per-call `budget` of bytes.)
             for src in sources:
-                for attr in ("budget", "read_max"):
-                    if hasattr(src, attr):
-                        setattr(src, attr, POLICY_LOG_SLICE)
+                if hasattr(src, "budget"):
+                    src.budget = POLICY_LOG_SLICE
         return sources
 
     def setup(self) -> None:
@@ -176,8 +176,7 @@ class Daemon:
         # First of all, so that a SIGTERM during a slow start is a clean stop, not a kill.
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
-        self.state_lock, self.store, saved = factory.open_state(cfg.daemon.state_dir, reset, log,
-                                                                  cfg)
+        self.state_lock, self.store, saved = factory.open_state(cfg, reset, log)
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:

@@ -284,15 +284,16 @@ class Effects:
         truth, the reconcile puts the kernel/map back in step)."""
         # A duration, not a time of day: perf_counter, not the injected clock.
         started = time.perf_counter()
+        failure: Exception | None = None
         try:
             call()
         except Exception as exc:
-            self.recorder.timing(what, time.perf_counter() - started)
-            self.error(f"{what}: {exc}")
-            log.error("action=%s-error error=%s", what, exc)
-            self.effector_failed()
-            return
+            failure = exc
         self.recorder.timing(what, time.perf_counter() - started)
+        if failure is not None:
+            self.error(f"{what}: {failure}")
+            log.error("action=%s-error error=%s", what, failure)
+            self.effector_failed()
 
     def persist(self, batch: Batch, positions: bool = False) -> None:
         """One transaction: the positions (when asked) and every kind's store write."""

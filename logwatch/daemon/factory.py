@@ -187,8 +187,7 @@ def node_name(cfg: Config) -> str:
     return cfg.store.node or socket.gethostname().split(".", 1)[0] or "localhost"
 
 
-def open_state(state_dir: str, reset: bool, log: logging.Logger,
-               cfg: Config | None = None) -> tuple[Any, Any, tuple]:
+def open_state(cfg: Config, reset: bool, log: logging.Logger) -> tuple[Any, Any, tuple]:
     """Lock the state directory, open the store, read the saved grants, bans and history:
     (lock, store, (grants, bans, offenders))."""
     import sqlite3
@@ -197,8 +196,7 @@ def open_state(state_dir: str, reset: bool, log: logging.Logger,
     from logwatch.state.lock import StateLock, StateLockError
     from logwatch.state.store import Store, StoreError
 
-    url = store_url(cfg) if cfg is not None else "sqlite://" + os.path.join(state_dir, "state.db")
-    node = node_name(cfg) if cfg is not None else ""
+    state_dir, url, node = cfg.daemon.state_dir, store_url(cfg), node_name(cfg)
     store = None
     try:
         os.makedirs(state_dir, exist_ok=True)

@@ -141,19 +141,9 @@ class FleetSync:
                 if "i" in msg and self._repeated(str(msg.get("n")), str(msg["i"])):
                     self.stats["hits_repeated"] += 1
                     continue
-                for net in msg.get("b", ()):
-                    banned.add(str(net))
-                    lifted.discard(str(net))
-                for net in msg.get("u", ()):
-                    lifted.add(str(net))
-                    banned.discard(str(net))
+                _last_wins(msg.get("b", ()), msg.get("u", ()), banned, lifted)
                 hits += [e for e in map(_event, msg.get("h", ())) if e is not None]
-                for user in msg.get("s", ()):
-                    suspended.add(str(user))
-                    unsuspended.discard(str(user))
-                for user in msg.get("r", ()):
-                    unsuspended.add(str(user))
-                    suspended.discard(str(user))
+                _last_wins(msg.get("s", ()), msg.get("r", ()), suspended, unsuspended)
                 risk += list(msg.get("a", ()))
             except (ValueError, TypeError, AttributeError):
                 self.stats["bad_payloads"] += 1
@@ -341,11 +331,22 @@ class FleetSync:
     def close(self) -> None:
         self._close()
 
+def _last_wins(added: Any, removed: Any, on: set[str], off: set[str]) -> None:
+    """Fold one announcement's added and removed names into the batch's on/off sets (a later
+    announcement overrides an earlier one; within one, the removal)."""
+    for name in added:
+        on.add(str(name))
+        off.discard(str(name))
+    for name in removed:
+        off.add(str(name))
+        on.discard(str(name))
+
+
 def _cut(text: str | None) -> str | None:
     return None if text is None else text[:MAX_FIELD]
 
 def _chunks(node: str, hits: list[list[Any]],
-            new_id: Any = None, key: str = "h") -> list[tuple[str, int]]:
+            new_id: Any, key: str = "h") -> list[tuple[str, int]]:
     """Payloads {"n": node, "i": id, key: [items]} under PAYLOAD_MAX (key "h": failure hits,
     "a": risk inputs), with their item counts."""
     out: list[tuple[str, int]] = []
@@ -353,9 +354,7 @@ def _chunks(node: str, hits: list[list[Any]],
     size = 0
 
     def close() -> None:
-        msg: dict[str, Any] = {"n": node, key: chunk}
-        if new_id is not None:
-            msg["i"] = new_id()
+        msg: dict[str, Any] = {"n": node, key: chunk, "i": new_id()}
         out.append((json.dumps(msg, separators=(",", ":")), len(chunk)))
 
     for hit in hits:

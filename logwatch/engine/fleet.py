@@ -20,6 +20,7 @@ class FleetBans:
     _protected: Any
     _banned_keys: set[int]
     _odd_bans: list
+    _odd_set: set
 
     def adopt_bans(self, bans: Iterable[Ban]) -> list[Ban]:
         """Hold these rows; the bans new to this node are returned (for the firewall)."""
@@ -63,8 +64,9 @@ class FleetBans:
         key = self._net_key(net)   # type: ignore[attr-defined]
         if key is not None:
             self._banned_keys.add(key)
-        else:
+        else:   # as BanBook._add_ban indexes it (both lists: _unindex_ban forgets both)
             self._odd_bans.append(parse_net(net))
+            self._odd_set.add(parse_net(net))
 
 
 class FleetSuspensions:

@@ -133,7 +133,7 @@ class JournalSource:
         self._counts = {"records": 0, "lines": 0, "bytes": 0, "bad_records": 0,
                         "skipped_long": 0, "restarts": 0}
         self.closed = False
-        self.read_max = READ_MAX      # per process() call; the daemon may lower it (policy)
+        self.budget = READ_MAX        # bytes per process() call; the daemon may lower it (policy)
         self._start()
 
     # -- public interface -----------------------------------------------------
@@ -170,7 +170,7 @@ class JournalSource:
         if self.closed:       # a closed source must not start a new journalctl
             return
         if self.proc is not None:
-            self._drain(self.read_max)
+            self._drain(self.budget)
             if self._eof:
                 self._reap()
         if self.proc is None and self.clock() >= self._next_start:

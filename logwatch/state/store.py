@@ -161,6 +161,13 @@ class Store:
             self.backend.announce(self.db, a["b"], a["u"], a["s"], a["r"])
             self._forget_announcements()
 
+    def _note(self, key: str, opposite: str, names: Iterable[str]) -> None:
+        """A shared store: announce these names under `key` at the commit (not `opposite`)."""
+        if self.shared:
+            names = set(names)
+            self._announce[key] |= names
+            self._announce[opposite] -= names
+
     def _forget_announcements(self) -> None:
         for nets in self._announce.values():
             nets.clear()
@@ -208,9 +215,7 @@ class Store:
     def put_bans(self, bans: Iterable[Ban]) -> None:
         bans = list(bans)
         with self.transaction():
-            if self.shared:
-                self._announce["b"].update(b.net for b in bans)
-                self._announce["u"].difference_update(b.net for b in bans)
+            self._note("b", "u", (b.net for b in bans))
             self._write_rows(
                 "INSERT INTO bans (net, since, expires_at, score, reason, offences, source, node) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (net) DO UPDATE SET "
@@ -227,9 +232,7 @@ class Store:
     def delete_bans(self, nets: Iterable[str]) -> None:
         nets = list(nets)
         with self.transaction():
-            if self.shared:
-                self._announce["u"].update(nets)
-                self._announce["b"].difference_update(nets)
+            self._note("u", "b", nets)
             self._write_rows("DELETE FROM bans WHERE net IN (?)", ((n,) for n in nets))
 
     def load_bans(self, nets: Iterable[str] | None = None) -> list[Ban]:
@@ -239,15 +242,19 @@ class Store:
             rows = self.backend.select_all(sql + " ORDER BY net",
                                            (str, float, float, float, str, int, str))
         else:
-            wanted, rows = list(nets), []
-            for i in range(0, len(wanted), 500):
-                part = wanted[i:i + 500]
-                marks = ", ".join("?" * len(part))
-                rows += self.db.execute(f"{sql} WHERE net IN ({marks})", part).fetchall()
+            rows = self._select_in(f"{sql} WHERE net", list(nets))
         return [
             Ban(net=n, since=s, expires_at=e, score=sc, reason=json.loads(r), offences=o, source=src)
             for n, s, e, sc, r, o, src in rows
         ]
+
+    def _select_in(self, sql: str, values: list[Any], chunk: int = 500) -> list[Any]:
+        """The rows of `sql IN (values)`, asked `chunk` values at a time."""
+        rows: list[Any] = []
+        for i in range(0, len(values), chunk):
+            part = values[i:i + chunk]
+            rows += self.db.execute(f"{sql} IN ({', '.join('?' * len(part))})", part).fetchall()
+        return rows
 
     def ban_nodes(self) -> dict[str, str]:
         """Each ban's deciding node, by net."""
@@ -309,14 +316,16 @@ class Store:
     def put_suspensions(self, suspensions: Iterable[Suspension]) -> None:
         suspensions = list(suspensions)
         with self.transaction():
-            if self.shared:   # the other nodes put them in their check_sasl_access tables
-                self._announce["s"].update(s.user for s in suspensions)
-                self._announce["r"].difference_update(s.user for s in suspensions)
-            for s in suspensions:
-                self.db.execute("DELETE FROM suspensions WHERE sasl_user = ?", (s.user,))
-                self.db.execute("INSERT INTO suspensions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (s.user, s.since, s.expires_at, s.score,
-                                 json.dumps(s.reason, sort_keys=True), s.offences, s.source))
+            # The other nodes put them in their check_sasl_access tables.
+            self._note("s", "r", (s.user for s in suspensions))
+            self._write_rows(
+                "INSERT INTO suspensions (sasl_user, since, expires_at, score, reason, offences, "
+                "source) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sasl_user) DO UPDATE SET "
+                "since = excluded.since, expires_at = excluded.expires_at, "
+                "score = excluded.score, reason = excluded.reason, "
+                "offences = excluded.offences, source = excluded.source",
+                ((s.user, s.since, s.expires_at, s.score, json.dumps(s.reason, sort_keys=True),
+                  s.offences, s.source) for s in suspensions))
 
     def replace_suspensions(self, suspensions: Iterable[Suspension],
                             lifted: Iterable[str] = ()) -> None:
@@ -331,25 +340,16 @@ class Store:
 
     def load_suspensions_of(self, users: Iterable[str]) -> list[Suspension]:
         """The rows of these IDs (a peer's announcement names them)."""
-        wanted = list(users)[:10_000]
-        out: list[Suspension] = []
-        for i in range(0, len(wanted), 500):
-            part = wanted[i:i + 500]
-            rows = self.db.execute(
-                "SELECT sasl_user, since, expires_at, score, reason, offences, source FROM "
-                f"suspensions WHERE sasl_user IN ({', '.join('?' * len(part))})", part)
-            out += [Suspension(u, s, e, sc, json.loads(r), o, src)
-                    for u, s, e, sc, r, o, src in rows]
-        return out
+        rows = self._select_in("SELECT sasl_user, since, expires_at, score, reason, offences, "
+                               "source FROM suspensions WHERE sasl_user", list(users)[:10_000])
+        return [Suspension(u, s, e, sc, json.loads(r), o, src) for u, s, e, sc, r, o, src in rows]
 
     def delete_suspensions(self, users: Iterable[str]) -> None:
         users = list(users)
         with self.transaction():
-            if self.shared:
-                self._announce["r"].update(users)
-                self._announce["s"].difference_update(users)
-            self.db.executemany("DELETE FROM suspensions WHERE sasl_user = ?",
-                                ((u,) for u in users))
+            self._note("r", "s", users)
+            self._write_rows("DELETE FROM suspensions WHERE sasl_user IN (?)",
+                             ((u,) for u in users))
 
     def load_suspensions(self) -> list[Suspension]:
         rows = self.db.execute("SELECT sasl_user, since, expires_at, score, reason, offences, "
@@ -366,13 +366,6 @@ class Store:
     def load_suspension_history(self) -> list[tuple[str, int, float]]:
         return list(self.db.execute("SELECT sasl_user, suspensions, last_suspension "
                                     "FROM suspension_history"))
-
-    def replace_account_windows(self, rows: Iterable[tuple[str, object, float]]) -> None:
-        """The account windows := exactly these (user, state, newest minute's time)."""
-        with self.transaction():
-            self.db.execute("DELETE FROM account_windows")
-            self.db.executemany("INSERT INTO account_windows VALUES (?, ?, ?)",
-                                ((u, json.dumps(st, sort_keys=True), n) for u, st, n in rows))
 
     def put_account_windows(self, rows: Iterable[tuple[str, object, float]],
                             older_than: float | None = None) -> None:
