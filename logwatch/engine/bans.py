@@ -21,12 +21,17 @@ class BanBook(EngineState):
         self._odd_bans: list[tuple[int, int, int]] = []
         self._odd_set: set[tuple[int, int, int]] = set()    # the same, for banned_net()
         for net in self.bans:
-            key = self._net_key(net)
-            if key is not None:
-                self._banned_keys.add(key)
-            else:
-                self._odd_bans.append(parse_net(net))
-                self._odd_set.add(parse_net(net))
+            self._index_ban(net)
+
+    def _index_ban(self, net: str) -> None:
+        """Index a held ban for _is_banned() and banned_net(); _unindex_ban() undoes it."""
+        key = self._net_key(net)
+        if key is not None:
+            self._banned_keys.add(key)
+        else:
+            rng = parse_net(net)
+            self._odd_bans.append(rng)
+            self._odd_set.add(rng)
 
     def _lift_protected_bans(self) -> list[Effect]:
         nets = [net for net in self.bans if self._protected.overlaps(net)]
@@ -105,12 +110,7 @@ class BanBook(EngineState):
         ban = Ban(net=net, since=now, expires_at=expires_at, score=score, reason=reason,
                   offences=previous + 1, source=source)
         self.bans[net] = ban
-        key = self._net_key(net)
-        if key is not None:
-            self._banned_keys.add(key)
-        else:
-            self._odd_bans.append(parse_net(net))
-            self._odd_set.add(parse_net(net))
+        self._index_ban(net)
         self._push(expires_at, "b", net)
         self._counters["bans_added"] += 1
         effects.append(BanAdded(ban))

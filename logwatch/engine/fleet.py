@@ -9,7 +9,6 @@ from typing import Any
 
 from logwatch.engine.model import Ban, Suspension
 from logwatch.engine.targets import check_ban
-from logwatch.engine.whitelist import parse_net
 
 
 class FleetBans:
@@ -18,9 +17,6 @@ class FleetBans:
     bans: dict[str, Ban]
     clock: Any
     _protected: Any
-    _banned_keys: set[int]
-    _odd_bans: list
-    _odd_set: set
 
     def adopt_bans(self, bans: Iterable[Ban]) -> list[Ban]:
         """Hold these rows; the bans new to this node are returned (for the firewall)."""
@@ -42,7 +38,7 @@ class FleetBans:
             self.bans[b.net] = b   # a row just read: nobody else holds its reason dict
             self._push(b.expires_at, "b", b.net)   # type: ignore[attr-defined]
             if old is None:
-                self._index_ban(b.net)
+                self._index_ban(b.net)   # type: ignore[attr-defined]  (BanBook's)
                 new.append(b)
         return new
 
@@ -59,14 +55,6 @@ class FleetBans:
         """Is this address inside a ban this node holds? (Its hits need no announcing.)"""
         key = self._ip_key(ip)   # type: ignore[attr-defined]
         return key is not None and self._is_banned(key, ip)   # type: ignore[attr-defined]
-
-    def _index_ban(self, net: str) -> None:
-        key = self._net_key(net)   # type: ignore[attr-defined]
-        if key is not None:
-            self._banned_keys.add(key)
-        else:   # as BanBook._add_ban indexes it (both lists: _unindex_ban forgets both)
-            self._odd_bans.append(parse_net(net))
-            self._odd_set.add(parse_net(net))
 
 
 class FleetSuspensions:
