@@ -16,9 +16,11 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
+from logwatch.engine.messages import IP, Row, as_row
 from logwatch.parsing.events import IP_CACHE, normalize_ip
 from logwatch.parsing.framing import FAST_FRAME, Framer
 from logwatch.parsing.literalscan import make_matcher
+from logwatch.parsing.messagefast import Plan, build_plan, text_literals
 from logwatch.parsing.parser import MAX_MESSAGE
 from logwatch.parsing.rules import Rule, Ruleset
 
@@ -81,6 +83,10 @@ class MessageParser:
         self._epoch: dict[datetime, float] = {}
         self._hosts: dict[str, str] = {}
         self._heads: dict[str, tuple[str, ...]] = {}
+        self._row_heads: dict[str, tuple[Any, ...]] = {}
+        self._row_plans: dict[str, Plan | None] = {}
+        self._row_until = 0.0
+        self._text_literals = text_literals(self.rules)
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -97,6 +103,118 @@ class MessageParser:
         if not self.matcher.exact:
             return self._lines(raws, masks, True)
         return self._fast_lines(raws, masks)
+
+    def parse_rows(self, chunk: bytes) -> list[Row]:
+        """parse() of a chunk as rows (engine.messages.as_row(); Correlator.feed_rows()):
+        the same lines, counters and order. A line in the common syslog framing is matched
+        by its program's Plan, all rules at once; any other goes through parse()'s path."""
+        if not chunk or not self.literals:
+            return []
+        if not chunk.isascii():          # str offsets then differ from byte offsets
+            return list(map(as_row, self.parse(chunk)))
+        self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        self.framer.frame_lines([])     # the year caches' daily expiry, and so the heads'
+        if self._row_until != self.framer._caches_until or len(self._row_heads) > 16384:
+            self._row_heads.clear()
+            self._row_until = self.framer._caches_until
+        return self._rows(chunk.decode("ascii").split("\n"))
+
+    def _rows(self, lines: list[str]) -> list[Row]:
+        out: list[Row] = []
+        append, stats, limit = out.append, self.stats, self.max_message
+        heads_get, ip_get, canonical_v4 = self._row_heads.get, IP_CACHE.get, _CANONICAL_V4.fullmatch
+        any_literal = self._any_literal
+        for line in lines:
+            colon = line.find(": ")
+            head = None
+            if colon > 0 and len(line) <= limit:
+                cut = colon
+                if line[colon - 1] == "]":
+                    cut = line.rfind("[", 0, colon)
+                    if cut < 0 or not line[cut + 1:colon - 1].isdecimal():     # \d+
+                        cut = 0
+                head = heads_get(line[:cut]) or self._row_head(line[:cut])
+            if not head:                     # another framing, too long, or an odd stamp
+                if line and any_literal(line):
+                    out.extend(map(as_row, self._reference(line)))
+                continue
+            ts, host, program, plan = head
+            if plan is None:                 # no rule of its program: never a line
+                continue
+            m = (plan.match if '"' in line else plan.plain)(line, colon + 2)
+            if m is not None:
+                alt = plan.alts[m.lastindex]
+                for literal in alt.literals:
+                    if literal in line:
+                        break
+                else:                        # a rule the reference path does not try
+                    m = None
+            if m is None:
+                for literal in plan.literals:
+                    if literal in line:      # a candidate no rule matched (counted there)
+                        out.extend(map(as_row, self._reference(line)))
+                        break
+                continue
+            v = m.group(*alt.indexes)
+            if alt.has_ip and v[IP] is not None:
+                text_ip = v[IP]
+                ip = ip_get(text_ip, _UNSEEN)
+                if ip is _UNSEEN:
+                    ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
+                if ip is None:
+                    stats.invalid_ip += 1
+                    stats.candidates += 1
+                    continue
+                if ip != text_ip:
+                    v = (v[0], ip, *v[2:])
+            stats.candidates += 1
+            stats.matched += 1
+            append((alt.kind, ts, host, program, v, alt.rule_id))
+        return out
+
+    def _row_head(self, head: str) -> tuple[Any, ...]:
+        """(log time, host, program, its Plan) of a line's text before its first ": "
+        (without a pid) when that is FAST_FRAME's frame whole with a valid stamp; else ().
+        Memoised while the framer's stamp cache holds the stamp's year choice."""
+        m = _HEAD.fullmatch(head)
+        if m is None:
+            self._row_heads[head] = ()
+            return ()
+        stamp, host, program = m.group(1, 7, 8)
+        framer = self.framer
+        when = framer.stamp_cache.get(stamp) or framer.stamp_time(m)
+        if when is None:
+            return ()
+        plan = self._row_plans.get(program, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = self._row_plan(program)
+        found = (self._epoch.get(when) or self._timestamp(when), host, program, plan)
+        if stamp in framer.stamp_cache:
+            self._row_heads[head] = found
+        return found
+
+    def _row_plan(self, program: str) -> Plan | None:
+        """The Plan of a program's rules; None when it has none. Not line_safe() rules: a
+        Plan that matches nothing and whose literals send its candidates to the reference."""
+        rules = [rule for rule in self.rules if rule.applies_to(program)]
+        plan = build_plan(rules) if rules else None
+        if rules and plan is None:
+            literals = text_literals(rules)
+            plan = Plan(_no_match, _no_match, {}, literals)
+        if len(self._row_plans) > 4096:
+            self._row_plans.clear()
+        self._row_plans[program] = plan
+        return plan
+
+    def _any_literal(self, line: str) -> bool:
+        return any(literal in line for literal in self._text_literals)
+
+    def _reference(self, line: str) -> list[MessageLine]:
+        """parse()'s lines of one line (but for the count of lines)."""
+        lines = self.stats.lines
+        found = self.parse(line.encode("ascii"))
+        self.stats.lines = lines
+        return found
 
     def parse_line(self, line: bytes) -> MessageLine | None:
         """One line through every message rule of its program (the reference path)."""
@@ -281,3 +399,7 @@ def _allow(plan: _Framed, program: str) -> bool:
 
 def _plan(rule: Rule) -> _Plan:
     return (rule.regex.search, rule.id, rule.kind, "ip" in rule.regex.groupindex)
+
+
+def _no_match(_line: str, _pos: int) -> None:
+    return None
