@@ -318,15 +318,18 @@ class Correlator:
 
     @staticmethod
     def _merge(m: _Open, kind: str, when: float, v: tuple[str | None, ...]) -> None:
-        ip = v[IP]
+        ip, shared = v[IP], _SHARED.get
         if ip and not m.client_ip:
-            m.client_ip, m.client_name, m.connect = ip, _share(v[NAME] or ""), when
+            name = v[NAME] or ""
+            m.client_ip, m.client_name, m.connect = ip, shared(name) or _share(name), when
         user = v[USER]
         if user:
-            m.sasl_user, m.sasl_method = _share(user), _share(v[METHOD] or "")
+            method = v[METHOD] or ""
+            m.sasl_user = shared(user) or _share(user)
+            m.sasl_method = shared(method) or _share(method)
         sender = v[SENDER]
         if sender is not None:
-            m.sender = "" if sender == "<>" else _share(sender)
+            m.sender = "" if sender == "<>" else shared(sender) or _share(sender)
         size = v[SIZE]
         if size is not None and not m.eom:
             m.size, m.nrcpt, m.eom = _int(size), _int(v[NRCPT]), when

@@ -28,15 +28,15 @@ RARE = '"'
 
 
 class Alt(NamedTuple):
-    """What a plan's match of one rule gives: its id, kind, the group indexes of ROW_FIELDS
-    (an index that never matches for a field the rule has not), whether it has an ip, and
-    its prefilters (the reference path tries a rule only on a line holding one)."""
+    """What a plan's match of one rule gives: its kind, the group indexes of ROW_FIELDS
+    (an index that never matches for a field the rule has not), whether it has an ip, its
+    prefilters (the reference path tries a rule only on a line holding one) and its id."""
 
-    rule_id: str
     kind: str
     indexes: tuple[int, ...]
     has_ip: bool
     literals: tuple[str, ...]
+    rule_id: str
 
 
 class Plan(NamedTuple):
@@ -119,9 +119,9 @@ def build_plan(rules: list[Rule]) -> Plan | None:
     for i, rule in enumerate(rules):
         names = rule.regex.groupindex
         alts[index[f"r{i}"]] = Alt(
-            rule.id, rule.kind,
+            rule.kind,
             tuple(index[f"r{i}_{f}"] if f in names else index["none"] for f in ROW_FIELDS),
-            "ip" in names, text_literals([rule]))
+            "ip" in names, text_literals([rule]), rule.id)
     return Plan(regex.match, without_rare(pattern, regex), alts, text_literals(rules))
 
 

@@ -123,7 +123,7 @@ class MessageParser:
         out: list[Row] = []
         append, stats, limit = out.append, self.stats, self.max_message
         heads_get, ip_get, canonical_v4 = self._row_heads.get, IP_CACHE.get, _CANONICAL_V4.fullmatch
-        any_literal = self._any_literal
+        any_literal, fast = self._any_literal, 0
         for line in lines:
             colon = line.find(": ")
             head = None
@@ -138,25 +138,25 @@ class MessageParser:
                 if line and any_literal(line):
                     out.extend(map(as_row, self._reference(line)))
                 continue
-            ts, host, program, plan = head
-            if plan is None:                 # no rule of its program: never a line
+            ts, host, program, match, plain, alts, literals = head
+            if match is None:                # no rule of its program: never a line
                 continue
-            m = (plan.match if '"' in line else plan.plain)(line, colon + 2)
+            m = (match if '"' in line else plain)(line, colon + 2)
             if m is not None:
-                alt = plan.alts[m.lastindex]
-                for literal in alt.literals:
+                kind, indexes, has_ip, alt_literals, rule_id = alts[m.lastindex]
+                for literal in alt_literals:
                     if literal in line:
                         break
                 else:                        # a rule the reference path does not try
                     m = None
             if m is None:
-                for literal in plan.literals:
+                for literal in literals:
                     if literal in line:      # a candidate no rule matched (counted there)
                         out.extend(map(as_row, self._reference(line)))
                         break
                 continue
-            v = m.group(*alt.indexes)
-            if alt.has_ip and v[IP] is not None:
+            v = m.group(*indexes)
+            if has_ip and v[IP] is not None:
                 text_ip = v[IP]
                 ip = ip_get(text_ip, _UNSEEN)
                 if ip is _UNSEEN:
@@ -167,9 +167,10 @@ class MessageParser:
                     continue
                 if ip != text_ip:
                     v = (v[0], ip, *v[2:])
-            stats.candidates += 1
-            stats.matched += 1
-            append((alt.kind, ts, host, program, v, alt.rule_id))
+            fast += 1
+            append((kind, ts, host, program, v, rule_id))
+        stats.candidates += fast
+        stats.matched += fast
         return out
 
     def _row_head(self, head: str) -> tuple[Any, ...]:
@@ -188,7 +189,8 @@ class MessageParser:
         plan = self._row_plans.get(program, _UNSEEN)
         if plan is _UNSEEN:
             plan = self._row_plan(program)
-        found = (self._epoch.get(when) or self._timestamp(when), host, program, plan)
+        found = (self._epoch.get(when) or self._timestamp(when), host, program,
+                 *(plan or (None, None, None, None)))
         if stamp in framer.stamp_cache:
             self._row_heads[head] = found
         return found
