@@ -18,9 +18,9 @@ from reference_correlator import Correlator as ReferenceCorrelator
 
 from logwatch.engine import messages
 from logwatch.engine.messages import Correlator, as_row
-from logwatch.parsing.messagefast import build_plan, line_safe, without_rare
+from logwatch.parsing.messagefast import build_plan, implied, line_safe, without_rare
 from logwatch.parsing.messageparse import MessageParser
-from logwatch.parsing.rules import Rule, load_ruleset
+from logwatch.parsing.rules import Rule, Ruleset, load_ruleset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -206,3 +206,22 @@ def test_the_oldest_recent_queue_id_leaves_first(monkeypatch: pytest.MonkeyPatch
     # a queue id closed twice keeps its first place (window 1: each message whole)
     data = generate(120, seed=3, window=1) + generate(30, seed=3, window=1)
     assert len(check(data)) == 150
+
+
+@pytest.mark.parametrize(("pattern", "prefilter", "implied_"), [
+    (r"^(?P<qid>\w+): removed$", b": removed", True),
+    (r"^(?P<qid>\w+): removed$", b"removed", True),
+    (r"^(?P<qid>\w+)(?:: removed)?$", b": removed", False),     # optional
+    (r"^(?P<qid>\w+)(?:: removed|x)$", b": removed", False),    # one branch
+    (r"^(?P<qid>\w+): (?P<w>removed)$", b": removed", False),   # not one run: not known
+    (r"^(?P<qid>\w+): removed$", b"elsewhere", False),
+])
+def test_a_prefilter_implied_by_the_pattern(pattern: str, prefilter: bytes, implied_: bool) -> None:
+    rule = Rule(id="r", kind="message-done", service=None, programs=("postfix/qmgr",),
+                prefilters=(prefilter,), regex=re.compile(pattern))
+    assert implied(rule) is implied_
+    # A rule matching a line without its prefilter: the reference path never tries it.
+    line = b"Nov 21 10:00:00 mx1 postfix/qmgr[1]: AAAAA: removed\n"
+    fast, ref = (MessageParser(Ruleset([rule]), clock=lambda: NOW) for _ in range(2))
+    assert fast.parse_rows(line) == [as_row(x) for x in ref.parse(line)]
+    assert fast.counters() == ref.counters()

@@ -35,7 +35,7 @@ class Alt(NamedTuple):
     kind: str
     indexes: tuple[int, ...]
     has_ip: bool
-    literals: tuple[str, ...]
+    literals: tuple[str, ...] | None     # None: implied() (no need to look)
     rule_id: str
 
 
@@ -121,8 +121,30 @@ def build_plan(rules: list[Rule]) -> Plan | None:
         alts[index[f"r{i}"]] = Alt(
             rule.kind,
             tuple(index[f"r{i}_{f}"] if f in names else index["none"] for f in ROW_FIELDS),
-            "ip" in names, text_literals([rule]), rule.id)
+            "ip" in names, None if implied(rule) else text_literals([rule]), rule.id)
     return Plan(regex.match, without_rare(pattern, regex), alts, text_literals(rules))
+
+
+def implied(rule: Rule) -> bool:
+    """Whether a match of the rule's pattern holds one of its prefilters (then a line it
+    matches is one the reference path tries it on): a prefilter within a run of literal
+    characters that every match has (not in a repeat, a branch or an assertion)."""
+    runs = _runs(sre_p.parse(rule.regex.pattern))
+    return any(lit in run for lit in text_literals([rule]) for run in runs)
+
+
+def _runs(sub: Any) -> list[str]:
+    """The runs of literal characters of a parsed pattern's sequence (and its groups')."""
+    runs, run = [], []
+    for op, av in sub:
+        if op is sre_c.LITERAL:
+            run.append(chr(av))
+            continue
+        runs.append("".join(run))
+        run = []
+        if op is sre_c.SUBPATTERN:
+            runs += _runs(av[3])
+    return [*runs, "".join(run)]
 
 
 def without_rare(pattern: str, regex: re.Pattern[str]) -> Callable[[str, int], Any]:

@@ -144,11 +144,8 @@ class MessageParser:
             m = (match if '"' in line else plain)(line, colon + 2)
             if m is not None:
                 kind, indexes, has_ip, alt_literals, rule_id = alts[m.lastindex]
-                for literal in alt_literals:
-                    if literal in line:
-                        break
-                else:                        # a rule the reference path does not try
-                    m = None
+                if alt_literals is not None and not any(lit in line for lit in alt_literals):
+                    m = None                 # a rule the reference path does not try
             if m is None:
                 for literal in literals:
                     if literal in line:      # a candidate no rule matched (counted there)
