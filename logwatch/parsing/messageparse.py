@@ -4,6 +4,9 @@ It runs the message rules (rules/postfix-messages.yaml: kinds in events.MESSAGE_
 the event parser runs its own: a literal matcher finds the lines holding a rule's prefilter,
 only those are framed and tried. It has its own matcher, so the event parser's rules, literals
 and speed are exactly what they were; with accounting off it does not exist at all.
+parse_rows() is the accounting's hot path: the same lines as rows (fields positional, for
+Correlator.feed_rows), each line of the common framing matched by its program's rules at once
+(parsing/messagefast.py); parse() stays the reference for every other line.
 """
 
 from __future__ import annotations
