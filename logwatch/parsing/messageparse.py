@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from itertools import repeat
+from itertools import groupby, repeat
 from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
@@ -113,14 +113,23 @@ class MessageParser:
         by its program's Plan, all rules at once; any other goes through parse()'s path."""
         if not chunk or not self.literals:
             return []
-        if not chunk.isascii():          # str offsets then differ from byte offsets
-            return list(map(as_row, self.parse(chunk)))
         self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
         self.framer.frame_lines([])     # the year caches' daily expiry, and so the heads'
-        if self._row_until != self.framer._caches_until or len(self._row_heads) > 16384:
+        if self._row_until != self.framer._caches_until or len(self._row_heads) > 4096:
             self._row_heads.clear()
             self._row_until = self.framer._caches_until
-        return self._rows(chunk.decode("ascii").split("\n"))
+        if chunk.isascii():
+            return self._rows(chunk.decode("ascii").split("\n"))
+        # A line's length and offsets in text are those in bytes only when it is ASCII: the
+        # others go through the reference path, the runs of ASCII lines between through ours.
+        out: list[Row] = []
+        for ascii_run, raws in groupby(chunk.split(b"\n"), bytes.isascii):
+            if ascii_run:
+                out += self._rows([raw.decode("ascii") for raw in raws])
+            else:
+                for raw in raws:
+                    out += map(as_row, self._reference(raw))
+        return out
 
     def _rows(self, lines: list[str]) -> list[Row]:
         out: list[Row] = []
@@ -211,10 +220,10 @@ class MessageParser:
     def _any_literal(self, line: str) -> bool:
         return any(literal in line for literal in self._text_literals)
 
-    def _reference(self, line: str) -> list[MessageLine]:
+    def _reference(self, line: str | bytes) -> list[MessageLine]:
         """parse()'s lines of one line (but for the count of lines)."""
         lines = self.stats.lines
-        found = self.parse(line.encode("ascii"))
+        found = self.parse(line.encode("ascii") if isinstance(line, str) else line)
         self.stats.lines = lines
         return found
 
