@@ -9,7 +9,7 @@ drop counted. `dirty`/`deleted` tell the store what changed since the last save.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +25,25 @@ RECENT_AGE = 600.0
 # Programs whose messages end with their last recipient's final status (no "removed" line).
 AUTOCLOSE_PROGRAMS = ("sendmail", "sm-mta", "sm-msp-queue")
 FINAL = frozenset({"sent", "bounced", "expired", "deliverable", "undeliverable"})
+_BOUNCED = frozenset({"bounced", "undeliverable", "expired"})
 _EXIM_STATUS = {"=>": "sent", "->": "sent", "**": "bounced", "==": "deferred"}
 # Postfix's own words, which status_word() keeps as they are (checked first: most lines).
 _POSTFIX_WORDS = frozenset({"sent", "deferred", "bounced", "expired", "deliverable",
                             "undeliverable"})
+# A row: a message line (parsing/messageparse.MessageLine) with its fields positional, in this
+# order (None: not in the line), so that the hot path builds no dict per line.
+ROW_FIELDS: tuple[str, ...] = ("qid", "ip", "name", "user", "method", "sender", "size", "nrcpt",
+                               "msgid", "rcpt", "orig_to", "relay", "dsn", "status", "reason",
+                               "cmd")
+(QID, IP, NAME, USER, METHOD, SENDER, SIZE, NRCPT, MSGID, RCPT, ORIG_TO, RELAY, DSN, STATUS,
+ REASON, CMD) = range(len(ROW_FIELDS))
+Row = tuple[str, float, str, str, tuple[str | None, ...], str]
+
+
+def as_row(line: Any) -> Row:
+    """A message line (fields a dict of named groups) as a row."""
+    kind, when, host, program, fields, rule = line
+    return (kind, when, host, program, (fields["qid"], *map(fields.get, ROW_FIELDS[1:])), rule)
 
 
 @dataclass(frozen=True)
@@ -189,13 +204,18 @@ def outcome_of(m: _Open) -> str:
     """How a message that left the queue ended, from its recipients' last statuses."""
     if m.flags & RETURNED:
         return "expired"
-    finals = [r.status for r in m.rcpts.values() if r.status in FINAL] if m.rcpts else []
+    finals = bounced = 0
+    for r in m.rcpts.values() if m.rcpts else ():
+        status = r.status
+        if status in FINAL:
+            finals += 1
+            if status in _BOUNCED:
+                bounced += 1
     if not finals:
         return "removed"
-    bounced = sum(1 for s in finals if s in ("bounced", "undeliverable", "expired"))
     if not bounced:
         return "delivered"
-    return "bounced" if bounced == len(finals) else "partial"
+    return "bounced" if bounced == finals else "partial"
 
 
 class Correlator:
@@ -206,7 +226,9 @@ class Correlator:
         self.max_open, self.max_age, self.clock = max_open, max_age, clock
         # Keys are "HOST QUEUEID" (a host name has no blank): one string, not a tuple of two.
         self.open: dict[str, _Open] = {}
-        self.recent: dict[str, float] = {}
+        # Ordered: the oldest leaves in O(1) (next(iter()) of a dict whose first entries were
+        # deleted walks their holes: 2 us a close at RECENT_MAX).
+        self.recent: OrderedDict[str, float] = OrderedDict()
         self.next_seq = next_seq
         self.newest = 0.0                  # the newest log time seen
         self.counts: Counter[str] = Counter()
@@ -219,28 +241,61 @@ class Correlator:
 
     def feed(self, lines: Iterable[Any]) -> tuple[list[MessageRecord], list[RejectedAttempt]]:
         """Message lines in log order -> the records closed and the rejected attempts seen."""
+        return self.feed_rows(map(as_row, lines))
+
+    def feed_rows(self, rows: Iterable[Row]) -> tuple[list[MessageRecord], list[RejectedAttempt]]:
+        """feed() of rows (as_row(); MessageParser.parse_rows() gives them so): the fields
+        positional, in ROW_FIELDS' order."""
         self.records, self.rejects = [], []
-        get_open, mark, merge = self.open.get, self.dirty.add, self._merge
+        get_open, mark, begin, merge = self.open.get, self.dirty.add, self._begin, self._merge
         newest = self.newest
-        for kind, when, host, program, fields, _rule in lines:
+        for kind, when, host, program, v, _rule in rows:
             if when > newest:
                 newest = self.newest = when
-            if kind == "message-reject":
-                self._reject(when, host, fields)
+            if kind == "delivery":             # the most lines: inline
+                key = f"{host} {v[0]}"
+                m = get_open(key)
+                if m is None:
+                    m = begin(key, m, kind, when, program)
+                    if m is None:
+                        continue
+                rcpt, dsn, status = v[RCPT] or "", v[DSN] or "", v[STATUS] or ""
+                if status not in _POSTFIX_WORDS:
+                    status = status_word(status, dsn)
+                orig, relay = v[ORIG_TO] or "", v[RELAY] or ""
+                rcpts = m.rcpts
+                if rcpts is None:
+                    rcpts = m.rcpts = {}
+                # Sendmail lists several (to=<a>,<b>); everyone else logs one, as it is.
+                if "," in rcpt or rcpt[:1] == "<":
+                    for address in split_recipients(rcpt):
+                        rcpts[(address, orig)] = _recipient(address, status, dsn, relay, orig)
+                else:
+                    r = _new(Recipient)
+                    _set(r, "__dict__", {"address": rcpt, "status": status, "dsn": dsn,
+                                         "relay": relay, "orig_to": orig})
+                    rcpts[(rcpt, orig)] = r
+                mark(key)
+                if m.flags & AUTOCLOSE:
+                    self._autoclose(key, m, when)
                 continue
-            key = f"{host} {fields['qid']}"
+            if kind == "message-reject":
+                self._reject(when, host, v)
+                continue
+            key = f"{host} {v[0]}"
             m = get_open(key)
             if kind == "message-done":
-                self._done(key, m, when)
+                if m is not None:
+                    self._close(key, m, when, outcome_of(m))
+                else:
+                    self._done(key, m, when)
                 continue
             if m is None or (kind == "message-start" and m.client_ip):
-                m = self._begin(key, m, kind, when, program)
+                m = begin(key, m, kind, when, program)
                 if m is None:
                     continue
-            merge(m, kind, when, fields)
+            merge(m, kind, when, v)
             mark(key)
-            if kind == "delivery" and m.flags & AUTOCLOSE:
-                self._autoclose(key, m, when)
         return self.records, self.rejects
 
     def _begin(self, key: str, old: _Open | None, kind: str, when: float,
@@ -261,34 +316,24 @@ class Correlator:
         self.counts["opened"] += 1
         return m
 
-    def _merge(self, m: _Open, kind: str, when: float, f: dict[str, str | None]) -> None:
-        get = f.get
-        if kind == "delivery":
-            rcpt, dsn, status = get("rcpt") or "", get("dsn") or "", get("status") or ""
-            if status not in _POSTFIX_WORDS:
-                status = status_word(status, dsn)
-            orig, relay = get("orig_to") or "", get("relay") or ""
-            # Sendmail lists several (to=<a>,<b>); everyone else logs one, as it is.
-            rcpts = m.rcpts
-            if rcpts is None:
-                rcpts = m.rcpts = {}
-            for address in (split_recipients(rcpt) if "," in rcpt or rcpt[:1] == "<"
-                            else (rcpt,)):
-                rcpts[(address, orig)] = _recipient(address, status, dsn, relay, orig)
-            return
-        ip = get("ip")
+    @staticmethod
+    def _merge(m: _Open, kind: str, when: float, v: tuple[str | None, ...]) -> None:
+        ip, shared = v[IP], _SHARED.get
         if ip and not m.client_ip:
-            m.client_ip, m.client_name, m.connect = ip, _share(get("name") or ""), when
-        user = get("user")
+            name = v[NAME] or ""
+            m.client_ip, m.client_name, m.connect = ip, shared(name) or _share(name), when
+        user = v[USER]
         if user:
-            m.sasl_user, m.sasl_method = _share(user), _share(get("method") or "")
-        sender = get("sender")
+            method = v[METHOD] or ""
+            m.sasl_user = shared(user) or _share(user)
+            m.sasl_method = shared(method) or _share(method)
+        sender = v[SENDER]
         if sender is not None:
-            m.sender = "" if sender == "<>" else _share(sender)
-        size = get("size")
+            m.sender = "" if sender == "<>" else shared(sender) or _share(sender)
+        size = v[SIZE]
         if size is not None and not m.eom:
-            m.size, m.nrcpt, m.eom = _int(size), _int(get("nrcpt")), when
-        msgid = get("msgid")
+            m.size, m.nrcpt, m.eom = _int(size), _int(v[NRCPT]), when
+        msgid = v[MSGID]
         if msgid is not None:
             m.msgid = msgid
         if kind == "message-expired":
@@ -307,24 +352,28 @@ class Correlator:
         else:
             self.counts["unknown_done"] += 1     # began before we read the log
 
-    def _reject(self, when: float, host: str, f: dict[str, str | None]) -> None:
-        qid = f["qid"] or ""
+    def _reject(self, when: float, host: str, v: tuple[str | None, ...]) -> None:
+        qid = v[QID] or ""
         key = f"{host} {qid}"
         m = None if qid == "NOQUEUE" else self.open.get(key)
         self.rejects.append(RejectedAttempt(
-            host, when, f.get("ip") or "", f.get("name") or "", f.get("sender") or "",
-            f.get("rcpt") or "", f.get("reason") or "", m.sasl_user if m is not None else ""))
+            host, when, v[IP] or "", v[NAME] or "", v[SENDER] or "", v[RCPT] or "",
+            v[REASON] or "", m.sasl_user if m is not None else ""))
         self.counts["rejects"] += 1
-        if m is not None and f.get("cmd") in ("END-OF-MESSAGE", "DATA"):
+        if m is not None and v[CMD] in ("END-OF-MESSAGE", "DATA"):
             self._close(key, m, when, "rejected")
 
     # -- output ---------------------------------------------------------------------------
 
     def _close(self, key: str, m: _Open, when: float, outcome: str) -> None:
-        self._forget(key, m)
-        self.recent[key] = when
-        if len(self.recent) > RECENT_MAX:
-            del self.recent[next(iter(self.recent))]
+        del self.open[key]                 # _forget(), inline
+        self.dirty.discard(key)
+        if m.flags & SAVED:
+            self.deleted.add(key)
+        recent = self.recent
+        recent[key] = when
+        if len(recent) > RECENT_MAX:
+            recent.popitem(last=False)
         host, qid = key.split(" ", 1)
         # MessageRecord(...) without the frozen dataclass's sixteen setattr calls.
         record = _new(MessageRecord)

@@ -4,6 +4,9 @@ It runs the message rules (rules/postfix-messages.yaml: kinds in events.MESSAGE_
 the event parser runs its own: a literal matcher finds the lines holding a rule's prefilter,
 only those are framed and tried. It has its own matcher, so the event parser's rules, literals
 and speed are exactly what they were; with accounting off it does not exist at all.
+parse_rows() is the accounting's hot path: the same lines as rows (fields positional, for
+Correlator.feed_rows), each line of the common framing matched by its program's rules at once
+(parsing/messagefast.py); parse() stays the reference for every other line.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from itertools import repeat
+from itertools import groupby, repeat
 from typing import Any, NamedTuple
 
 from logwatch.clock import Clock, wall
+from logwatch.engine.messages import IP, Row, as_row
 from logwatch.parsing.events import IP_CACHE, normalize_ip
 from logwatch.parsing.framing import FAST_FRAME, Framer
 from logwatch.parsing.literalscan import make_matcher
+from logwatch.parsing.messagefast import Plan, build_plan, text_literals
 from logwatch.parsing.parser import MAX_MESSAGE
 from logwatch.parsing.rules import Rule, Ruleset
 
@@ -81,6 +86,10 @@ class MessageParser:
         self._epoch: dict[datetime, float] = {}
         self._hosts: dict[str, str] = {}
         self._heads: dict[str, tuple[str, ...]] = {}
+        self._row_heads: dict[str, tuple[Any, ...]] = {}
+        self._row_plans: dict[str, Plan | None] = {}
+        self._row_until = 0.0
+        self._text_literals = text_literals(self.rules)
 
     def parse(self, chunk: bytes) -> list[MessageLine]:
         """The message lines of a chunk of whole lines, in order (plain tuples in
@@ -97,6 +106,126 @@ class MessageParser:
         if not self.matcher.exact:
             return self._lines(raws, masks, True)
         return self._fast_lines(raws, masks)
+
+    def parse_rows(self, chunk: bytes) -> list[Row]:
+        """parse() of a chunk as rows (engine.messages.as_row(); Correlator.feed_rows()):
+        the same lines, counters and order. A line in the common syslog framing is matched
+        by its program's Plan, all rules at once; any other goes through parse()'s path."""
+        if not chunk or not self.literals:
+            return []
+        self.stats.lines += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        self.framer.frame_lines([])     # the year caches' daily expiry, and so the heads'
+        if self._row_until != self.framer._caches_until or len(self._row_heads) > 4096:
+            self._row_heads.clear()
+            self._row_until = self.framer._caches_until
+        if chunk.isascii():
+            return self._rows(chunk.decode("ascii").split("\n"))
+        # A line's length and offsets in text are those in bytes only when it is ASCII: the
+        # others go through the reference path, the runs of ASCII lines between through ours.
+        out: list[Row] = []
+        for ascii_run, raws in groupby(chunk.split(b"\n"), bytes.isascii):
+            if ascii_run:
+                out += self._rows([raw.decode("ascii") for raw in raws])
+            else:
+                for raw in raws:
+                    out += map(as_row, self._reference(raw))
+        return out
+
+    def _rows(self, lines: list[str]) -> list[Row]:
+        out: list[Row] = []
+        append, stats, limit = out.append, self.stats, self.max_message
+        heads_get, ip_get, canonical_v4 = self._row_heads.get, IP_CACHE.get, _CANONICAL_V4.fullmatch
+        any_literal, fast = self._any_literal, 0
+        for line in lines:
+            colon = line.find(": ")
+            head = None
+            if colon > 0 and len(line) <= limit:
+                cut = colon
+                if line[colon - 1] == "]":
+                    cut = line.rfind("[", 0, colon)
+                    if cut < 0 or not line[cut + 1:colon - 1].isdecimal():     # \d+
+                        cut = 0
+                head = heads_get(line[:cut]) or self._row_head(line[:cut])
+            if not head:                     # another framing, too long, or an odd stamp
+                if line and any_literal(line):
+                    out.extend(map(as_row, self._reference(line)))
+                continue
+            ts, host, program, match, plain, alts, literals = head
+            if match is None:                # no rule of its program: never a line
+                continue
+            m = (match if '"' in line else plain)(line, colon + 2)
+            if m is not None:
+                kind, indexes, has_ip, alt_literals, rule_id = alts[m.lastindex]
+                if alt_literals is not None and not any(lit in line for lit in alt_literals):
+                    m = None                 # a rule the reference path does not try
+            if m is None:
+                for literal in literals:
+                    if literal in line:      # a candidate no rule matched (counted there)
+                        out.extend(map(as_row, self._reference(line)))
+                        break
+                continue
+            v = m.group(*indexes)
+            if has_ip and v[IP] is not None:
+                text_ip = v[IP]
+                ip = ip_get(text_ip, _UNSEEN)
+                if ip is _UNSEEN:
+                    ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
+                if ip is None:
+                    stats.invalid_ip += 1
+                    stats.candidates += 1
+                    continue
+                if ip != text_ip:
+                    v = (v[0], ip, *v[2:])
+            fast += 1
+            append((kind, ts, host, program, v, rule_id))
+        stats.candidates += fast
+        stats.matched += fast
+        return out
+
+    def _row_head(self, head: str) -> tuple[Any, ...]:
+        """(log time, host, program, its Plan) of a line's text before its first ": "
+        (without a pid) when that is FAST_FRAME's frame whole with a valid stamp; else ().
+        Memoised while the framer's stamp cache holds the stamp's year choice."""
+        m = _HEAD.fullmatch(head)
+        if m is None:
+            self._row_heads[head] = ()
+            return ()
+        stamp, host, program = m.group(1, 7, 8)
+        framer = self.framer
+        when = framer.stamp_cache.get(stamp) or framer.stamp_time(m)
+        if when is None:
+            return ()
+        plan = self._row_plans.get(program, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = self._row_plan(program)
+        found = (self._epoch.get(when) or self._timestamp(when), host, program,
+                 *(plan or (None, None, None, None)))
+        if stamp in framer.stamp_cache:
+            self._row_heads[head] = found
+        return found
+
+    def _row_plan(self, program: str) -> Plan | None:
+        """The Plan of a program's rules; None when it has none. Not line_safe() rules: a
+        Plan that matches nothing and whose literals send its candidates to the reference."""
+        rules = [rule for rule in self.rules if rule.applies_to(program)]
+        plan = build_plan(rules) if rules else None
+        if rules and plan is None:
+            literals = text_literals(rules)
+            plan = Plan(_no_match, _no_match, {}, literals)
+        if len(self._row_plans) > 4096:
+            self._row_plans.clear()
+        self._row_plans[program] = plan
+        return plan
+
+    def _any_literal(self, line: str) -> bool:
+        return any(literal in line for literal in self._text_literals)
+
+    def _reference(self, line: str | bytes) -> list[MessageLine]:
+        """parse()'s lines of one line (but for the count of lines)."""
+        lines = self.stats.lines
+        found = self.parse(line.encode("ascii") if isinstance(line, str) else line)
+        self.stats.lines = lines
+        return found
 
     def parse_line(self, line: bytes) -> MessageLine | None:
         """One line through every message rule of its program (the reference path)."""
@@ -281,3 +410,7 @@ def _allow(plan: _Framed, program: str) -> bool:
 
 def _plan(rule: Rule) -> _Plan:
     return (rule.regex.search, rule.id, rule.kind, "ip" in rule.regex.groupindex)
+
+
+def _no_match(_line: str, _pos: int) -> None:
+    return None
