@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from logwatch.engine.accounts import MessageLike, RejectLike, user_key, valid_user
+from logwatch.engine.accounts import MessageLike, RejectLike, key_of
 
 TOTALS = ("messages", "received", "sent", "recipients", "bounces", "rejects")
 MAX_OPEN_MINUTES = 120        # minutes not drained yet (a replay of old lines): oldest first
@@ -36,6 +36,8 @@ class MinuteCounts:
     def _minute(self, t: float) -> Minute:
         start = int(t // 60) * 60
         m = self.minutes.get(start)
+        if m is not None:
+            return m
         if m is None:
             if len(self.minutes) >= MAX_OPEN_MINUTES:
                 oldest = min(self.minutes)
@@ -48,22 +50,30 @@ class MinuteCounts:
         return m
 
     def message(self, rec: MessageLike, t: float) -> None:
-        m = self._minute(t)
+        m = self.minutes.get(int(t // 60) * 60) or self._minute(t)
         rcpts: Sequence = rec.recipients
         n = len(rcpts)
-        bounced = sum(1 for r in rcpts if (getattr(r, "dsn", "") or "")[:1] == "5")
+        bounced = 0
+        try:
+            for r in rcpts:
+                dsn = r.dsn
+                if dsn and dsn[0] == "5":
+                    bounced += 1
+        except AttributeError:          # a recipient without a dsn: counted as none
+            bounced = sum(1 for r in rcpts if (getattr(r, "dsn", "") or "")[:1] == "5")
         tot = m.totals
         tot["messages"] += 1
         tot["recipients"] += n
-        tot["bounces"] += bounced
+        if bounced:
+            tot["bounces"] += bounced
         user = rec.sasl_user
         if not user:
             tot["received"] += 1
             return
         tot["sent"] += 1
-        if not valid_user(user):
+        key = key_of(user)
+        if not key:
             return
-        key = user_key(user)
         row = m.users.get(key)
         if row is None:
             if len(m.users) >= MAX_USERS_PER_MINUTE:
