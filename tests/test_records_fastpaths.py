@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logwatch.daemon.config import AccountingConfig, BanConfig, RelayConfig
@@ -192,20 +192,24 @@ def test_prune_with_minutes_out_of_order_is_the_full_scan(ops: list[tuple[bool, 
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(totals=[1, 1, 0, 0, 0], weights=[0.1, 0.5, 0.2, float("inf"), 10.0, 50.0, 2.0], ips=1,
+         delta=None)
 @given(totals=st.lists(st.integers(0, 400), min_size=5, max_size=5),
-       weights=st.lists(st.sampled_from([0.0, 0.1, 0.3333, 0.5, 1.0005, 2.0, 7.77, 50.0]),
+       weights=st.lists(st.sampled_from([0.0, 0.1, 0.3333, 0.5, 1.0005, 2.0, 7.77, 50.0,
+                                         float("inf")]),
                         min_size=7, max_size=7),
-       ips=st.integers(0, 5), delta=st.sampled_from([-0.002, -0.0005, 0.0, 0.0004, 0.001]))
+       ips=st.integers(0, 5), delta=st.sampled_from([-0.002, -0.0005, 0.0, 0.0004, 0.001, None]))
 def test_suspension_exactly_at_the_rounded_score(totals: list[int], weights: list[float],
-                                                 ips: int, delta: float) -> None:
+                                                 ips: int, delta: float | None) -> None:
     book = AccountBook(RiskSettings(weights=dict(zip(acc_mod.WEIGHT_NAMES, weights, strict=True)),
                                     min_bounce_sample=1), clock=lambda: T)
     acc = Account(totals=list(totals))
     acc.ips = {f"192.0.2.{i}": 1 for i in range(ips)}
     exact = sum(book.components(acc).values())
-    book.settings.suspend_score = exact + delta
+    # Just under, at or over the exact score; or far over it (an infinite weight times 0: NaN)
+    book.settings.suspend_score = exact + delta if delta is not None else 1e9
     effects = book._judge("bob", acc)
-    assert bool(effects) == (exact >= exact + delta)
+    assert bool(effects) == (not exact < book.settings.suspend_score)     # NaN suspends
 
 
 def engine(**kw: Any) -> Engine:

@@ -141,8 +141,11 @@ def _ip_and_net(raw: str) -> tuple[str, str] | None:
     """(normalize_ip(raw), network_of() of it), None for no address (memoised)."""
     found = _IPS.get(raw)
     if found is None and raw not in _IPS:
-        ip = raw if _CANONICAL_V4.fullmatch(raw) else normalize_ip(raw)
-        found = (ip, network_of(ip)) if ip is not None else None
+        if _CANONICAL_V4.fullmatch(raw):
+            found = (raw, raw[:raw.rindex(".")] + ".0/24")      # network_of(), spelt out
+        else:
+            ip = normalize_ip(raw)
+            found = (ip, network_of(ip)) if ip is not None else None
         if len(_IPS) >= _KEYS_MAX:
             _IPS.clear()
         _IPS[raw] = found
@@ -180,8 +183,12 @@ class Account:
                     self.totals[i] -= n
             self.oldest = min(self.minutes, default=_NEVER)
         for seen in (self.domains, self.ips, self.nets):
-            while seen and next(iter(seen.values())) < cutoff:
-                del seen[next(iter(seen))]
+            while seen:
+                for key in seen:            # noqa: B007 - the oldest (no iterator object made)
+                    break
+                if seen[key] >= cutoff:
+                    break
+                del seen[key]
 
     def as_json(self) -> dict[str, Any]:
         return {"m": {str(k): v for k, v in self.minutes.items()}, "d": self.domains,
@@ -305,13 +312,22 @@ class AccountBook(FleetSuspensions):
         n = final = bounced = 0
         for r in rec.recipients:
             n += 1
-            dsn = getattr(r, "dsn", "") or ""
-            if dsn[:1] in ("2", "5"):
-                final += 1
-                bounced += dsn[:1] == "5"
-            addr = getattr(r, "address", "") or ""
-            if "@" in addr:
-                _touch(domains, addr.rsplit("@", 1)[1].lower()[:MAX_USER_LENGTH], minute)
+            dsn = getattr(r, "dsn", "")
+            if dsn:
+                first = dsn[0]
+                if first == "2":
+                    final += 1
+                elif first == "5":
+                    final += 1
+                    bounced += 1
+            addr = getattr(r, "address", "")
+            if addr and "@" in addr:
+                # The text after the last "@" (rsplit's), lower case, at most 256 characters.
+                domain = addr[addr.rindex("@") + 1:].lower()[:MAX_USER_LENGTH]
+                domains.pop(domain, None)
+                domains[domain] = minute           # _touch(), inline: once per recipient
+                if len(domains) > MAX_DISTINCT:
+                    del domains[next(iter(domains))]
         totals = acc.totals
         row[_M] += 1
         totals[_M] += 1
@@ -377,13 +393,15 @@ class AccountBook(FleetSuspensions):
 
     def _plain_score(self, acc: Account) -> float:
         """The score without components()' rounding (within _SCORE_SLACK of score())."""
-        w, t = self.weights, acc.totals
-        ratio = t[_B] / t[_F] if t[_F] >= max(self.settings.min_bounce_sample, 1) else 0.0
-        return (w["messages"] * t[_M] + w["recipients"] * t[_R]
-                + w["domains"] * max(0, len(acc.domains) - 1)
-                + w["ips"] * max(0, len(acc.ips) - 1)
-                + w["networks"] * max(0, len(acc.nets) - 1)
-                + w["bounce_ratio"] * ratio + w["rejects"] * t[_J])
+        w = self.weights
+        messages, recipients, bounced, final, rejects = acc.totals
+        ratio = bounced / final if final and final >= self.settings.min_bounce_sample else 0.0
+        domains, ips, nets = len(acc.domains), len(acc.ips), len(acc.nets)
+        return (w["messages"] * messages + w["recipients"] * recipients
+                + w["domains"] * (domains - 1 if domains > 1 else 0)    # max(0, n - 1)
+                + w["ips"] * (ips - 1 if ips > 1 else 0)
+                + w["networks"] * (nets - 1 if nets > 1 else 0)
+                + w["bounce_ratio"] * ratio + w["rejects"] * rejects)
 
     def _judge(self, key: str, acc: Account) -> list[SuspensionAdded]:
         if key in self.suspensions:
