@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from logwatch.engine.accounts import MessageLike, RejectLike, key_of
 
 TOTALS = ("messages", "received", "sent", "recipients", "bounces", "rejects")
+_MESSAGES, _RECEIVED, _SENT, _RECIPIENTS, _BOUNCES, _REJECTS = range(len(TOTALS))
 MAX_OPEN_MINUTES = 120        # minutes not drained yet (a replay of old lines): oldest first
 MAX_USERS_PER_MINUTE = 10_000  # beyond this a minute's new IDs go uncounted per ID
 
 
 @dataclass(slots=True)
 class Minute:
-    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
+    totals: list[int] = field(default_factory=lambda: [0] * len(TOTALS))   # TOTALS' order
     users: dict[str, list[int]] = field(default_factory=dict)   # ID -> [messages, recipients]
 
 
@@ -38,15 +39,14 @@ class MinuteCounts:
         m = self.minutes.get(start)
         if m is not None:
             return m
-        if m is None:
-            if len(self.minutes) >= MAX_OPEN_MINUTES:
-                oldest = min(self.minutes)
-                if start < oldest:
-                    self.dropped += 1
-                    return Minute()          # counted nowhere: older than all we hold
-                del self.minutes[oldest]
+        if len(self.minutes) >= MAX_OPEN_MINUTES:
+            oldest = min(self.minutes)
+            if start < oldest:
                 self.dropped += 1
-            m = self.minutes[start] = Minute()
+                return Minute()          # counted nowhere: older than all we hold
+            del self.minutes[oldest]
+            self.dropped += 1
+        m = self.minutes[start] = Minute()
         return m
 
     def message(self, rec: MessageLike, t: float) -> None:
@@ -62,15 +62,15 @@ class MinuteCounts:
         except AttributeError:          # a recipient without a dsn: counted as none
             bounced = sum(1 for r in rcpts if (getattr(r, "dsn", "") or "")[:1] == "5")
         tot = m.totals
-        tot["messages"] += 1
-        tot["recipients"] += n
+        tot[_MESSAGES] += 1
+        tot[_RECIPIENTS] += n
         if bounced:
-            tot["bounces"] += bounced
+            tot[_BOUNCES] += bounced
         user = rec.sasl_user
         if not user:
-            tot["received"] += 1
+            tot[_RECEIVED] += 1
             return
-        tot["sent"] += 1
+        tot[_SENT] += 1
         key = key_of(user)
         if not key:
             return
@@ -83,14 +83,15 @@ class MinuteCounts:
         row[1] += n
 
     def reject(self, attempt: RejectLike, t: float) -> None:
-        self._minute(t).totals["rejects"] += 1
+        self._minute(t).totals[_REJECTS] += 1
 
     def drain(self, before: float) -> list[tuple[str, int, float]]:
         """Rows (series, minute start, value) of every minute that ended before `before`."""
         rows: list[tuple[str, int, float]] = []
         for start in sorted(s for s in self.minutes if s + 60 <= before):
             m = self.minutes.pop(start)
-            rows.extend((name, start, float(v)) for name, v in m.totals.items() if v)
+            rows.extend((name, start, float(v)) for name, v in zip(TOTALS, m.totals,
+                                                                  strict=True) if v)
             top = sorted(m.users.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
             for user, (msgs, rcpts) in top[:self.top_senders]:
                 rows.append((f"sender:{user}", start, float(msgs)))
