@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from logwatch.daemon.config import AccountingConfig, BanConfig, RelayConfig
 from logwatch.daemon.statslog import escape, format_record, format_records, stamp
+from logwatch.engine import accountkeys
 from logwatch.engine import accounts as acc_mod
 from logwatch.engine.accounts import (
     Account,
@@ -153,9 +154,9 @@ def test_key_of_is_valid_user_then_user_key() -> None:
                                   "01.2.3.4", "1.2.3", "256.1.1.1", "::ffff:192.0.2.9",
                                   "2001:db8::1", "2001:DB8:0::1", "192.0.2.1 ", "٣.1.1.1"])
 def test_client_networks_are_ipaddress_s(text: str) -> None:
-    acc_mod._IPS.clear()
+    accountkeys._IPS.clear()
     ip = normalize_ip(text)
-    found = acc_mod._ip_and_net(text)
+    found = accountkeys._ip_and_net(text)
     if ip is None:
         assert found is None
         return

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from logwatch.engine.accounts import MessageLike, RejectLike, key_of
+from logwatch.engine.accountkeys import key_of
+from logwatch.engine.accounts import MessageLike, RejectLike
 
 TOTALS = ("messages", "received", "sent", "recipients", "bounces", "rejects")
 _MESSAGES, _RECEIVED, _SENT, _RECIPIENTS, _BOUNCES, _REJECTS = range(len(TOTALS))
