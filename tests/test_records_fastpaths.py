@@ -148,6 +148,10 @@ def test_key_of_is_valid_user_then_user_key() -> None:
         expected = user_key(user) if valid_user(user) else ""   # type: ignore[arg-type]
         assert key_of(user) == expected
         assert key_of(user) == expected         # memoised
+    accountkeys._KEYS.clear()
+    accountkeys._IPS.clear()
+    assert key_of("y" * 100_000) == "" and accountkeys._ip_and_net("1" * 100_000) is None
+    assert not accountkeys._KEYS and not accountkeys._IPS    # hostile lengths are not kept
 
 
 @pytest.mark.parametrize("text", ["192.0.2.1", "0.0.0.0", "255.255.255.255", "10.1.2.3",

@@ -32,7 +32,8 @@ _KEYS_MAX = 65536
 
 def key_of(user: object) -> str:
     """user_key(user) when valid_user(user), else "" (memoised for strings)."""
-    if type(user) is not str:
+    if type(user) is not str or len(user) > MAX_USER_LENGTH:
+        # Not memoised: a long hostile name must not stay in memory (never a valid ID).
         return user_key(user) if valid_user(user) else ""      # type: ignore[arg-type]
     key = _KEYS.get(user)
     if key is None:
@@ -58,10 +59,14 @@ def network_of(ip: str) -> str:
 
 # Client text -> (normalize_ip(), its network): a canonical dotted quad is its own normal form.
 _IPS: dict[str, tuple[str, str] | None] = {}
+_MAX_IP_TEXT = 64                     # longer than any address text (IPv6 with a scope id)
 
 
 def _ip_and_net(raw: str) -> tuple[str, str] | None:
     """(normalize_ip(raw), network_of() of it), None for no address (memoised)."""
+    if len(raw) > _MAX_IP_TEXT:           # no address: not memoised (nor kept in memory)
+        ip = normalize_ip(raw)
+        return (ip, network_of(ip)) if ip is not None else None
     found = _IPS.get(raw)
     if found is None and raw not in _IPS:
         if _CANONICAL_V4.fullmatch(raw):
