@@ -4,6 +4,10 @@
 transaction per batch of ~2,000 records) and the risk engine (Engine.account() of every record
 and rejected attempt, accounting enabled as the daemon builds it).
 
+Also: account() one record at a time, the daemon's path (Daemon.on_record_batch per batch, or
+on_records((record,)) per record where there is no batch variant), and the three stages per
+batch in the daemon's order (engine, store, stats log). Run it from a checkout of another
+version (copy the script there) for a before/after on the same records.
 Records come from the real parser and correlator on a synthetic log (bench/messagelog.py, or
 --log FILE). --digest prints a hash of every output (stats-log bytes, store rows, engine state
 and effects) to compare two versions' behaviour.
