@@ -342,11 +342,13 @@ class Daemon:
     def on_records(self, records: Iterable[Any]) -> None:
         """Message records and rejected attempts of the correlation stage: counted, scored,
         and a SASL ID over accounting.suspend_score suspended (through the effect table)."""
-        effects = []
-        records = list(records)
-        for rec in records:
-            effects.extend(self.engine.account(rec))
-        self.effects.apply(effects)
+        self.on_record_batch(list(records))
+
+    def on_record_batch(self, records: Sequence[Any]) -> None:
+        """on_records() of a whole batch (in order): one effects.apply, one fleet publish."""
+        effects = self.engine.account_batch(records)
+        if effects:
+            self.effects.apply(effects)
         if self.fleet is not None:     # a shared store: the peers' account scores add them
             self.fleet.publish_risk(records)
         if effects:

@@ -5,9 +5,7 @@ injected; the daemon applies the SuspensionAdded/SuspensionLifted effects (logwa
 
 from __future__ import annotations
 
-import functools
 import heapq
-import ipaddress
 import json
 import math
 from collections import OrderedDict
@@ -16,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from logwatch.clock import Clock, wall
+from logwatch.engine.accountkeys import (  # noqa: F401  (valid_user & co. re-exported)
+    MAX_USER_LENGTH,
+    _ip_and_net,
+    key_of,
+    network_of,
+    user_key,
+    valid_user,
+)
 from logwatch.engine.fleet import FleetSuspensions
 from logwatch.engine.model import Suspension, SuspensionAdded, SuspensionLifted
-from logwatch.parsing.events import normalize_ip
 
 # Score weights (accounting.weights): each is multiplied by its count over accounting.window.
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -31,10 +36,14 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "rejects": 2.0,        # per rejected attempt (NOQUEUE) of the ID
 }
 WEIGHT_NAMES = tuple(DEFAULT_WEIGHTS)
-MAX_USER_LENGTH = 256         # longer SASL IDs are refused (counted), never keys of the table
 MAX_DISTINCT = 256            # per account and kind (domains, IPs, networks): oldest go first
 LOG_CLOCK_SKEW = 300.0        # a record this far ahead of the clock is taken as "now"
 _M, _R, _B, _F, _J = range(5)  # minute slots: messages, recipients, bounced, final, rejects
+_NEVER = 1 << 62               # Account.oldest with no minute
+# Each part of the score is rounded to 3 decimals: the rounded sum is within this much of the
+# plain sum (7 parts, 0.0005 each, and float error), so a plain sum this far under the
+# threshold cannot suspend (_judge() then skips the exact parts).
+_SCORE_SLACK = 0.01
 
 
 class RecipientLike(Protocol):
@@ -83,26 +92,6 @@ class RiskSettings:
                       if hasattr(cfg, name)})
 
 
-def valid_user(name: object) -> bool:
-    """A SASL ID that may be a key of the check_sasl_access table: 1..256 printable ASCII
-    characters, no white space, no comment mark. Anything else could forge another key."""
-    return (isinstance(name, str) and 0 < len(name) <= MAX_USER_LENGTH and name.isascii()
-            and name.isprintable() and not any(c.isspace() for c in name)
-            and not name.startswith("#"))
-
-
-def user_key(name: str) -> str:
-    """The table key of an ID: Postfix folds hash/lmdb lookup keys to lower case."""
-    return name.lower()
-
-
-@functools.lru_cache(maxsize=65536)
-def network_of(ip: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) network of a normalised address."""
-    prefix = 24 if ":" not in ip else 64
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
 @dataclass(slots=True)
 class Account:
     """The window of one SASL ID: per-minute counts and the distinct things seen, each with
@@ -114,22 +103,32 @@ class Account:
     ips: dict[str, int] = field(default_factory=dict)
     nets: dict[str, int] = field(default_factory=dict)
     newest: int = 0                   # newest minute counted
+    oldest: int = _NEVER              # <= every key of minutes (prune()'s scan skipped above)
 
     def slot(self, minute: int) -> list[int]:
         row = self.minutes.get(minute)
         if row is None:
             row = self.minutes[minute] = [0] * 5
-        self.newest = max(self.newest, minute)
+            if minute < self.oldest:
+                self.oldest = minute
+        if minute > self.newest:
+            self.newest = minute
         return row
 
     def prune(self, cutoff: int) -> None:
         """Forget what was last seen before minute `cutoff`."""
-        for minute in [m for m in self.minutes if m < cutoff]:
-            for i, n in enumerate(self.minutes.pop(minute)):
-                self.totals[i] -= n
+        if self.oldest < cutoff:
+            for minute in [m for m in self.minutes if m < cutoff]:
+                for i, n in enumerate(self.minutes.pop(minute)):
+                    self.totals[i] -= n
+            self.oldest = min(self.minutes, default=_NEVER)
         for seen in (self.domains, self.ips, self.nets):
-            while seen and next(iter(seen.values())) < cutoff:
-                del seen[next(iter(seen))]
+            while seen:
+                for key in seen:            # noqa: B007 - the oldest (no iterator object made)
+                    break
+                if seen[key] >= cutoff:
+                    break
+                del seen[key]
 
     def as_json(self) -> dict[str, Any]:
         return {"m": {str(k): v for k, v in self.minutes.items()}, "d": self.domains,
@@ -143,6 +142,7 @@ class Account:
         for i in range(5):
             acc.totals[i] = sum(r[i] for r in acc.minutes.values() if len(r) > i)
         acc.newest = max(acc.minutes, default=0)
+        acc.oldest = min(acc.minutes, default=_NEVER)
         for name, attr in (("d", "domains"), ("i", "ips"), ("n", "nets")):
             items = sorted(((str(k), int(v)) for k, v in raw.get(name, {}).items()),
                            key=lambda kv: kv[1])
@@ -201,42 +201,46 @@ class AccountBook(FleetSuspensions):
 
     # -- input -------------------------------------------------------------------------
 
-    def when(self, t: float | None) -> float:
-        """A record's own time; the clock's when missing or too far ahead."""
-        now = self.clock()
+    def when(self, t: float | None, now: float | None = None) -> float:
+        """A record's own time; the clock's (or `now`) when missing or too far ahead."""
+        if now is None:
+            now = self.clock()
         if t is None or not isinstance(t, (int, float)) or not t <= now + LOG_CLOCK_SKEW:
             return now
         return float(t)
 
     def _account(self, user: object, when: float) -> tuple[str, Account] | None:
-        if not valid_user(user):
+        key = key_of(user)
+        if not key:
             if user:
                 self.counters["invalid_users"] += 1
             return None
-        key = user_key(str(user))
-        acc = self.accounts.get(key)
+        accounts = self.accounts
+        acc = accounts.get(key)
         if acc is None:
-            acc = self.accounts[key] = Account()
-            while len(self.accounts) > max(self.settings.max_accounts, 1):
-                self.accounts.popitem(last=False)
+            acc = accounts[key] = Account()
+            while len(accounts) > max(self.settings.max_accounts, 1):
+                accounts.popitem(last=False)
                 self.counters["evicted"] += 1
         else:
-            self.accounts.move_to_end(key)
+            accounts.move_to_end(key)
         self.dirty.add(key)
         acc.prune(max(acc.newest, int(when // 60)) - self._window_min + 1)
         return key, acc
 
     def _ip(self, acc: Account, raw: str | None, minute: int) -> None:
-        ip = normalize_ip(raw) if raw else None
-        if ip is not None:
-            _touch(acc.ips, ip, minute)
-            _touch(acc.nets, network_of(ip), minute)
+        found = _ip_and_net(raw) if raw else None
+        if found is not None:
+            _touch(acc.ips, found[0], minute)
+            _touch(acc.nets, found[1], minute)
 
-    def message(self, rec: MessageLike) -> list[SuspensionAdded]:
-        """One message that left the queue, sent by rec.sasl_user ("" = not authenticated)."""
+    def message(self, rec: MessageLike, when: float | None = None) -> list[SuspensionAdded]:
+        """One message that left the queue, sent by rec.sasl_user ("" = not authenticated);
+        `when`: its self.when() if the caller has it already."""
         if not self.settings.enabled or not rec.sasl_user:
             return []
-        when = self.when(getattr(rec, "done_time", None))
+        if when is None:
+            when = self.when(getattr(rec, "done_time", None))
         found = self._account(rec.sasl_user, when)
         if found is None:
             return []
@@ -244,19 +248,35 @@ class AccountBook(FleetSuspensions):
         self.counters["messages"] += 1
         minute = int(when // 60)
         row = acc.slot(minute)
-        counts = [1, 0, 0, 0, 0]
+        domains = acc.domains
+        n = final = bounced = 0
         for r in rec.recipients:
-            counts[_R] += 1
-            dsn = getattr(r, "dsn", "") or ""
-            if dsn[:1] in ("2", "5"):
-                counts[_F] += 1
-                counts[_B] += dsn[:1] == "5"
-            addr = getattr(r, "address", "") or ""
-            if "@" in addr:
-                _touch(acc.domains, addr.rsplit("@", 1)[1].lower()[:MAX_USER_LENGTH], minute)
-        for i, n in enumerate(counts):
-            row[i] += n
-            acc.totals[i] += n
+            n += 1
+            dsn = getattr(r, "dsn", "")
+            if dsn:
+                first = dsn[0]
+                if first == "2":
+                    final += 1
+                elif first == "5":
+                    final += 1
+                    bounced += 1
+            addr = getattr(r, "address", "")
+            if addr and "@" in addr:
+                # The text after the last "@" (rsplit's), lower case, at most 256 characters.
+                domain = addr[addr.rindex("@") + 1:].lower()[:MAX_USER_LENGTH]
+                domains.pop(domain, None)
+                domains[domain] = minute           # _touch(), inline: once per recipient
+                if len(domains) > MAX_DISTINCT:
+                    del domains[next(iter(domains))]
+        totals = acc.totals
+        row[_M] += 1
+        totals[_M] += 1
+        row[_R] += n
+        totals[_R] += n
+        row[_B] += bounced
+        totals[_B] += bounced
+        row[_F] += final
+        totals[_F] += final
         self._ip(acc, rec.client_ip, minute)
         return self._judge(key, acc)
 
@@ -311,9 +331,24 @@ class AccountBook(FleetSuspensions):
     def score(self, acc: Account) -> float:
         return round(sum(self.components(acc).values()), 3)
 
+    def _plain_score(self, acc: Account) -> float:
+        """The score without components()' rounding (within _SCORE_SLACK of score())."""
+        w = self.weights
+        messages, recipients, bounced, final, rejects = acc.totals
+        ratio = bounced / final if final and final >= self.settings.min_bounce_sample else 0.0
+        domains, ips, nets = len(acc.domains), len(acc.ips), len(acc.nets)
+        return (w["messages"] * messages + w["recipients"] * recipients
+                + w["domains"] * (domains - 1 if domains > 1 else 0)    # max(0, n - 1)
+                + w["ips"] * (ips - 1 if ips > 1 else 0)
+                + w["networks"] * (nets - 1 if nets > 1 else 0)
+                + w["bounce_ratio"] * ratio + w["rejects"] * rejects)
+
     def _judge(self, key: str, acc: Account) -> list[SuspensionAdded]:
         if key in self.suspensions:
             return []
+        plain = self._plain_score(acc)
+        if plain + _SCORE_SLACK + abs(plain) * 1e-9 < self.settings.suspend_score:
+            return []                   # far enough under: the exact parts cannot reach it
         parts = self.components(acc)
         score = sum(parts.values())
         if score < self.settings.suspend_score:

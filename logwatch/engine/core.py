@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from logwatch.clock import Clock, wall
 from logwatch.daemon.config import BanConfig, RelayConfig
+from logwatch.engine.accounts import LOG_CLOCK_SKEW as ACCOUNT_CLOCK_SKEW
 from logwatch.engine.accounts import AccountBook, RiskSettings
 from logwatch.engine.bans import BanBook
 from logwatch.engine.counts import MinuteCounts
@@ -137,13 +138,29 @@ class Engine(GrantBook, BanBook, OffenderScoring, LogTime, EngineQueries, FleetB
     def account(self, record: Any) -> list[Effect]:
         """A message record or rejected attempt of the correlation stage (engine/messages.py):
         counted over time and against its SASL ID's score."""
-        if not self.accounts.settings.enabled:
+        return self.account_batch((record,))
+
+    def account_batch(self, records: Iterable[Any]) -> list[Effect]:
+        """account() of each record in turn; the effects of all of them."""
+        book = self.accounts
+        if not book.settings.enabled:
             return []
-        if hasattr(record, "recipients"):
-            self.counts.message(record, self.accounts.when(getattr(record, "done_time", None)))
-            return list(self.accounts.message(record))
-        self.counts.reject(record, self.accounts.when(getattr(record, "time", None)))
-        return list(self.accounts.reject(record))
+        effects: list[Effect] = []
+        when, count, message = book.when, self.counts.message, book.message
+        now = self.clock()          # once per batch: "now" for records without a time
+        latest = now + ACCOUNT_CLOCK_SKEW
+        for record in records:
+            if not hasattr(record, "recipients"):
+                self.counts.reject(record, when(getattr(record, "time", None), now))
+                effects += book.reject(record)
+                continue
+            t = getattr(record, "done_time", None)
+            if type(t) is not float or not t <= latest:     # else when(t) is t itself
+                t = when(t, now)
+            count(record, t)
+            if record.sasl_user:
+                effects += message(record, t)
+        return effects
 
     def set_whitelist(self, wl: Whitelist) -> list[Effect]:
         """Install a new whitelist; bans now touching it are lifted, scores are kept."""

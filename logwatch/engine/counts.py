@@ -12,16 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from logwatch.engine.accounts import MessageLike, RejectLike, user_key, valid_user
+from logwatch.engine.accountkeys import key_of
+from logwatch.engine.accounts import MessageLike, RejectLike
 
 TOTALS = ("messages", "received", "sent", "recipients", "bounces", "rejects")
+_MESSAGES, _RECEIVED, _SENT, _RECIPIENTS, _BOUNCES, _REJECTS = range(len(TOTALS))
 MAX_OPEN_MINUTES = 120        # minutes not drained yet (a replay of old lines): oldest first
 MAX_USERS_PER_MINUTE = 10_000  # beyond this a minute's new IDs go uncounted per ID
 
 
 @dataclass(slots=True)
 class Minute:
-    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
+    totals: list[int] = field(default_factory=lambda: [0] * len(TOTALS))   # TOTALS' order
     users: dict[str, list[int]] = field(default_factory=dict)   # ID -> [messages, recipients]
 
 
@@ -36,34 +38,43 @@ class MinuteCounts:
     def _minute(self, t: float) -> Minute:
         start = int(t // 60) * 60
         m = self.minutes.get(start)
-        if m is None:
-            if len(self.minutes) >= MAX_OPEN_MINUTES:
-                oldest = min(self.minutes)
-                if start < oldest:
-                    self.dropped += 1
-                    return Minute()          # counted nowhere: older than all we hold
-                del self.minutes[oldest]
+        if m is not None:
+            return m
+        if len(self.minutes) >= MAX_OPEN_MINUTES:
+            oldest = min(self.minutes)
+            if start < oldest:
                 self.dropped += 1
-            m = self.minutes[start] = Minute()
+                return Minute()          # counted nowhere: older than all we hold
+            del self.minutes[oldest]
+            self.dropped += 1
+        m = self.minutes[start] = Minute()
         return m
 
     def message(self, rec: MessageLike, t: float) -> None:
-        m = self._minute(t)
+        m = self.minutes.get(int(t // 60) * 60) or self._minute(t)
         rcpts: Sequence = rec.recipients
         n = len(rcpts)
-        bounced = sum(1 for r in rcpts if (getattr(r, "dsn", "") or "")[:1] == "5")
+        bounced = 0
+        try:
+            for r in rcpts:
+                dsn = r.dsn
+                if dsn and dsn[0] == "5":
+                    bounced += 1
+        except AttributeError:          # a recipient without a dsn: counted as none
+            bounced = sum(1 for r in rcpts if (getattr(r, "dsn", "") or "")[:1] == "5")
         tot = m.totals
-        tot["messages"] += 1
-        tot["recipients"] += n
-        tot["bounces"] += bounced
+        tot[_MESSAGES] += 1
+        tot[_RECIPIENTS] += n
+        if bounced:
+            tot[_BOUNCES] += bounced
         user = rec.sasl_user
         if not user:
-            tot["received"] += 1
+            tot[_RECEIVED] += 1
             return
-        tot["sent"] += 1
-        if not valid_user(user):
+        tot[_SENT] += 1
+        key = key_of(user)
+        if not key:
             return
-        key = user_key(user)
         row = m.users.get(key)
         if row is None:
             if len(m.users) >= MAX_USERS_PER_MINUTE:
@@ -73,14 +84,15 @@ class MinuteCounts:
         row[1] += n
 
     def reject(self, attempt: RejectLike, t: float) -> None:
-        self._minute(t).totals["rejects"] += 1
+        self._minute(t).totals[_REJECTS] += 1
 
     def drain(self, before: float) -> list[tuple[str, int, float]]:
         """Rows (series, minute start, value) of every minute that ended before `before`."""
         rows: list[tuple[str, int, float]] = []
         for start in sorted(s for s in self.minutes if s + 60 <= before):
             m = self.minutes.pop(start)
-            rows.extend((name, start, float(v)) for name, v in m.totals.items() if v)
+            rows.extend((name, start, float(v)) for name, v in zip(TOTALS, m.totals,
+                                                                  strict=True) if v)
             top = sorted(m.users.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
             for user, (msgs, rcpts) in top[:self.top_senders]:
                 rows.append((f"sender:{user}", start, float(msgs)))
