@@ -183,6 +183,10 @@ class Accounting:
             self._trimmed_at = now
             malloc_trim()
 
+    def staged_records(self) -> list[MessageRecord]:
+        """The records of the staged transaction (committed once it is: before committed())."""
+        return self.pending[:self._staged[1]] if self._staged is not None else []
+
     def aborted(self) -> None:
         """The staged transaction failed: everything stays pending for the next one."""
         self._staged = None
@@ -224,35 +228,41 @@ class Accounting:
 
     def query(self, req: dict[str, Any]) -> dict[str, Any]:
         """`logwatchctl messages`: the newest records, by SASL user, client IP, age."""
-        user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
-        if user is not None and not isinstance(user, str):
-            return {"ok": False, "error": "messages: \"user\" must be a string"}
-        if ip is not None:
-            ip = normalize_ip(ip) if isinstance(ip, str) else None
-            if ip is None:
-                return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
-        try:
-            after = None if since is None else self.clock() - parse_duration(since)
-        except ValueError as exc:
-            return {"ok": False, "error": f"messages: \"since\" {exc}"}
-        if limit is None:
-            limit = 100
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-            return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
-        fresh = [r for r in reversed(self.pending + self.unwritten)
-                 if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
-                 and (after is None or r.done_time >= after)]
-        node = self.store.node_key
-        stored = rows.query(self.store, user, ip, after, limit)
-        seen = {r.seq for r in fresh}
-        # This node's records not committed yet first, then the store's (the fleet's, on a
-        # shared store), each named by the node that accounted it.
-        found = ([(node, r) for r in fresh]
-                 + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
-        return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}
+        return query(self.store, self.clock(), req, self.pending + self.unwritten)
 
     def stats(self) -> dict[str, Any]:
         return {**self.correlator.stats(), "parser": self.parser.counters(),
                 "pending": len(self.pending), "unwritten": len(self.unwritten),
                 "written_seq": self.written_seq, "subscriber_errors": self.errors,
                 "stats_log": self.cfg.stats_log, "messages": dict(self.directions)}
+
+
+def query(store: Any, now: float, req: dict[str, Any],
+          fresh: list[MessageRecord] | None = None) -> dict[str, Any]:
+    """`logwatchctl messages` from the store (and this node's records not committed yet)."""
+    user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
+    if user is not None and not isinstance(user, str):
+        return {"ok": False, "error": "messages: \"user\" must be a string"}
+    if ip is not None:
+        ip = normalize_ip(ip) if isinstance(ip, str) else None
+        if ip is None:
+            return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
+    try:
+        after = None if since is None else now - parse_duration(since)
+    except ValueError as exc:
+        return {"ok": False, "error": f"messages: \"since\" {exc}"}
+    if limit is None:
+        limit = 100
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+        return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
+    fresh = [r for r in reversed(fresh or [])
+             if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
+             and (after is None or r.done_time >= after)]
+    node = store.node_key
+    stored = rows.query(store, user, ip, after, limit)
+    seen = {r.seq for r in fresh}
+    # This node's records not committed yet first, then the store's (the fleet's, on a
+    # shared store), each named by the node that accounted it.
+    found = ([(node, r) for r in fresh]
+             + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
+    return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}
