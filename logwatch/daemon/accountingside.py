@@ -87,8 +87,9 @@ class AccountingSide:
 
     # -- the process -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the worker and wait until it has loaded its state (OSError when it cannot)."""
+    def start(self, wait: bool = True) -> None:
+        """Start the worker; wait until it has loaded its state (OSError when it cannot), or
+        (a restart on the loop: its open messages may take seconds) take its answer later."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(    # noqa: S603 - our own module, an argument list
             [sys.executable, "-m", "logwatch.daemon.accountingworker"], stdin=subprocess.PIPE,
@@ -105,15 +106,14 @@ class AccountingSide:
         self._write(frame({"cfg": self.cfg, **self.place, "session": self.session,
                            "stdin": self.forwarding, "parent": os.getpid(),
                            "debug": self.debug, "resend_after": self.seq_seen}))
-        reply = self._wait_for(("ready", "failed"), START_TIMEOUT)
-        if reply is None or reply[0] != "ready":
-            why = reply[1] if reply else "no answer (see the log)"
-            self._reap(0.0)
-            raise OSError(f"the accounting process did not start: {why}")
-        self.last = reply[1]
-        if self.seq_seen is None:
-            self.seq_seen = reply[2] - 1
         self.started_at = time.monotonic()
+        if wait:
+            reply = self._wait_for(("ready", "failed"), START_TIMEOUT)
+            if reply is None or reply[0] != "ready":
+                why = reply[1] if reply else "no answer (see the log)"
+                self._reap(0.0)
+                raise OSError(f"the accounting process did not start: {why}")
+            self._handle(reply)
         self.loop.register(self.proc.stdout.fileno(), self.on_readable)
         for number, chunk in list(self.unacked):        # what a dead worker left
             self._write(frame(("chunk", number, chunk)))
@@ -194,6 +194,12 @@ class AccountingSide:
                     log.exception("action=accounting-subscriber-error subscriber=risk")
         elif kind == "stats":
             self.last = msg[1]
+        elif kind == "ready":
+            self.last = msg[1]
+            if self.seq_seen is None:
+                self.seq_seen = msg[2] - 1
+        elif kind == "failed":        # its end of output follows: restarted with backoff
+            self.error(f"accounting: the process did not start: {msg[1]}")
         elif kind == "error":
             self.error(f"accounting: {msg[1]}")
 
@@ -258,7 +264,7 @@ class AccountingSide:
         if self.proc is not None or self.stopping:
             return
         try:
-            self.start()
+            self.start(wait=False)
         except OSError as exc:
             log.error("action=accounting-restart-failed error=%s", exc)
             self.error(f"accounting: {exc}")
@@ -311,7 +317,7 @@ class AccountingSide:
         if self.proc is None and self.unacked and not self.stopping:
             # A worker died with stdin chunks not committed: a new one accounts them first.
             try:
-                self.start()
+                self.start(wait=False)
             except OSError as exc:
                 log.error("action=accounting-restart-failed error=%s (chunks lost: %d)",
                           exc, len(self.unacked))
