@@ -14,17 +14,16 @@ import ctypes.util
 import gc
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from logwatch.clock import Clock, wall
+from logwatch.daemon.accountingwire import query, record_dict  # noqa: F401 (re-exported)
 from logwatch.daemon.config import AccountingConfig
 from logwatch.daemon.statslog import StatsLog
 from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
-from logwatch.parsing.events import normalize_ip
 from logwatch.parsing.messageparse import MessageParser
 from logwatch.state import accounting as rows
-from logwatch.util.duration import parse_duration
 
 log = logging.getLogger("logwatchd.accounting")
 
@@ -61,13 +60,6 @@ class Subscriber:
     on_record: Callable[[MessageRecord], None] | None = None
     on_reject: Callable[[RejectedAttempt], None] | None = None
     name: str = ""
-
-
-def record_dict(r: MessageRecord) -> dict[str, Any]:
-    """A record as `logwatchctl messages --json` shows it."""
-    d = asdict(r)
-    d["recipients"] = list(d["recipients"])
-    return d
 
 
 class Accounting:
@@ -236,33 +228,3 @@ class Accounting:
                 "written_seq": self.written_seq, "subscriber_errors": self.errors,
                 "stats_log": self.cfg.stats_log, "messages": dict(self.directions)}
 
-
-def query(store: Any, now: float, req: dict[str, Any],
-          fresh: list[MessageRecord] | None = None) -> dict[str, Any]:
-    """`logwatchctl messages` from the store (and this node's records not committed yet)."""
-    user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
-    if user is not None and not isinstance(user, str):
-        return {"ok": False, "error": "messages: \"user\" must be a string"}
-    if ip is not None:
-        ip = normalize_ip(ip) if isinstance(ip, str) else None
-        if ip is None:
-            return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
-    try:
-        after = None if since is None else now - parse_duration(since)
-    except ValueError as exc:
-        return {"ok": False, "error": f"messages: \"since\" {exc}"}
-    if limit is None:
-        limit = 100
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-        return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
-    fresh = [r for r in reversed(fresh or [])
-             if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
-             and (after is None or r.done_time >= after)]
-    node = store.node_key
-    stored = rows.query(store, user, ip, after, limit)
-    seen = {r.seq for r in fresh}
-    # This node's records not committed yet first, then the store's (the fleet's, on a
-    # shared store), each named by the node that accounted it.
-    found = ([(node, r) for r in fresh]
-             + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
-    return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 from logwatch.clock import Clock, wall
-from logwatch.daemon.accounting import query
 from logwatch.daemon.accountingwire import (
     PIPE_SIZE,
     decode_record,
     decode_reject,
     frame,
+    query,
     split_frames,
 )
 from logwatch.daemon.factory import node_name, store_url

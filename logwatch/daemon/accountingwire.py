@@ -1,6 +1,7 @@
 """What the daemon and its accounting process (accountingworker.py) share: length-prefixed
-pickled frames on pipes, the records' compact wire form, and the store proxy that keeps the
-worker's read positions and journal cursors apart from the daemon's own.
+pickled frames on pipes, the records' compact wire form, the store proxy that keeps the
+worker's read positions and journal cursors apart from the daemon's own, and the answer to
+`logwatchctl messages` (so the daemon does not import the parser and the stats log).
 
 Frames are pickled (both ends are our own program). Records travel as plain tuples: pickling
 a frozen dataclass costs the worker twice the time, and rebuilding it through __init__
@@ -14,11 +15,14 @@ import os
 import pickle
 import struct
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from operator import attrgetter
 from typing import Any
 
 from logwatch.engine.messages import MessageRecord, Recipient, RejectedAttempt
+from logwatch.parsing.events import normalize_ip
+from logwatch.state import accounting as rows
+from logwatch.util.duration import parse_duration
 
 HEAD = struct.Struct("!I")
 PIPE_SIZE = 1 << 20           # a chunk (stdin) or a batch of records rarely blocks the writer
@@ -125,3 +129,44 @@ class PrefixedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+
+# -- `logwatchctl messages` ---------------------------------------------------------------
+
+
+def record_dict(r: MessageRecord) -> dict[str, Any]:
+    """A record as `logwatchctl messages --json` shows it."""
+    d = asdict(r)
+    d["recipients"] = list(d["recipients"])
+    return d
+
+
+def query(store: Any, now: float, req: dict[str, Any],
+          fresh: list[MessageRecord] | None = None) -> dict[str, Any]:
+    """`logwatchctl messages` from the store (and this node's records not committed yet)."""
+    user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
+    if user is not None and not isinstance(user, str):
+        return {"ok": False, "error": "messages: \"user\" must be a string"}
+    if ip is not None:
+        ip = normalize_ip(ip) if isinstance(ip, str) else None
+        if ip is None:
+            return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
+    try:
+        after = None if since is None else now - parse_duration(since)
+    except ValueError as exc:
+        return {"ok": False, "error": f"messages: \"since\" {exc}"}
+    if limit is None:
+        limit = 100
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+        return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
+    fresh = [r for r in reversed(fresh or [])
+             if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
+             and (after is None or r.done_time >= after)]
+    node = store.node_key
+    stored = rows.query(store, user, ip, after, limit)
+    seen = {r.seq for r in fresh}
+    # This node's records not committed yet first, then the store's (the fleet's, on a
+    # shared store), each named by the node that accounted it.
+    found = ([(node, r) for r in fresh]
+             + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
+    return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}
