@@ -19,7 +19,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from logwatch.clock import Clock, wall
 from logwatch.daemon.accountingwire import (
@@ -82,14 +82,15 @@ class AccountingSide:
         self.directions = {"sent": 0, "received": 0}       # of the records handed on
         self.backoff = BACKOFF[0]
         self.started_at = 0.0
+        self.ready, self.failure = False, cast("str | None", None)
         self.stopping = False
         loop.on_timer("accounting-restart", self._on_restart)
 
     # -- the process -------------------------------------------------------------------------
 
-    def start(self, wait: bool = True) -> None:
-        """Start the worker; wait until it has loaded its state (OSError when it cannot), or
-        (a restart on the loop: its open messages may take seconds) take its answer later."""
+    def start(self) -> None:
+        """Start the worker; its answer (ready, or failed) comes on the loop, or through
+        wait_ready() at the daemon's start (loading its open messages may take seconds)."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(    # noqa: S603 - our own module, an argument list
             [sys.executable, "-m", "logwatch.daemon.accountingworker"], stdin=subprocess.PIPE,
@@ -103,38 +104,34 @@ class AccountingSide:
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stdin.fileno(), False)
         self.inbuf = bytearray()
+        self.ready, self.failure = False, None
         self._write(frame({"cfg": self.cfg, **self.place, "session": self.session,
                            "stdin": self.forwarding, "parent": os.getpid(),
                            "debug": self.debug, "resend_after": self.seq_seen}))
         self.started_at = time.monotonic()
-        if wait:
-            reply = self._wait_for(("ready", "failed"), START_TIMEOUT)
-            if reply is None or reply[0] != "ready":
-                why = reply[1] if reply else "no answer (see the log)"
-                self._reap(0.0)
-                raise OSError(f"the accounting process did not start: {why}")
-            self._handle(reply)
         self.loop.register(self.proc.stdout.fileno(), self.on_readable)
         for number, chunk in list(self.unacked):        # what a dead worker left
             self._write(frame(("chunk", number, chunk)))
 
-    def fileno(self) -> int | None:
-        return self.proc.stdout.fileno() if self.proc and self.proc.stdout else None
-
-    def _wait_for(self, kinds: tuple[str, ...], timeout: float) -> tuple[Any, ...] | None:
-        """Block until a frame of those kinds comes (others are handled); None: timeout/EOF."""
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """At the daemon's start: until the worker has loaded its state (OSError if not)."""
         deadline = time.monotonic() + timeout
-        while self.proc is not None:
-            for msg in split_frames(self.inbuf):
-                if msg[0] in kinds:
-                    return msg
-                self._handle(msg)
+        while self.proc is not None and not self.ready:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fileno()], [], [], left)[0]:
-                return None
-            if not self._read():
-                return None
-        return None
+                break
+            alive = self._read()
+            for msg in split_frames(self.inbuf):
+                self._handle(msg)
+            if not alive:
+                break
+        if not self.ready:
+            self._reap(0.0)
+            raise OSError("the accounting process did not start: "
+                          f"{self.failure or 'no answer (see the log)'}")
+
+    def fileno(self) -> int | None:
+        return self.proc.stdout.fileno() if self.proc and self.proc.stdout else None
 
     def _read(self) -> bool:
         """Append what the worker wrote to inbuf; False at its end."""
@@ -195,10 +192,11 @@ class AccountingSide:
         elif kind == "stats":
             self.last = msg[1]
         elif kind == "ready":
-            self.last = msg[1]
+            self.ready, self.last = True, msg[1]
             if self.seq_seen is None:
                 self.seq_seen = msg[2] - 1
         elif kind == "failed":        # its end of output follows: restarted with backoff
+            self.failure = msg[1]
             self.error(f"accounting: the process did not start: {msg[1]}")
         elif kind == "error":
             self.error(f"accounting: {msg[1]}")
@@ -264,7 +262,7 @@ class AccountingSide:
         if self.proc is not None or self.stopping:
             return
         try:
-            self.start(wait=False)
+            self.start()
         except OSError as exc:
             log.error("action=accounting-restart-failed error=%s", exc)
             self.error(f"accounting: {exc}")
@@ -317,7 +315,7 @@ class AccountingSide:
         if self.proc is None and self.unacked and not self.stopping:
             # A worker died with stdin chunks not committed: a new one accounts them first.
             try:
-                self.start(wait=False)
+                self.start()
             except OSError as exc:
                 log.error("action=accounting-restart-failed error=%s (chunks lost: %d)",
                           exc, len(self.unacked))

@@ -175,6 +175,7 @@ class Daemon:
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
         self.state_lock, self.store, saved = factory.open_state(cfg, reset, log)
+        self._start_accounting(cfg)       # it loads its state meanwhile: waited for below
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:
@@ -182,7 +183,6 @@ class Daemon:
         self.whitelist = self.load_whitelist(cfg)
         self.whitelist_watch.follow(cfg.bans.whitelist)
         self.engine = factory.make_engine(cfg, self.whitelist, self.clock)
-        self._start_accounting(cfg)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
@@ -221,6 +221,11 @@ class Daemon:
         except ServiceError as exc:
             raise StartupError(str(exc)) from exc
         try:
+            if self.accounting is not None:
+                self.accounting.wait_ready()
+        except OSError as exc:
+            raise StartupError(f"accounting: {exc}") from exc
+        try:
             self.sources = self.make_sources(cfg)
         except Exception as exc:
             raise StartupError(f"sources: {exc}") from exc
@@ -232,8 +237,9 @@ class Daemon:
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
 
     def _start_accounting(self, cfg: Config) -> None:
-        """The accounting process (accounting.enabled), its state loaded, the stats log caught
-        up; its committed records come to on_records (the risk engine) a batch at a time."""
+        """The accounting process (accounting.enabled) started: it loads its state and catches
+        the stats log up; its committed records come to on_records (the risk engine), a
+        batch at a time."""
         if not cfg.accounting.enabled:
             return
         self.accounting = AccountingSide(cfg, self.loop, self.store, self.on_records, self.error,
