@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from logwatch.clock import Clock, wall
-from logwatch.daemon.accountingwire import query, record_dict  # noqa: F401 (re-exported)
+from logwatch.daemon.accountingwire import (  # noqa: F401 (GC_THRESHOLD, record_dict: here too)
+    GC_THRESHOLD,
+    query,
+    raise_gc_threshold,
+    record_dict,
+)
 from logwatch.daemon.config import AccountingConfig
 from logwatch.daemon.statslog import StatsLog
 from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
@@ -30,10 +34,6 @@ log = logging.getLogger("logwatchd.accounting")
 SWEEP_INTERVAL = 60.0            # expiry of open messages
 PRUNE_INTERVAL = 3600.0          # records older than accounting.keep leave the store
 PIECE = 256 * 1024               # bytes of lines parsed and correlated at a time
-# The accounting makes a few containers per log line: with the collector's default threshold
-# (700) it ran every hundred lines, each time walking the open messages; this many
-# allocations between young collections cost little memory (little of it is cyclic).
-GC_THRESHOLD = (20_000, 20, 20)
 
 
 def _malloc_trim() -> Callable[[], object]:
@@ -89,8 +89,7 @@ class Accounting:
 
     def start(self) -> None:
         """Open messages and marks from the store; the records the stats log lacks written."""
-        gc.set_threshold(*(max(mine, theirs) for mine, theirs in zip(
-            GC_THRESHOLD, gc.get_threshold(), strict=True)))
+        raise_gc_threshold()
         marks = rows.marks(self.store)
         self.correlator.load(rows.load_open(self.store), marks.get(rows.NEXT_SEQ, 1))
         self.written_seq = marks.get(rows.WRITTEN_SEQ, 0)

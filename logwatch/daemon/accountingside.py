@@ -28,6 +28,7 @@ from logwatch.daemon.accountingwire import (
     decode_reject,
     frame,
     query,
+    raise_gc_threshold,
     split_frames,
 )
 from logwatch.daemon.factory import node_name, store_url
@@ -35,7 +36,8 @@ from logwatch.daemon.factory import node_name, store_url
 log = logging.getLogger("logwatchd.accounting")
 
 START_TIMEOUT = 120.0         # the open messages of a big store are loaded first
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 1.5            # at a stop (SIGTERM: 2 s in all); it commits a chunk at most
+DRAIN_TIMEOUT = 600.0         # at --stdin's end of input: all it was sent is accounted
 BACKOFF = (1.0, 60.0)         # first and longest wait before a restart
 STABLE = 60.0                 # a worker that ran this long restarts at the first wait again
 READ_MAX = 8 << 20            # bytes read per wakeup: the loop's other fds get their turn
@@ -85,6 +87,7 @@ class AccountingSide:
         self.ready, self.failure = False, cast("str | None", None)
         self.stopping = False
         loop.on_timer("accounting-restart", self._on_restart)
+        raise_gc_threshold()          # as when the accounting ran in the daemon
 
     # -- the process -------------------------------------------------------------------------
 
@@ -289,7 +292,7 @@ class AccountingSide:
         except (BrokenPipeError, OSError):
             self._died()
 
-    def close_worker(self) -> None:
+    def close_worker(self, timeout: float = STOP_TIMEOUT) -> None:
         """Close its input: it commits, writes the stats log and exits; its last records
         and counters are handed on first."""
         if self.proc is None:
@@ -300,7 +303,7 @@ class AccountingSide:
             self.proc.stdin.close()
         except OSError:
             pass
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + timeout
         while self.proc is not None and time.monotonic() < deadline:
             fd = self.fileno()
             if fd is not None and select.select([fd], [], [], deadline - time.monotonic())[0]:
@@ -309,8 +312,9 @@ class AccountingSide:
             self._reap(0.0)
         self.stopping = stopping
 
-    def close(self) -> None:
-        """The daemon stops (or its stdin ended): the worker drains and exits."""
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """The daemon stops (or its stdin ended: a longer timeout): the worker drains and
+        exits."""
         self.loop.cancel("accounting-restart")
         if self.proc is None and self.unacked and not self.stopping:
             # A worker died with stdin chunks not committed: a new one accounts them first.
@@ -321,7 +325,7 @@ class AccountingSide:
                           exc, len(self.unacked))
         self.stopping = True
         had = self.proc is not None
-        self.close_worker()
+        self.close_worker(timeout)
         if had:
             p = self.last.get("process", {})
             log.info("action=accounting-stop pid=%s cpu=%.2f maxrss_kb=%s written_seq=%s",

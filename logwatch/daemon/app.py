@@ -18,7 +18,7 @@ from typing import Any
 from logwatch import __version__
 from logwatch.clock import Clock, wall
 from logwatch.daemon import factory
-from logwatch.daemon.accountingside import AccountingSide
+from logwatch.daemon.accountingside import DRAIN_TIMEOUT, AccountingSide
 from logwatch.daemon.accountkeep import AccountKeeper
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import Config
@@ -267,7 +267,7 @@ class Daemon:
             # A syslog daemon piping into us (rsyslog omprog) closes the pipe to stop us,
             # and starts a new logwatchd when it comes back: end cleanly, state saved.
             if self.accounting is not None:     # it has drained and written the stats log
-                self.accounting.close()
+                self.accounting.close(DRAIN_TIMEOUT)
             log.info("action=stop reason=end-of-input")
             self.stopping = True
 
