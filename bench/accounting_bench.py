@@ -54,9 +54,10 @@ def write_config(base: Path, accounting: bool, follow: Path | None = None) -> Pa
     return path
 
 
-def run_once(config: Path, log: Path, base: Path) -> tuple[float, float, float, str]:
-    """(wall seconds, CPU seconds in all, of the accounting process, daemon log) of one run on
-    a fresh state."""
+def run_once(config: Path, log: Path, base: Path
+             ) -> tuple[float, float, tuple[float, float], str]:
+    """(wall seconds, CPU seconds in all, (CPU seconds of the accounting process, its seconds
+    waiting for a CPU), daemon log) of one run on a fresh state."""
     (base / "control.sock").unlink(missing_ok=True)
     shutil.rmtree(base / "state", ignore_errors=True)
     (base / "stats.log").unlink(missing_ok=True)
@@ -71,8 +72,10 @@ def run_once(config: Path, log: Path, base: Path) -> tuple[float, float, float, 
     text = (base / "daemon.log").read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0 or "action=stop reason=end-of-input" not in text:
         raise SystemExit(f"logwatchd failed:\n{text[-3000:]}")
-    found = re.search(r"action=accounting-stop pid=\S+ cpu=([0-9.]+)", text)
-    return wall, usage.ru_utime + usage.ru_stime, float(found[1]) if found else 0.0, text
+    found = re.search(r"action=accounting-stop pid=\S+ cpu=([0-9.]+) runqueue_wait=([0-9.]+)",
+                      text)
+    worker = (float(found[1]), float(found[2])) if found else (0.0, 0.0)
+    return wall, usage.ru_utime + usage.ru_stime, worker, text
 
 
 def vmrss(pid: int) -> float:
@@ -139,10 +142,12 @@ def main() -> int:
               f"of input, best of {args.runs}")
         for label, config in (("accounting off (peer):", off), ("accounting on:", on)):
             runs = [run_once(config, full, base) for _ in range(args.runs)]
-            wall, cpu, worker_cpu, _text = min(runs)
+            wall, cpu, (worker_cpu, waited), _text = min(runs)
             written = count_lines(base / "stats.log")
+            # Waiting for a CPU: the machine's other load (the accounting process has a core
+            # of its own only when nothing else runs).
             split = (f" = daemon {cpu - worker_cpu:.2f} + accounting process {worker_cpu:.2f}"
-                     if worker_cpu else "")
+                     f", which waited {waited:.2f} s for a CPU" if worker_cpu else "")
             print(f"{label:<28} {lines / wall:>10,.0f} lines/s ({wall:.2f} s wall, "
                   f"{cpu:.2f} s CPU{split}; {written:,} stats-log lines)")
         open_lines = count_lines(open_only)

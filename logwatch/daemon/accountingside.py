@@ -328,8 +328,9 @@ class AccountingSide:
         self.close_worker(timeout)
         if had:
             p = self.last.get("process", {})
-            log.info("action=accounting-stop pid=%s cpu=%.2f maxrss_kb=%s written_seq=%s",
-                     p.get("pid"), p.get("cpu", 0.0), p.get("maxrss_kb"),
+            log.info("action=accounting-stop pid=%s cpu=%.2f runqueue_wait=%.2f maxrss_kb=%s "
+                     "written_seq=%s", p.get("pid"), p.get("cpu", 0.0),
+                     p.get("runqueue_wait", 0.0), p.get("maxrss_kb"),
                      self.last.get("written_seq"))
 
     def query(self, req: dict[str, Any]) -> dict[str, Any]:

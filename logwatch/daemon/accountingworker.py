@@ -85,8 +85,13 @@ def usage() -> dict[str, Any]:
             rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
     except OSError:
         rss = 0
+    try:        # on a run queue, not running: the machine's other load (bench figures)
+        with open("/proc/self/schedstat") as fh:
+            waited = int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        waited = 0.0
     return {"pid": os.getpid(), "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss,
-            "rss_kb": rss}
+            "rss_kb": rss, "runqueue_wait": waited}
 
 
 class Worker:
