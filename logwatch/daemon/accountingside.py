@@ -108,13 +108,17 @@ class AccountingSide:
         os.set_blocking(self.proc.stdin.fileno(), False)
         self.inbuf = bytearray()
         self.ready, self.failure = False, None
-        self._write(frame({"cfg": self.cfg, **self.place, "session": self.session,
-                           "stdin": self.forwarding, "parent": os.getpid(),
-                           "debug": self.debug, "resend_after": self.seq_seen}))
         self.started_at = time.monotonic()
         self.loop.register(self.proc.stdout.fileno(), self.on_readable)
-        for number, chunk in list(self.unacked):        # what a dead worker left
-            self._write(frame(("chunk", number, chunk)))
+        try:
+            self._write(frame({"cfg": self.cfg, **self.place, "session": self.session,
+                               "stdin": self.forwarding, "parent": os.getpid(),
+                               "debug": self.debug, "resend_after": self.seq_seen}))
+            for number, chunk in list(self.unacked):        # what a dead worker left
+                self._write(frame(("chunk", number, chunk)))
+        except OSError:               # it died at once: no restart loop without a wait
+            self._reap(0.0)
+            raise
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """At the daemon's start: until the worker has loaded its state (OSError if not)."""
