@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from logwatch.daemon.accounting import Accounting, Subscriber
+from logwatch.daemon.accounting import Accounting, Subscriber, malloc_trim
 from logwatch.daemon.accountingwire import (
     POSITION_PREFIX,
     PrefixedStore,
@@ -43,6 +43,7 @@ COMMIT_BYTES = 512 << 10      # a commit at least this often while catching up (
 SOURCE_BUDGET = 1 << 20       # bytes per file per read: a chunk is committed as a whole
 SWEEP_INTERVAL = 60.0
 STATS_INTERVAL = 1.0          # the counters go to the daemon at most this often
+IDLE_TRIM = 1.0               # quiet this long after a commit: the heap's free pages go back
 RETRY_INTERVAL = 1.0          # a failed commit is retried
 LOCK_TIMEOUT = 30.0           # a worker of a daemon killed just now may still be ending
 STDIN_CURSOR = POSITION_PREFIX + "stdin"
@@ -120,6 +121,7 @@ class Worker:
         now = time.monotonic()
         self.sweep_at, self.poll_at, self.retry_at = now + SWEEP_INTERVAL, now, None
         self.stats_sent, self.stats_due = 0.0, False
+        self.trim_at: float | None = None       # after the last commit of a busy spell
 
     def _make_sources(self) -> list[Any]:
         from logwatch.sources import SourceContext, build_sources
@@ -174,6 +176,7 @@ class Worker:
                        [encode_reject(a) for a in rejects], self.chunks))
         self.acct.committed()
         self.stats_due = True
+        self.trim_at = time.monotonic() + IDLE_TRIM
 
     def send(self, obj: object) -> None:
         try:
@@ -247,6 +250,11 @@ class Worker:
         while True:
             fds = {src.fileno(): src for src in self.sources if src.fileno() is not None}
             ready = select.select([self.inp, *fds], [], [], self.timeout())[0]
+            if not ready and self.trim_at is not None and time.monotonic() >= self.trim_at:
+                # Committed() trims at most once a second while busy: the last of a busy
+                # spell (catching up) may have been skipped, and RSS would stay high.
+                self.trim_at = None
+                malloc_trim()
             if self.inp in ready and not self.read_input():
                 break
             now = time.monotonic()
@@ -271,6 +279,8 @@ class Worker:
             due.append(self.retry_at)
         if self.stats_due:
             due.append(self.stats_sent + STATS_INTERVAL)
+        if self.trim_at is not None:
+            due.append(self.trim_at)
         return max(0.0, min(due) - now)
 
     def timers(self, now: float) -> None:
