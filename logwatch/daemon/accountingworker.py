@@ -327,6 +327,9 @@ def child_main() -> int:
     from logwatch.daemon.main import setup_logging
 
     setup_logging(setup["cfg"].daemon.log, setup.get("debug", False))
+    # The daemon follows the same files and logs their events (opened, rotated, missing):
+    # once is enough.
+    logging.getLogger("logwatchd.sources").setLevel(logging.ERROR)
     try:
         lock_state(setup["state_dir"])
         worker = Worker(setup, inp, out)
