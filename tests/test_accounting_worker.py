@@ -100,8 +100,9 @@ def test_kill_9_of_the_daemon_ends_the_accounting_process(daemon: DaemonProc,
     assert len(pids) == 2 and not alive(pids[0])
 
 
-def stdin_daemon(d: DaemonProc) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(d.config), "--stdin"]
+def stdin_daemon(d: DaemonProc, *args: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(d.config), "--stdin",
+            *args]
     err = open(d.stderr_path, "a")  # noqa: SIM115 - the process holds it
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=err, stderr=err, env=d.env(),
                             cwd=str(d.base))
@@ -135,6 +136,31 @@ def test_stdin_end_of_input_drains_the_accounting_first(tmp_path: Path) -> None:
     assert "action=accounting-worker-died" in text
     assert text.index("action=accounting-stop ") < text.index("action=stop reason=end-of-input")
     assert_exactly_once(stats_lines(stats), BURST)
+
+
+def test_stdin_next_to_a_file_each_once(tmp_path: Path) -> None:
+    """--stdin and a followed file: the stdin chunks are forwarded, the file's are not (the
+    accounting process reads the file itself)."""
+    stats = tmp_path / "stats.log"
+    d = DaemonProc(tmp_path, {"accounting": settings(tmp_path)})
+    d.append(*generate_lines(20, seed=11))
+    d.settings["sources"]["from_start"] = True
+    d.write_config()
+    proc = stdin_daemon(d, "--logfile", str(d.log))
+    try:
+        wait_for(lambda: len(stats_lines(stats)) >= 20, what="the file's 20 records")
+        assert proc.stdin is not None
+        proc.stdin.write("".join(line + "\n" for line in generate_lines(30, seed=12)).encode())
+        proc.stdin.close()         # the file goes on: the daemon does not stop
+        wait_for(lambda: len(stats_lines(stats)) >= 50, what="50 records")
+        time.sleep(1.5)                          # nothing more may come
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    found = stats_lines(stats)
+    assert len(found) == 50 and [int(f["seq"]) for f in found] == list(range(1, 51))
 
 
 def test_reload_reaches_the_accounting_process(daemon: DaemonProc, tmp_path: Path) -> None:

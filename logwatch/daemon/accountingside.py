@@ -35,6 +35,8 @@ from logwatch.daemon.factory import node_name, store_url
 
 log = logging.getLogger("logwatchd.accounting")
 
+STDIN = "stdin"               # sources/stdin.py StdinSource.name: only its chunks are sent
+
 START_TIMEOUT = 120.0         # the open messages of a big store are loaded first
 STOP_TIMEOUT = 1.5            # at a stop (SIGTERM: 2 s in all); it commits a chunk at most
 DRAIN_TIMEOUT = 600.0         # at --stdin's end of input: all it was sent is accounted
@@ -210,9 +212,9 @@ class AccountingSide:
 
     # -- the data path (--stdin) ------------------------------------------------------------
 
-    def on_chunk(self, chunk: bytes) -> None:
+    def on_chunk(self, source: str, chunk: bytes) -> None:
         """The daemon's stdin chunk for the worker too (files it reads itself)."""
-        if not self.forwarding:
+        if not self.forwarding or source != STDIN:
             return
         self.chunks += 1
         self.unacked.append((self.chunks, chunk))

@@ -114,7 +114,7 @@ class Worker:
         self.acct.subscribe(Subscriber(on_reject=self.rejects.append, name="daemon"))
         self.acct.start()
         self.chunks = self._saved_chunks() if self.stdin else 0
-        self.sources = [] if self.stdin else self._make_sources()
+        self.sources = self._make_sources()     # files and journal; stdin is forwarded
         self.inbuf = bytearray()
         self.uncommitted = 0          # bytes accounted since the last commit
         self.dirty = False

@@ -313,7 +313,7 @@ class Daemon:
         events = self.parser.parse(chunk)
         if self.accounting is not None:
             # --stdin: the accounting process gets the chunk too (it reads files itself).
-            self.accounting.on_chunk(chunk)
+            self.accounting.on_chunk(source, chunk)
         # The sources' positions already include this chunk: committing them in the same
         # transaction as its effects makes a kill -9 neither lose nor replay an action. A
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
