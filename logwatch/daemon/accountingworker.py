@@ -234,9 +234,6 @@ class Worker:
             self.cfg = cfg
             self.acct.reload(ruleset, cfg.rules.matcher)
             log.info("action=accounting-reload rules=%d", len(ruleset))
-            self.send(("reloaded",))
-        elif msg[0] == "stats":
-            self.send_stats()
 
     # -- the loop ------------------------------------------------------------------------
 
