@@ -11,30 +11,29 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from logwatch.clock import Clock, wall
+from logwatch.daemon.accountingwire import (  # noqa: F401 (GC_THRESHOLD, record_dict: here too)
+    GC_THRESHOLD,
+    query,
+    raise_gc_threshold,
+    record_dict,
+)
 from logwatch.daemon.config import AccountingConfig
 from logwatch.daemon.statslog import StatsLog
 from logwatch.engine.messages import Correlator, MessageRecord, RejectedAttempt
-from logwatch.parsing.events import normalize_ip
 from logwatch.parsing.messageparse import MessageParser
 from logwatch.state import accounting as rows
-from logwatch.util.duration import parse_duration
 
 log = logging.getLogger("logwatchd.accounting")
 
 SWEEP_INTERVAL = 60.0            # expiry of open messages
 PRUNE_INTERVAL = 3600.0          # records older than accounting.keep leave the store
 PIECE = 256 * 1024               # bytes of lines parsed and correlated at a time
-# The accounting makes a few containers per log line: with the collector's default threshold
-# (700) it ran every hundred lines, each time walking the open messages; this many
-# allocations between young collections cost little memory (little of it is cyclic).
-GC_THRESHOLD = (20_000, 20, 20)
 
 
 def _malloc_trim() -> Callable[[], object]:
@@ -61,13 +60,6 @@ class Subscriber:
     on_record: Callable[[MessageRecord], None] | None = None
     on_reject: Callable[[RejectedAttempt], None] | None = None
     name: str = ""
-
-
-def record_dict(r: MessageRecord) -> dict[str, Any]:
-    """A record as `logwatchctl messages --json` shows it."""
-    d = asdict(r)
-    d["recipients"] = list(d["recipients"])
-    return d
 
 
 class Accounting:
@@ -97,8 +89,7 @@ class Accounting:
 
     def start(self) -> None:
         """Open messages and marks from the store; the records the stats log lacks written."""
-        gc.set_threshold(*(max(mine, theirs) for mine, theirs in zip(
-            GC_THRESHOLD, gc.get_threshold(), strict=True)))
+        raise_gc_threshold()
         marks = rows.marks(self.store)
         self.correlator.load(rows.load_open(self.store), marks.get(rows.NEXT_SEQ, 1))
         self.written_seq = marks.get(rows.WRITTEN_SEQ, 0)
@@ -183,6 +174,10 @@ class Accounting:
             self._trimmed_at = now
             malloc_trim()
 
+    def staged_records(self) -> list[MessageRecord]:
+        """The records of the staged transaction (committed once it is: before committed())."""
+        return self.pending[:self._staged[1]] if self._staged is not None else []
+
     def aborted(self) -> None:
         """The staged transaction failed: everything stays pending for the next one."""
         self._staged = None
@@ -224,35 +219,11 @@ class Accounting:
 
     def query(self, req: dict[str, Any]) -> dict[str, Any]:
         """`logwatchctl messages`: the newest records, by SASL user, client IP, age."""
-        user, ip, since, limit = req.get("user"), req.get("ip"), req.get("since"), req.get("limit")
-        if user is not None and not isinstance(user, str):
-            return {"ok": False, "error": "messages: \"user\" must be a string"}
-        if ip is not None:
-            ip = normalize_ip(ip) if isinstance(ip, str) else None
-            if ip is None:
-                return {"ok": False, "error": f"messages: not an IP address: {req['ip']!r}"}
-        try:
-            after = None if since is None else self.clock() - parse_duration(since)
-        except ValueError as exc:
-            return {"ok": False, "error": f"messages: \"since\" {exc}"}
-        if limit is None:
-            limit = 100
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-            return {"ok": False, "error": "messages: \"limit\" must be 1 to 100000"}
-        fresh = [r for r in reversed(self.pending + self.unwritten)
-                 if (user is None or r.sasl_user == user) and (ip is None or r.client_ip == ip)
-                 and (after is None or r.done_time >= after)]
-        node = self.store.node_key
-        stored = rows.query(self.store, user, ip, after, limit)
-        seen = {r.seq for r in fresh}
-        # This node's records not committed yet first, then the store's (the fleet's, on a
-        # shared store), each named by the node that accounted it.
-        found = ([(node, r) for r in fresh]
-                 + [(n, r) for n, r in stored if n != node or r.seq not in seen])[:limit]
-        return {"ok": True, "messages": [{**record_dict(r), "node": n} for n, r in found]}
+        return query(self.store, self.clock(), req, self.pending + self.unwritten)
 
     def stats(self) -> dict[str, Any]:
         return {**self.correlator.stats(), "parser": self.parser.counters(),
                 "pending": len(self.pending), "unwritten": len(self.unwritten),
                 "written_seq": self.written_seq, "subscriber_errors": self.errors,
                 "stats_log": self.cfg.stats_log, "messages": dict(self.directions)}
+

@@ -18,7 +18,7 @@ from typing import Any
 from logwatch import __version__
 from logwatch.clock import Clock, wall
 from logwatch.daemon import factory
-from logwatch.daemon.accounting import Subscriber
+from logwatch.daemon.accountingside import DRAIN_TIMEOUT, AccountingSide
 from logwatch.daemon.accountkeep import AccountKeeper
 from logwatch.daemon.actionlog import ActionLog
 from logwatch.daemon.config import Config
@@ -51,7 +51,6 @@ from logwatch.state import series
 log = logging.getLogger("logwatchd.daemon")
 
 POSITION_SAVE_INTERVAL = 1.0     # positions are persisted at least once a second
-ACCOUNTING_SWEEP = 60.0          # open messages past the age limits are expired
 POLICY_LOG_SLICE = 64 << 10     # log bytes per source per turn with policy.listen (~1 ms)
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -132,7 +131,6 @@ class Daemon:
                                             self.error)
         self.loop.on_timer("engine", lambda now: self.apply(self.engine.sweep()))
         self.loop.on_timer("positions", self._on_positions)
-        self.loop.on_timer("accounting", self._on_accounting)
 
     @property
     def dry_run(self) -> bool:
@@ -177,6 +175,7 @@ class Daemon:
         self.loop.setup_signals(SIGNALS)
         reset = bool(getattr(self.args, "reset_state", False))
         self.state_lock, self.store, saved = factory.open_state(cfg, reset, log)
+        self._start_accounting(cfg)       # it loads its state meanwhile: waited for below
         try:
             self.parser = factory.load_parser(cfg, self.clock, self.error)
         except Exception as exc:
@@ -184,7 +183,6 @@ class Daemon:
         self.whitelist = self.load_whitelist(cfg)
         self.whitelist_watch.follow(cfg.bans.whitelist)
         self.engine = factory.make_engine(cfg, self.whitelist, self.clock)
-        self._start_accounting(cfg)
         # Anything that expired (or got whitelisted) while we were down goes now, before the
         # reconcile; effectors do not exist yet, so this only cleans the store.
         self.apply(self.engine.load(*saved))
@@ -223,6 +221,11 @@ class Daemon:
         except ServiceError as exc:
             raise StartupError(str(exc)) from exc
         try:
+            if self.accounting is not None:
+                self.accounting.wait_ready()
+        except OSError as exc:
+            raise StartupError(f"accounting: {exc}") from exc
+        try:
             self.sources = self.make_sources(cfg)
         except Exception as exc:
             raise StartupError(f"sources: {exc}") from exc
@@ -234,25 +237,17 @@ class Daemon:
                  len(self.engine.grants), len(self.engine.bans), len(self.sources))
 
     def _start_accounting(self, cfg: Config) -> None:
-        """The accounting (accounting.enabled), its state and the stats log caught up."""
+        """The accounting process (accounting.enabled) started: it loads its state and catches
+        the stats log up; its committed records come to on_records (the risk engine), a
+        batch at a time."""
+        if not cfg.accounting.enabled:
+            return
+        self.accounting = AccountingSide(cfg, self.loop, self.store, self.on_records, self.error,
+                                         self.clock, bool(getattr(self.args, "debug", False)))
         try:
-            self.accounting = factory.make_accounting(cfg, self.parser.ruleset, self.store,
-                                                      self.clock)
-            if self.accounting is not None:
-                self.accounting.start()
-                self.effects.committers.append(self.accounting)
-                # Account risk and counts over time (engine/accounts.py): each record once.
-                self.accounting.subscribe(Subscriber(
-                    on_record=lambda rec: self.on_records((rec,)),
-                    on_reject=lambda att: self.on_records((att,)), name="risk"))
-        except (OSError, sqlite3.Error, ValueError) as exc:
+            self.accounting.start()
+        except OSError as exc:
             raise StartupError(f"accounting: {exc}") from exc
-
-    def _on_accounting(self, now: float) -> None:
-        if self.accounting is not None:
-            self.accounting.sweep()
-            self.accounting.flush()       # a stats log that failed is retried
-        self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
 
     # -- sources on the loop --------------------------------------------------------
 
@@ -271,6 +266,8 @@ class Daemon:
         if _ended(src) and all(_ended(s) for s in self.sources):
             # A syslog daemon piping into us (rsyslog omprog) closes the pipe to stop us,
             # and starts a new logwatchd when it comes back: end cleanly, state saved.
+            if self.accounting is not None:     # it has drained and written the stats log
+                self.accounting.close(DRAIN_TIMEOUT)
             log.info("action=stop reason=end-of-input")
             self.stopping = True
 
@@ -279,8 +276,6 @@ class Daemon:
     def _schedule_all(self) -> None:
         now = self.clock()
         self.loop.call_at("positions", now + POSITION_SAVE_INTERVAL)
-        if self.accounting is not None:
-            self.loop.call_at("accounting", now + ACCOUNTING_SWEEP)
         self.whitelist_watch.schedule(now)
         self.upkeep.schedule(now)
         self.account_keeper.schedule(now)
@@ -317,9 +312,8 @@ class Daemon:
         """Called by the sources with whole lines: parse, feed the engine, apply the effects."""
         events = self.parser.parse(chunk)
         if self.accounting is not None:
-            # Its state is saved with the positions (effects.py committers), so a chunk's
-            # messages are accounted exactly once.
-            self.accounting.on_chunk(chunk)
+            # --stdin: the accounting process gets the chunk too (it reads files itself).
+            self.accounting.on_chunk(source, chunk)
         # The sources' positions already include this chunk: committing them in the same
         # transaction as its effects makes a kill -9 neither lose nor replay an action. A
         # chunk without effects commits nothing (the 1 s timer saves the positions): replaying
@@ -443,6 +437,8 @@ class Daemon:
     def shutdown(self) -> None:
         """Save state and close everything (within the 2 s SIGTERM budget)."""
         sd_notify("STOPPING=1")
+        if self.accounting is not None:   # its last records reach the risk engine first
+            self.accounting.close()
         self.series.flush(self.clock())
         self.account_keeper.flush(self.clock(), final=True)
         self.effects.final_save()
@@ -463,8 +459,6 @@ class Daemon:
         if self.firewall is not None and self.cfg.firewall.flush_on_stop:
             self.effects.guarded("firewall", self.firewall.flush)
         self.actions.close()
-        if self.accounting is not None:
-            self.accounting.close()
         if self.fleet is not None:
             self.fleet.close()
         self.store.close()

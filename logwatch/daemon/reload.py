@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("logwatchd.daemon")
 
 RESTART_ONLY = ("socket", "state_dir", "pidfile", "log")
-# The message correlation's keys; the others of accounting.* (account risk) apply at a reload.
+# The message correlation's keys: a new accounting process applies them ("enabled" needs a
+# restart of the daemon); the others of accounting.* (account risk) apply at a reload.
 ACCOUNTING_RESTART = ("enabled", "stats_log", "max_open", "max_age", "keep")
 
 
@@ -55,15 +56,15 @@ def reload(d: Daemon) -> tuple[bool, str]:
     d.apply(d.engine.configure_accounting(cfg.accounting if cfg.accounting.enabled else None))
     d.actions.close()
     d.actions = ActionLog(cfg.daemon.actions_log)
-    if d.accounting is not None:
-        # The stats log reopened (logrotate); the message rules follow the rules reload.
-        d.accounting.reload(parser.ruleset, cfg.rules.matcher)
-    restart = [k for k in ACCOUNTING_RESTART
+    changed = [k for k in ACCOUNTING_RESTART
                if getattr(old.accounting, k) != getattr(cfg.accounting, k)]
-    if restart:
+    if d.accounting is not None:
+        # The stats log reopened (logrotate) and the message rules reloaded in the accounting
+        # process; a changed correlation or sources section: a new process (lossless).
+        d.accounting.reload(cfg, bool(changed) or old.sources != cfg.sources)
+    if "enabled" in changed:
         # The account risk keys (suspend_*, weights, window, never_suspend ...) apply now.
-        log.warning("action=reload-ignored key=accounting.%s reason=needs-a-restart",
-                    ",accounting.".join(restart))
+        log.warning("action=reload-ignored key=accounting.enabled reason=needs-a-restart")
     _effectors(d, old, cfg)
     _watchdog(d, old, cfg)
     try:
