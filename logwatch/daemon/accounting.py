@@ -116,7 +116,7 @@ class Accounting:
             end = chunk.rfind(b"\n", start, start + PIECE) + 1 if start + PIECE < size else size
             if end <= start:                      # one line longer than a piece
                 end = chunk.find(b"\n", start + PIECE) + 1 or size
-            records, rejects = self.correlator.feed(self.parser.parse(chunk[start:end]))
+            records, rejects = self.correlator.feed_rows(self.parser.parse_rows(chunk[start:end]))
             self._publish(records, rejects)
             start = end
 
