@@ -56,6 +56,8 @@ class DaemonProc:
             "watchdog": {"enabled": False},
             "daemon": {"state_dir": str(base / "state"), "socket": self.socket,
                        "log": "stderr", "actions_log": str(base / "actions.log")},
+            # Never the real /etc/postfix table, whether a test turns accounting on or not.
+            "accounting": {"sasl_access_map": f"hash:{base / 'sasl-access'}"},
         }
         if polling_forced():          # tests/tailmode.py: keep polled tests short
             self.settings["sources"]["poll_interval"] = POLL_INTERVAL

@@ -239,9 +239,6 @@ class Effects:
         self.suspensions_held = False    # a held batch changed suspensions
         self.unsuspended_held: set[str] = set()   # and lifted these (a shared store's rows)
         self.retry_delay = STORE_RETRY_DELAY
-        # State that must be durable exactly with the positions (the accounting): stage(store)
-        # inside each transaction that saves them, then committed() or aborted().
-        self.committers: list[Any] = []
         loop.on_timer("storesync", self._on_storesync)
 
     def apply(self, effects: Iterable[Effect], positions: bool = False) -> None:
@@ -313,30 +310,16 @@ class Effects:
                 for write in _STORE_LAST:
                     write(self.parts, batch)
         except Exception as exc:
-            self._aborted()
             self.error(f"store: {exc}")
             log.error("action=store-error error=%s (positions held back until it is written)",
                       exc)
             self._hold(batch)
             self._store_failed()
-            return
-        if positions:
-            self._committed()
 
     def _save_positions(self) -> None:
-        """Inside a transaction: the sources' positions and what must go with them."""
+        """Inside a transaction: the sources' positions."""
         for src in self.parts.sources:
             src.save_positions()
-        for committer in self.committers:
-            committer.stage(self.parts.store)
-
-    def _committed(self) -> None:
-        for committer in self.committers:
-            committer.committed()
-
-    def _aborted(self) -> None:
-        for committer in self.committers:
-            committer.aborted()
 
     def _hold(self, batch: Batch) -> None:
         self.pending.merge(batch.grants, batch.revoked, batch.bans, batch.lifted)
@@ -370,14 +353,12 @@ class Effects:
                 store.write_held_cursors()
                 self._save_positions()
         except Exception as exc:
-            self._aborted()
             store.positions_held = True
             self.retry_delay = min(self.retry_delay * 2, STORE_RETRY_MAX_DELAY)
             self.loop.call_at("storesync", self.loop.clock() + self.retry_delay)
             log.error("action=store-resync result=failed retry_in=%.0f error=%s",
                       self.retry_delay, exc)
             return False
-        self._committed()
         self.store_dirty = False
         self.pending = PendingWrites()
         self.unsuspended_held = set()
@@ -395,11 +376,9 @@ class Effects:
             with self.parts.store.transaction():
                 self._save_positions()
         except Exception as exc:
-            self._aborted()
             self.error(f"positions: {exc}")
             log.error("action=positions-error error=%s", exc)
             return
-        self._committed()
 
     def final_save(self) -> None:
         """At stop: the resync if the store lags, the positions, the whole offender history."""

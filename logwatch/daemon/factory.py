@@ -134,15 +134,6 @@ def make_watchdog(cfg: Config, dry_run: bool, clock: Clock) -> Any:
                     log=logging.getLogger("logwatchd.watchdog"), clock=clock)
 
 
-def make_accounting(cfg: Config, ruleset: Any, store: Any, clock: Clock) -> Any:
-    """The accounting (message records, stats log), or None when accounting is off."""
-    if not cfg.accounting.enabled:
-        return None
-    from logwatch.daemon.accounting import Accounting
-
-    return Accounting(cfg.accounting, ruleset, store, clock, cfg.rules.matcher)
-
-
 def make_sources(cfg: Config, on_chunk: Callable[[str, bytes], None], store: Any) -> list[Any]:
     """The configured log sources (the SOURCES registry), each calling on_chunk with whole
     lines."""
