@@ -12,6 +12,7 @@ as dataclasses, 0.16 + 0.46 s through __init__).
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import pickle
 import struct
@@ -71,6 +72,16 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def rules_digest(ruleset: Any) -> str:
+    """A digest of what the rules' self-checks test (rulecheck.check_rules' memo key, and the
+    regex flags): equal digests, equal verdicts."""
+    keys = [(r.id, r.source, r.kind, r.service, r.regex.pattern, r.regex.flags, r.programs,
+             r.prefilters, tuple(sorted(r.service_map.items())),
+             tuple((s.line, repr(s.expect)) for s in r.samples))
+            for r in (*ruleset.rules, *ruleset.message_rules)]
+    return hashlib.sha256(repr(keys).encode()).hexdigest()
 
 
 # -- records as tuples ----------------------------------------------------------------------
