@@ -24,7 +24,7 @@ from typing import Any, cast
 from logwatch.clock import Clock, wall
 from logwatch.daemon.accountingwire import (
     PIPE_SIZE,
-    decode_record,
+    decode_records,
     decode_reject,
     frame,
     query,
@@ -205,7 +205,8 @@ class AccountingSide:
             _, records, rejects, acked = msg
             while self.unacked and self.unacked[0][0] <= acked:
                 self.unacked.popleft()
-            records = [r for r in map(decode_record, records)
+            # What the risk engine, the counts and fleetrisk read of each (HandedRecord).
+            records = [r for r in decode_records(records)
                        if self.seq_seen is None or r.seq > self.seq_seen]
             if records:
                 self.seq_seen = records[-1].seq

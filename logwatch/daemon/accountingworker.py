@@ -30,7 +30,7 @@ from logwatch.daemon.accounting import Accounting, Subscriber, malloc_trim
 from logwatch.daemon.accountingwire import (
     POSITION_PREFIX,
     PrefixedStore,
-    encode_record,
+    encode_records,
     encode_reject,
     frame,
     rules_digest,
@@ -205,7 +205,7 @@ class Worker:
         records, rejects = self.acct.staged_records(), self.rejects
         self.rejects = []
         if records or rejects or self.stdin:
-            self.send(("records", [encode_record(r) for r in records],
+            self.send(("records", encode_records(records),
                        [encode_reject(a) for a in rejects], self.chunks))
         self.acct.committed()
         self.stats_due = True
@@ -230,7 +230,7 @@ class Worker:
         records = rows.records_after(self.store, after)
         if records:
             log.info("action=accounting-resend records=%d after_seq=%d", len(records), after)
-            self.send(("records", [encode_record(r) for r in records], [], self.chunks))
+            self.send(("records", encode_records(records), [], self.chunks))
 
     # -- frames from the daemon ------------------------------------------------------------
 
