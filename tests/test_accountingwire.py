@@ -10,6 +10,7 @@ from pathlib import Path
 from logwatch.daemon.accountingwire import (
     HandedRecord,
     PrefixedStore,
+    chunk_head,
     decode_records,
     decode_reject,
     encode_records,
@@ -64,13 +65,17 @@ def test_handed_records_are_whole_records_to_the_daemon() -> None:
 
 
 def test_frames_split_at_any_cut() -> None:
-    data = frame(("records", encode_records([REC]), [], 3)) + frame(("stats", {"open": 1}))
+    chunk = b"Nov 21 10:00:01 mx1 postfix/smtpd[1]: \x80\x00\xff\n" * 3
+    data = (frame(("records", encode_records([REC]), [], 3)) + chunk_head(7, chunk) + chunk
+            + frame(("stats", {"open": 1})) + chunk_head(8, b"") + frame(("chunk", 9, b"x")))
     for cut in range(len(data) + 1):
         buf = bytearray(data[:cut])
         got = split_frames(buf)
         buf += data[cut:]
         got += split_frames(buf)
-        assert [m[0] for m in got] == ["records", "stats"] and not buf
+        assert [m[0] for m in got] == ["records", "chunk", "stats", "chunk", "chunk"]
+        assert got[1] == ("chunk", 7, chunk) and got[3] == ("chunk", 8, b"") and not buf
+        assert type(got[1][2]) is bytes and got[4] == ("chunk", 9, b"x")
 
 
 def test_positions_and_cursors_under_their_own_names(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any, cast
 from logwatch.clock import Clock, wall
 from logwatch.daemon.accountingwire import (
     PIPE_SIZE,
+    chunk_head,
     decode_records,
     decode_reject,
     frame,
@@ -127,7 +128,8 @@ class AccountingSide:
                                "debug": self.debug, "resend_after": self.seq_seen,
                                "rules_digest": digest, "rules_later": self.digest_due}))
             for number, chunk in list(self.unacked):        # what a dead worker left
-                self._write(frame(("chunk", number, chunk)))
+                self._write(chunk_head(number, chunk))
+                self._write(chunk)
         except OSError:               # it died at once: no restart loop without a wait
             self._reap(0.0)
             raise
@@ -243,7 +245,8 @@ class AccountingSide:
         if self.proc is None:
             return                    # kept for the next worker
         try:
-            self._write(frame(("chunk", self.chunks, chunk)))
+            self._write(chunk_head(self.chunks, chunk))
+            self._write(chunk)
         except (BrokenPipeError, OSError):
             self._died()
             return
