@@ -261,7 +261,7 @@ class Worker:
                 log.error("action=accounting-reload-error error=%s", exc)
                 self.send(("error", f"reload: {exc}"))
                 return
-            self.cfg = cfg
+            self.cfg, self.ruleset = cfg, ruleset
             self.acct.reload(ruleset, cfg.rules.matcher)
             log.info("action=accounting-reload rules=%d", len(ruleset))
 
