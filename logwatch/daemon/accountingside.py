@@ -24,11 +24,13 @@ from typing import Any, cast
 from logwatch.clock import Clock, wall
 from logwatch.daemon.accountingwire import (
     PIPE_SIZE,
-    decode_record,
+    chunk_head,
+    decode_records,
     decode_reject,
     frame,
     query,
     raise_gc_threshold,
+    rules_digest,
     split_frames,
 )
 from logwatch.daemon.factory import node_name, store_url
@@ -65,8 +67,12 @@ class AccountingSide:
     """The worker process as the daemon sees it (Parts.accounting)."""
 
     def __init__(self, cfg: Any, loop: Any, store: Any, on_records: Callable[[list[Any]], None],
-                 error: Callable[[str], None], clock: Clock = wall, debug: bool = False) -> None:
+                 error: Callable[[str], None], clock: Clock = wall, debug: bool = False,
+                 checked: Callable[[], Any] | None = None) -> None:
         self.cfg, self.loop, self.store, self.clock = cfg, loop, store, clock
+        # The daemon's ruleset, self-checked: the worker skips the checks of the same rules.
+        self.checked = checked
+        self.digest_due = False       # the worker waits for the daemon's rules' digest
         self.on_records, self.error, self.debug = on_records, error, debug
         self.forwarding = cfg.sources.stdin       # only one process can read stdin
         # What the daemon opened at start (a reload does not change them).
@@ -112,19 +118,36 @@ class AccountingSide:
         self.ready, self.failure = False, None
         self.started_at = time.monotonic()
         self.loop.register(self.proc.stdout.fileno(), self.on_readable)
+        # At the daemon's start its rules are loaded (and checked) after this: the digest
+        # goes in wait_ready().
+        digest = self._rules_digest()
+        self.digest_due = digest is None and self.checked is not None
         try:
             self._write(frame({"cfg": self.cfg, **self.place, "session": self.session,
                                "stdin": self.forwarding, "parent": os.getpid(),
-                               "debug": self.debug, "resend_after": self.seq_seen}))
+                               "debug": self.debug, "resend_after": self.seq_seen,
+                               "rules_digest": digest, "rules_later": self.digest_due}))
             for number, chunk in list(self.unacked):        # what a dead worker left
-                self._write(frame(("chunk", number, chunk)))
+                self._write(chunk_head(number, chunk))
+                self._write(chunk)
         except OSError:               # it died at once: no restart loop without a wait
             self._reap(0.0)
             raise
 
+    def _rules_digest(self) -> str | None:
+        """rules_digest() of the daemon's checked ruleset (None: the worker checks its own)."""
+        ruleset = self.checked() if self.checked is not None else None
+        return rules_digest(ruleset) if ruleset is not None else None
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """At the daemon's start: until the worker has loaded its state (OSError if not)."""
         deadline = time.monotonic() + timeout
+        if self.digest_due and self.proc is not None:
+            self.digest_due = False
+            try:
+                self._write(frame(("rules", self._rules_digest())))
+            except OSError:
+                pass                  # it is gone: its end of output follows
         while self.proc is not None and not self.ready:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fileno()], [], [], left)[0]:
@@ -184,7 +207,8 @@ class AccountingSide:
             _, records, rejects, acked = msg
             while self.unacked and self.unacked[0][0] <= acked:
                 self.unacked.popleft()
-            records = [r for r in map(decode_record, records)
+            # What the risk engine, the counts and fleetrisk read of each (HandedRecord).
+            records = [r for r in decode_records(records)
                        if self.seq_seen is None or r.seq > self.seq_seen]
             if records:
                 self.seq_seen = records[-1].seq
@@ -221,7 +245,8 @@ class AccountingSide:
         if self.proc is None:
             return                    # kept for the next worker
         try:
-            self._write(frame(("chunk", self.chunks, chunk)))
+            self._write(chunk_head(self.chunks, chunk))
+            self._write(chunk)
         except (BrokenPipeError, OSError):
             self._died()
             return
@@ -294,7 +319,7 @@ class AccountingSide:
             self._on_restart(self.clock())
             return
         try:
-            self._write(frame(("reload", cfg)))
+            self._write(frame(("reload", cfg, self._rules_digest())))
         except (BrokenPipeError, OSError):
             self._died()
 

@@ -30,9 +30,10 @@ from logwatch.daemon.accounting import Accounting, Subscriber, malloc_trim
 from logwatch.daemon.accountingwire import (
     POSITION_PREFIX,
     PrefixedStore,
-    encode_record,
+    encode_records,
     encode_reject,
     frame,
+    rules_digest,
     split_frames,
     write_all,
 )
@@ -78,6 +79,36 @@ def lock_state(state_dir: str) -> int:
             time.sleep(0.05)
 
 
+def load_rules(cfg: Any, checked: str | None, defer: bool = False) -> Any:
+    """The configured rules, self-checked unless the daemon just checked the same rules
+    (`checked`: its ruleset's rules_digest); `defer`: its digest comes later (verify_rules)."""
+    from logwatch.daemon.factory import effective_rules_dirs
+    from logwatch.parsing.rules import load_ruleset
+
+    dirs = effective_rules_dirs(cfg)
+    if checked is None and not defer:
+        return load_ruleset(dirs, cfg.rules.local_dir)
+    ruleset = load_ruleset(dirs, cfg.rules.local_dir, check=False)
+    if not defer:
+        verify_rules(ruleset, checked)
+    return ruleset
+
+
+def verify_rules(ruleset: Any, checked: str | None) -> None:
+    """load_ruleset()'s self-checks (0.3 s of CPU) unless `checked` is the digest of these very
+    rules: the digest of what was loaded, not of the files, so an edit since the daemon's load
+    (even during ours) shows as a difference. SelfTestError as load_ruleset's."""
+    from logwatch.parsing import rules as rules_module
+
+    if checked is not None and rules_digest(ruleset) == checked:
+        return
+    problems = rules_module.check_rules([*ruleset.rules, *ruleset.message_rules])
+    if problems:
+        raise rules_module.SelfTestError(
+            f"{len(problems)} rule self-test failure(s) on Python {sys.version.split()[0]}:\n"
+            + "\n".join(problems), len(problems))
+
+
 def usage() -> dict[str, Any]:
     """This process's CPU seconds and memory (the daemon's wait4() does not see them)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -99,15 +130,17 @@ class Worker:
     """The accounting on its own selectors loop: sources, frames from the daemon, timers."""
 
     def __init__(self, setup: dict[str, Any], inp: int, out: int) -> None:
-        from logwatch.daemon.factory import effective_rules_dirs
-        from logwatch.parsing.rules import load_ruleset
         from logwatch.state.store import Store
 
         self.cfg, self.inp, self.out = setup["cfg"], inp, out
         self.session = setup["session"]
         self.stdin = bool(setup["stdin"])
         self.store = Store(url=setup["url"], node=setup["node"])
-        ruleset = load_ruleset(effective_rules_dirs(self.cfg), self.cfg.rules.local_dir)
+        # At the daemon's start its rules are checked while we load ours: its digest follows
+        # (child_main() waits for it before any data).
+        self.rules_later = bool(setup.get("rules_later"))
+        self.ruleset = ruleset = load_rules(self.cfg, setup.get("rules_digest"),
+                                            self.rules_later)
         self.acct = Accounting(self.cfg.accounting, ruleset, self.store,
                                matcher=self.cfg.rules.matcher)
         self.rejects: list[Any] = []
@@ -172,7 +205,7 @@ class Worker:
         records, rejects = self.acct.staged_records(), self.rejects
         self.rejects = []
         if records or rejects or self.stdin:
-            self.send(("records", [encode_record(r) for r in records],
+            self.send(("records", encode_records(records),
                        [encode_reject(a) for a in rejects], self.chunks))
         self.acct.committed()
         self.stats_due = True
@@ -197,7 +230,7 @@ class Worker:
         records = rows.records_after(self.store, after)
         if records:
             log.info("action=accounting-resend records=%d after_seq=%d", len(records), after)
-            self.send(("records", [encode_record(r) for r in records], [], self.chunks))
+            self.send(("records", encode_records(records), [], self.chunks))
 
     # -- frames from the daemon ------------------------------------------------------------
 
@@ -221,17 +254,14 @@ class Worker:
                 self.chunks = number
                 self.on_chunk("stdin", chunk)
         elif msg[0] == "reload":
-            from logwatch.daemon.factory import effective_rules_dirs
-            from logwatch.parsing.rules import load_ruleset
-
             cfg = msg[1]
             try:
-                ruleset = load_ruleset(effective_rules_dirs(cfg), cfg.rules.local_dir)
+                ruleset = load_rules(cfg, msg[2] if len(msg) > 2 else None)
             except Exception as exc:       # the daemon loaded them: a race with an edit
                 log.error("action=accounting-reload-error error=%s", exc)
                 self.send(("error", f"reload: {exc}"))
                 return
-            self.cfg = cfg
+            self.cfg, self.ruleset = cfg, ruleset
             self.acct.reload(ruleset, cfg.rules.matcher)
             log.info("action=accounting-reload rules=%d", len(ruleset))
 
@@ -308,6 +338,23 @@ class Worker:
         self.store.close()
 
 
+def wait_rules(worker: Worker, inp: int, buf: bytearray, msgs: list[Any]) -> list[Any]:
+    """Read frames until the daemon's ("rules", digest); verify_rules() with it. The other
+    frames read meanwhile are returned, in order, for the worker to handle."""
+    kept: list[Any] = []
+    while True:
+        for i, msg in enumerate(msgs):
+            if msg[0] == "rules":
+                verify_rules(worker.ruleset, msg[1])
+                return kept + msgs[:i] + msgs[i + 1:]
+        kept += msgs
+        data = os.read(inp, 1 << 16)
+        if not data:
+            raise OSError("the daemon closed the pipe before its rules were checked")
+        buf += data
+        msgs = split_frames(buf)
+
+
 def child_main() -> int:
     """Read the setup frame, lock, start the accounting, run until the end of input."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -330,6 +377,10 @@ def child_main() -> int:
     try:
         lock_state(setup["state_dir"])
         worker = Worker(setup, inp, out)
+        if worker.rules_later:
+            msgs = wait_rules(worker, inp, buf, msgs[1:])
+        else:
+            msgs = msgs[1:]
     except Exception as exc:
         log.error("action=accounting-start-failed error=%s", exc)
         write_all(out, frame(("failed", str(exc))))
@@ -337,7 +388,7 @@ def child_main() -> int:
     write_all(out, frame(("ready", worker.acct.stats(), worker.acct.correlator.next_seq)))
     worker.resend(setup.get("resend_after"))
     worker.inbuf = buf            # the rest of a frame that came with the setup
-    for msg in msgs[1:]:
+    for msg in msgs:
         worker.handle(msg)
     worker.run()
     return 0

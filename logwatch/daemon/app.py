@@ -243,7 +243,8 @@ class Daemon:
         if not cfg.accounting.enabled:
             return
         self.accounting = AccountingSide(cfg, self.loop, self.store, self.on_records, self.error,
-                                         self.clock, bool(getattr(self.args, "debug", False)))
+                                         self.clock, bool(getattr(self.args, "debug", False)),
+                                         checked=lambda: getattr(self.parser, "ruleset", None))
         try:
             self.accounting.start()
         except OSError as exc:
