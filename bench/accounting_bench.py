@@ -6,11 +6,14 @@ the end of its input: parse + correlation + stats log (fsynced) + state saved wi
 Prints, next to the same daemon with accounting off on the same log in the same run:
   lines/s of wall time (process start to exit, best of --runs; target >= 300,000), and the
   stats-log lines written (one per message);
+  the same with the log as a file the daemon follows from its start (how it reads
+  /var/log/mail.log): wall time from its start until the stats log holds the last message
+  (accounting off: until `logwatchctl status` counts every line read), polled every 10 ms;
   the CPU seconds of the accounting process (accountingworker.py: its own figure, logged at
   its stop; wait4() of the daemon counts it too once reaped) and of the daemon without it;
   the RSS (VmRSS) of the daemon and of its accounting process following a log of --messages
   messages that were never delivered nor removed, once both have read it all: that many open
-  messages (target < 100 MB in all).
+  messages (target < 100 MB for the process holding them).
 Usage: .venv/bin/python bench/accounting_bench.py [--messages N] [--runs 3]
 """
 
@@ -76,6 +79,51 @@ def run_once(config: Path, log: Path, base: Path
                       text)
     worker = (float(found[1]), float(found[2])) if found else (0.0, 0.0)
     return wall, usage.ru_utime + usage.ru_stime, worker, text
+
+
+def last_seq(path: Path) -> int:
+    """The seq of the stats log's last whole line (0: none yet)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            tail = fh.read()
+    except OSError:
+        return 0
+    lines = tail.split(b"\n")[:-1]
+    return int(lines[-1].split(b"\t", 1)[0][4:]) if lines and lines[-1].startswith(b"seq:") else 0
+
+
+def run_follow(config: Path, base: Path, lines: int, messages: int, accounting: bool,
+               timeout: float = 600.0) -> float:
+    """Wall seconds from the daemon's start, following the log file from its start (how it
+    reads /var/log/mail.log), until it has read every line and, with accounting on, the stats
+    log holds the last message."""
+    (base / "control.sock").unlink(missing_ok=True)
+    shutil.rmtree(base / "state", ignore_errors=True)
+    (base / "stats.log").unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "logwatch.daemon.app", "--config", str(config), "--dry-run"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open(base / "daemon.log", "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                env=env, cwd=base)
+    try:
+        while time.perf_counter() - started < timeout:
+            time.sleep(0.01)
+            if accounting:
+                if last_seq(base / "stats.log") >= messages:
+                    return time.perf_counter() - started
+                continue
+            try:
+                st = request(str(base / "control.sock"), {"cmd": "status"}, timeout=30)
+            except OSError:
+                continue
+            if st.get("lines_read", 0) >= lines:
+                return time.perf_counter() - started
+        raise SystemExit("the daemon did not read the whole file in time")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
 
 
 def vmrss(pid: int) -> float:
@@ -150,6 +198,12 @@ def main() -> int:
                      f", which waited {waited:.2f} s for a CPU" if worker_cpu else "")
             print(f"{label:<28} {lines / wall:>10,.0f} lines/s ({wall:.2f} s wall, "
                   f"{cpu:.2f} s CPU{split}; {written:,} stats-log lines)")
+        print(f"the same log as a file the daemon follows from its start (no --stdin), until "
+              f"it has read it all and the stats log holds the last message, best of {args.runs}")
+        for label, accounting in (("accounting off (peer):", False), ("accounting on:", True)):
+            config = write_config(base, accounting, follow=full)
+            wall = min(run_follow(config, base, lines, args.messages, accounting) for _ in range(args.runs))
+            print(f"{label:<28} {lines / wall:>10,.0f} lines/s ({wall:.2f} s wall)")
         open_lines = count_lines(open_only)
         for label, accounting in (("accounting off (peer):", False), ("accounting on:", True)):
             config = write_config(base, accounting, follow=open_only)
