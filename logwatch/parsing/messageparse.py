@@ -134,7 +134,7 @@ class MessageParser:
     def _rows(self, lines: list[str]) -> list[Row]:
         out: list[Row] = []
         append, stats, limit = out.append, self.stats, self.max_message
-        heads_get, ip_get, canonical_v4 = self._row_heads.get, IP_CACHE.get, _CANONICAL_V4.fullmatch
+        heads_get = self._row_heads.get
         any_literal, fast = self._any_literal, 0
         for line in lines:
             colon = line.find(": ")
@@ -167,9 +167,7 @@ class MessageParser:
             v = m.group(*indexes)
             if has_ip and v[IP] is not None:
                 text_ip = v[IP]
-                ip = ip_get(text_ip, _UNSEEN)
-                if ip is _UNSEEN:
-                    ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
+                ip = canonical_ip(text_ip)
                 if ip is None:
                     stats.invalid_ip += 1
                     stats.candidates += 1
@@ -288,7 +286,6 @@ class MessageParser:
         if len(self._hosts) > 4096:                # its own bound, checked once a chunk
             self._hosts.clear()
         share_host = self._hosts.setdefault        # one object per host name, not per line
-        ip_get, canonical_v4 = IP_CACHE.get, _CANONICAL_V4.fullmatch
         limit = self.max_message
         heads_get = self._heads.get
         for raw, mask in zip(raws, masks, strict=True):
@@ -324,9 +321,7 @@ class MessageParser:
             if has_ip:
                 text_ip = fields["ip"]
                 if text_ip is not None:
-                    ip = ip_get(text_ip, _UNSEEN)
-                    if ip is _UNSEEN:
-                        ip = text_ip if canonical_v4(text_ip) else normalize_ip(text_ip)
+                    ip = canonical_ip(text_ip)
                     if ip is None:
                         stats.invalid_ip += 1
                         stats.candidates += 1
@@ -393,6 +388,15 @@ class MessageParser:
     def counters(self) -> dict[str, int]:
         """The statistics for `logwatchctl status`."""
         return asdict(self.stats)
+
+
+def canonical_ip(text: str, _get: Callable[..., Any] = IP_CACHE.get,
+                 _v4: Callable[[str], Any] = _CANONICAL_V4.fullmatch) -> str | None:
+    """normalize_ip(text), from its cache, or as it is when already canonical IPv4 text."""
+    ip = _get(text, _UNSEEN)
+    if ip is _UNSEEN:
+        ip = text if _v4(text) else normalize_ip(text)
+    return ip
 
 
 def _framed(rule: Rule) -> _Framed:
