@@ -25,14 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchstats import pct  # noqa: E402
 from pkgroot import build_deb, clean_env, in_throwaway_root  # noqa: E402
 
 DRIVER = REPO / "tests" / "installed_e2e.py"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def driver_argv(path: str, samples: int, dry_run: bool) -> list[str]:

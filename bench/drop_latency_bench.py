@@ -32,7 +32,9 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+
+from benchstats import nearest_rank as pct  # noqa: E402
 
 SSHG = Path("/usr/libexec/sshguard")
 TIMEOUT = 5.0                      # seconds a contender gets to ban before the sample is a miss
@@ -264,12 +266,6 @@ def tool_costs(n: int) -> None:
     print(f"one ban by the tool alone ({n} each, interleaved in turn, no contender running; ms):")
     for way, t in got.items():
         print(f"  {way:44} p50 {pct(t, 50):5.1f}  p95 {pct(t, 95):5.1f}")
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
 
 
 def report(contenders: list[Contender], poll_ms: float | None) -> None:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import psutil  # noqa: E402
+from benchstats import pct  # noqa: E402
 from daemon_harness import DaemonProc  # noqa: E402
 
 CHAIN = "LWD_BENCH"
@@ -53,11 +54,6 @@ def guess(ip: str, user: str) -> str:
 def noise(i: int) -> str:
     return (f"{stamp()} mx postfix/qmgr[77]: {i:010X}: from=<list@example.com>, size=4211, "
             f"nrcpt=1 (queue active)")
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def append(path: Path, lines: list[str]) -> float:

@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 import psutil  # noqa: E402
+from benchstats import pct  # noqa: E402
 from daemon_harness import DaemonProc, pyenv  # noqa: E402
 from maillog import generate  # noqa: E402
 from postfwd_helpers import postfwd_server, rate_rule  # noqa: E402
@@ -80,11 +81,6 @@ class Requests:
             "h": k % 997, "qid": f"{self.seed:02X}{self.n:09X}", "r": self.n % 50000,
             "ip": key_ip(k), "inst": f"{self.seed:x}.{self.n:x}.0", "size": 1000 + k % 9000,
             "port": 1024 + self.n % 60000}).encode()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def connect(address: str, port: int, n: int) -> list[socket.socket]:

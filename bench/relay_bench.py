@@ -19,21 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchstats import ms  # noqa: E402
+
 from logwatch.effectors.relaymap import RelayMap, open_relay_map  # noqa: E402
 
 
 def ip_of(n: int, first: int = 10) -> str:
     return f"{first}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def ms(values: list[float]) -> str:
-    return (f"p50 {pct(values, 50) * 1000:7.2f} ms   p99 {pct(values, 99) * 1000:7.2f} ms   "
-            f"max {max(values) * 1000:7.2f} ms   (n={len(values)})")
 
 
 def query(cfdir: str, spec: str, key: str) -> str:

@@ -29,19 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from benchstats import ms, pct  # noqa: E402
 from daemon_harness import DaemonProc  # noqa: E402
 
 HOLD = "HOLD suspended by logwatchd (compromised?)"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def ms(values: list[float]) -> str:
-    return (f"p50 {pct(values, 50) * 1000:7.2f} ms   p99 {pct(values, 99) * 1000:7.2f} ms   "
-            f"max {max(values) * 1000:7.2f} ms   (n={len(values)})")
 
 
 def stamp() -> str:

@@ -33,10 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
+from benchstats import nearest_rank as pct  # noqa: E402
 
 
 def timed(n: int, call: Callable[[], object]) -> list[float]:

@@ -73,11 +73,17 @@ def test_spares_are_bounded_and_closed() -> None:
 
 
 def _in_namespace(proc: subprocess.Popen[str], name: str) -> bool:
-    """Whether the spare has entered the namespace (`ip` does so a moment after it starts)."""
+    """Whether the spare has entered the namespace and runs its tool: `ip` does both a moment
+    after it starts, and a spare still being `ip` is set aside, not used (runner.take())."""
     deadline = time.monotonic() + 10
     want = os.stat(f"/run/netns/{name}").st_ino
     while time.monotonic() < deadline:
-        if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == want:
+        try:
+            entered = os.stat(f"/proc/{proc.pid}/ns/net").st_ino == want
+            execed = os.path.basename(os.readlink(f"/proc/{proc.pid}/exe")) != "ip"
+        except OSError:
+            return False
+        if entered and execed:
             return True
         time.sleep(0.01)
     return False

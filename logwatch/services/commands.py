@@ -125,12 +125,9 @@ class Commands:
         cmd, raw = req["cmd"], req.get("ip")
         if not isinstance(raw, str):
             return {"ok": False, "error": f"{cmd}: an \"ip\" string is required"}
-        duration = req.get("for")
-        if duration is not None:
-            try:
-                duration = parse_duration(duration)     # bounded: ten years at most
-            except ValueError as exc:
-                return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
+        duration, refused = _for_duration(cmd, req)
+        if refused:
+            return refused
         ip: str | None = raw
         if cmd in ("grant", "revoke"):
             ip = normalize_ip(raw)
@@ -164,12 +161,9 @@ class Commands:
         cmd, user = req["cmd"], req.get("user")
         if not isinstance(user, str):
             return {"ok": False, "error": f"{cmd}: a \"user\" string is required"}
-        duration = req.get("for")
-        if duration is not None:
-            try:
-                duration = parse_duration(duration)
-            except ValueError as exc:
-                return {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
+        duration, refused = _for_duration(cmd, req)
+        if refused:
+            return refused
         accounts = self.engine.accounts
         if cmd == "suspend" and not accounts.settings.enabled:
             return {"ok": False, "error": "suspend: accounting is not enabled"}
@@ -183,3 +177,14 @@ class Commands:
         self.actions.apply(effects)
         self.actions.changed()
         return {"ok": True, "message": f"{cmd} {user.lower()}: done"}
+
+
+def _for_duration(cmd: str, req: dict[str, Any]) -> tuple[float | None, Reply | None]:
+    """The request's optional "for" as seconds (bounded: ten years at most), or its refusal."""
+    raw = req.get("for")
+    if raw is None:
+        return None, None
+    try:
+        return parse_duration(raw), None
+    except ValueError as exc:
+        return None, {"ok": False, "error": f"{cmd}: \"for\" {exc}"}
